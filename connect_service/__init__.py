@@ -1,0 +1,23 @@
+"""connect-service: let an app's end users hand it the credentials its workflows need.
+
+The public plugin API is re-exported here::
+
+    from connect_service import ConnectionType, OAuth2Provider, hookimpl, fields
+"""
+from . import fields
+from .connection_types import ConnectionType, OAuth2Provider, ProviderError, ValidationError, form_description
+from .hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConnectionType", "OAuth2Provider", "ProviderError", "ValidationError", "form_description",
+    "hookimpl", "fields", "create_app", "__version__",
+]
+
+
+def create_app(config=None, plugins=()):
+    """Build the WSGI application (see :func:`connect_service.app.create_app`)."""
+    from .app import create_app as _create_app
+
+    return _create_app(config, plugins)

@@ -1,0 +1,89 @@
+"""Access Keys of the caller's organization: create (plaintext once), list, revoke."""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from .. import errors
+from ..models import AccessKey, Organization, utcnow
+from ..tokens import generate_access_key
+from . import schemas
+from .common import PageArgs, iso, paginate, raw_json_body, require_access_key
+
+blp = Blueprint("access_keys", __name__, url_prefix="/v1/access-keys", description="Access Keys")
+SECURITY = [{"accessKey": []}]
+
+
+class AccessKeyCreateSchema(ma.Schema):
+    name = ma.fields.String(load_default="", validate=ma.validate.Length(max=200))
+
+
+class AccessKeySchema(ma.Schema):
+    id = ma.fields.String()
+    name = ma.fields.String()
+    prefix = ma.fields.String()
+    key = ma.fields.String(metadata={"description": "plaintext, returned only when created"})
+    created_at = ma.fields.String()
+    last_used_at = ma.fields.String(allow_none=True)
+    revoked_at = ma.fields.String(allow_none=True)
+
+
+def key_view(key: AccessKey, plaintext: str | None = None) -> dict:
+    out = {"id": key.id, "name": key.name, "prefix": key.prefix, "created_at": iso(key.created_at),
+           "last_used_at": iso(key.last_used_at), "revoked_at": iso(key.revoked_at)}
+    if plaintext:
+        out["key"] = plaintext
+    return out
+
+
+def create_access_key(org: Organization, name: str = "") -> tuple[AccessKey, str]:
+    plaintext, prefix, digest = generate_access_key()
+    return AccessKey.create(org=org, name=name, prefix=prefix, key_hash=digest), plaintext
+
+
+@blp.route("")
+class AccessKeys(MethodView):
+    decorators = [require_access_key]
+
+    @blp.doc(security=SECURITY, requestBody={"required": False, "content": {
+        "application/json": {"schema": AccessKeyCreateSchema}}})
+    @blp.response(201, AccessKeySchema)
+    def post(self):
+        """Create an Access Key (the plaintext ``key`` is shown only in this response)"""
+        from flask import request
+
+        data = {}
+        if request.get_data(cache=True).strip():
+            try:
+                data = AccessKeyCreateSchema().load(raw_json_body())
+            except ma.ValidationError as exc:
+                raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
+        key, plaintext = create_access_key(g.org, data.get("name", ""))
+        return key_view(key, plaintext)
+
+    @blp.doc(security=SECURITY)
+    @blp.arguments(PageArgs, location="query", as_kwargs=True)
+    @blp.response(200, schemas.list_of(AccessKeySchema))
+    def get(self, **args):
+        """List Access Keys (never their plaintext)"""
+        rows, cursor = paginate(AccessKey.select().where(AccessKey.org == g.org.id), AccessKey, args)
+        return {"data": [key_view(k) for k in rows], "next_cursor": cursor}
+
+
+@blp.route("/<string:key_id>")
+class AccessKeyItem(MethodView):
+    decorators = [require_access_key]
+
+    @blp.doc(security=SECURITY)
+    @blp.response(200, AccessKeySchema)
+    def delete(self, key_id):
+        """Revoke an Access Key"""
+        key = AccessKey.get_or_none(AccessKey.id == key_id, AccessKey.org == g.org.id)
+        if key is None:
+            raise errors.NotFound()
+        if key.revoked_at is None:
+            key.revoked_at = utcnow()
+            key.save()
+        return key_view(key)

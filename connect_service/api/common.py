@@ -1,0 +1,176 @@
+"""Helpers every API module shares: body loading, pagination, timestamps, auth."""
+from __future__ import annotations
+
+import base64
+import datetime
+import functools
+import json
+from typing import Any
+
+import marshmallow as ma
+from flask import current_app, g, request
+
+from .. import errors
+from ..crypto import Keyring
+from ..models import AccessKey, App, utcnow
+from ..plugins import Registry
+from ..tokens import InvalidToken, hash_access_key, verify_connect_token
+
+BLANK = {"input": "cannot be blank"}
+
+
+def settings() -> dict[str, Any]:
+    return current_app.config["CONNECT"]
+
+
+def keyring() -> Keyring:
+    return current_app.extensions["connect_keyring"]
+
+
+def registry() -> Registry:
+    return current_app.extensions["connect_registry"]
+
+
+def iso(value: datetime.datetime | None) -> str | None:
+    """ISO 8601 UTC with a ``Z``, seconds precision (``2026-11-23T08:30:00Z``)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+    return value.replace(microsecond=0).isoformat() + "Z"
+
+
+def raw_json_body() -> Any:
+    """The request body as JSON; a blank body (absent, empty, ``null``, ``{}``) is a 400."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        raise errors.BadRequest(BLANK)
+    mimetype = request.mimetype or ""
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise errors.UnsupportedMediaType({"input": "send the body as application/json"})
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest({"input": "is not valid JSON"}) from None
+    if data is None or data == {}:
+        raise errors.BadRequest(BLANK)
+    if not isinstance(data, dict):
+        raise errors.BadRequest({"input": "must be a JSON object"})
+    return data
+
+
+def load_body(schema: ma.Schema | type[ma.Schema]) -> dict[str, Any]:
+    """Load and validate the JSON body with ``schema``; errors become a 400 naming each field."""
+    data = raw_json_body()
+    instance = schema() if isinstance(schema, type) else schema
+    try:
+        return instance.load(data)
+    except ma.ValidationError as exc:
+        raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
+
+
+def body_doc(schema: type[ma.Schema], description: str = "") -> dict:
+    """``blp.doc(**body_doc(Schema))`` documents a body loaded with :func:`load_body`."""
+    return {"requestBody": {"required": True, "description": description,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+# --- pagination -----------------------------------------------------------------------------
+
+class PageArgs(ma.Schema):
+    cursor = ma.fields.String(load_default=None, metadata={"description": "opaque cursor from next_cursor"})
+    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=200))
+
+
+def encode_cursor(created_at: datetime.datetime, row_id: str) -> str:
+    raw = json.dumps([created_at.isoformat(), row_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created, row_id = json.loads(raw)
+        return datetime.datetime.fromisoformat(created), str(row_id)
+    except (ValueError, TypeError):
+        raise errors.BadRequest({"cursor": "is not a valid cursor"}) from None
+
+
+def paginate(query, model, args: dict[str, Any]) -> tuple[list, str | None]:
+    """Keyset pagination on ``(created_at, id)``: stable under inserts, O(limit) per page."""
+    limit = args.get("limit") or 50
+    if args.get("cursor"):
+        created, row_id = decode_cursor(args["cursor"])
+        query = query.where((model.created_at > created) | ((model.created_at == created) & (model.id > row_id)))
+    rows = list(query.order_by(model.created_at, model.id).limit(limit + 1))
+    next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+# --- authentication -------------------------------------------------------------------------
+
+def bearer() -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def authenticate_access_key(token: str | None):
+    """Return the ``AccessKey`` row for a valid, unrevoked ``ak_`` key, else None."""
+    if not token or not token.startswith("ak_"):
+        return None
+    key = (AccessKey.select(AccessKey, AccessKey.org).join(AccessKey.org.rel_model)
+           .where(AccessKey.key_hash == hash_access_key(token), AccessKey.revoked_at.is_null()).first())
+    if key is None:
+        return None
+    now = utcnow()
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        AccessKey.update(last_used_at=now).where(AccessKey.id == key.id).execute()
+    return key
+
+
+def require_access_key(view):
+    """Management API views: ``Authorization: Bearer ak_…`` of an org, else 401."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        key = authenticate_access_key(bearer())
+        if key is None:
+            raise errors.Unauthorized()
+        g.org = key.org
+        g.access_key = key
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def connect_identity(token: str | None):
+    """Verify a connect token and load its app; None when anything is wrong."""
+    if not token or token.startswith("ak_"):
+        return None
+    cfg = settings()
+    try:
+        identity = verify_connect_token(token, cfg["secret_key"], cfg["secret_key_fallbacks"], cfg["public_url"])
+    except InvalidToken:
+        return None
+    app = App.get_or_none(App.id == identity.app_id)
+    if app is None:
+        return None
+    return identity, app
+
+
+def require_connect_token(view):
+    """End-user views: ``Authorization: Bearer <connect token>``, else 401."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        found = connect_identity(bearer())
+        if found is None:
+            raise errors.Unauthorized()
+        g.connect, g.app = found
+        g.org_id = g.app.org_id
+        return view(*args, **kwargs)
+
+    return wrapper

@@ -1,0 +1,94 @@
+"""The application factory: ``create_app(config)`` wires config, database, plugins and the API."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from flask import Flask, g, request
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from . import db, errors, logs
+from .config import load_config
+from .crypto import Keyring
+from .plugins import get_plugin_manager
+
+#: the only path an app host serves
+APP_HOST_PATHS = {"/v1/connect/tokens"}
+
+
+class BodySizeLimit:
+    """WSGI middleware: refuse a declared body over ``max_body_bytes`` before routing (413)."""
+
+    def __init__(self, wsgi_app, max_bytes: int):
+        self.wsgi_app = wsgi_app
+        self.max_bytes = max_bytes
+
+    def __call__(self, environ, start_response):
+        length = environ.get("CONTENT_LENGTH")
+        too_large = False
+        if length:
+            try:
+                too_large = int(length) > self.max_bytes
+            except ValueError:
+                too_large = True
+        if too_large:
+            body = json.dumps({"error": {"code": "payload_too_large", "message": "Payload Too Large",
+                                         "details": {"input": f"must be at most {self.max_bytes} bytes"}}}).encode()
+            start_response("413 Payload Too Large", [("Content-Type", "application/json"),
+                                                     ("Content-Length", str(len(body))), ("Connection", "close")])
+            return [body]
+        return self.wsgi_app(environ, start_response)
+
+
+def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] = ()) -> Flask:
+    """Build the WSGI app. ``config`` overrides file and env settings; ``plugins`` are extra plugin objects."""
+    cfg = load_config(config)
+    app = Flask(__name__, instance_path=cfg["instance_path"])
+    app.config["CONNECT"] = cfg
+    app.config["SECRET_KEY"] = cfg["secret_key"]
+    app.config["SECRET_KEY_FALLBACKS"] = cfg["secret_key_fallbacks"]
+    app.config["MAX_CONTENT_LENGTH"] = cfg["max_body_bytes"]
+    app.config["TESTING"] = cfg["env"] == "testing"
+    app.json.sort_keys = False
+    app.extensions["connect_keyring"] = Keyring(cfg["encryption_keys"])
+    app.extensions["connect_registry"] = get_plugin_manager(cfg, plugins)
+
+    logs.init_app(app)
+    errors.init_app(app)
+    db.init_app(app)
+    _init_host_routing(app)
+    from . import api, health, web
+
+    health.init_app(app)
+    api.init_app(app)
+    web.init_app(app)
+    errors.init_app(app)  # after flask-smorest, whose own handler would otherwise win
+
+    app.wsgi_app = BodySizeLimit(app.wsgi_app, cfg["max_body_bytes"])
+    if cfg["proxy_count"] > 0:
+        n = cfg["proxy_count"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
+    return app
+
+
+def _init_host_routing(app: Flask) -> None:
+    from urllib.parse import urlsplit
+
+    from .models import App
+
+    public_host = urlsplit(app.config["CONNECT"]["public_url"]).hostname
+
+    @app.before_request
+    def _route_by_host():
+        host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
+        if host.startswith("[") or host == public_host and request.path not in APP_HOST_PATHS:
+            return None
+        app_row = App.get_or_none(App.hostname == host)
+        if app_row is None:
+            if request.path in APP_HOST_PATHS:
+                raise errors.NotFound()
+            return None
+        if request.path not in APP_HOST_PATHS:
+            raise errors.NotFound()
+        g.host_app = app_row
+        return None

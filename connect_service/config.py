@@ -1,0 +1,169 @@
+"""Settings: defaults, a TOML file (``CONNECT_CONFIG``), ``CONNECT_<NAME>`` env vars.
+
+Precedence, lowest first: built-in defaults, the TOML file, environment
+variables, then the dict given to ``create_app(config)``. Production mode
+refuses to start without its secrets; development mode generates them once
+into the instance folder so that every worker agrees on them.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import tempfile
+import tomllib
+from typing import Any
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+
+class ConfigError(Exception):
+    """A missing or invalid setting; the message is one line naming it."""
+
+
+#: name -> (default, kind). ``kind`` drives env-var parsing and validation.
+SETTINGS: dict[str, tuple[Any, str]] = {
+    "env": ("production", "str"),
+    "instance_path": ("instance", "str"),
+    "database_url": (None, "str"),
+    "public_url": (None, "str"),
+    "secret_key": (None, "str"),
+    "secret_key_fallbacks": ([], "list"),
+    "encryption_keys": ([], "list"),
+    "allowed_private_hosts": ([], "list"),
+    "disabled_plugins": ([], "list"),
+    "max_body_bytes": (1024 * 1024, "int"),
+    "rate_limit_tokens_per_minute": (60, "int"),
+    "rate_limit_credentials_per_minute": (20, "int"),
+    "refresh_margin_seconds": (300, "int"),
+    "refresh_lease_seconds": (60, "int"),
+    "default_token_lifetime_seconds": (3600, "int"),
+    "http_timeout_seconds": (10.0, "float"),
+    "oauth_session_seconds": (600, "int"),
+    "proxy_count": (1, "int"),
+    "database_pool_size": (8, "int"),
+    "log_level": ("INFO", "str"),
+    "account_lookup_seconds": (60, "int"),
+}
+
+DEV_SECRET_FILE = "secrets.json"
+
+
+def load_config(overrides: dict[str, Any] | None = None, environ=None) -> dict[str, Any]:
+    """Return the validated settings dict (defaults < file < env < overrides)."""
+    environ = os.environ if environ is None else environ
+    cfg = {name: (list(d) if isinstance(d, list) else d) for name, (d, _) in SETTINGS.items()}
+    path = (overrides or {}).get("config_file") or environ.get("CONNECT_CONFIG")
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"CONNECT_CONFIG: cannot read {path}: {exc}") from None
+        for key, value in data.items():
+            if key not in SETTINGS:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            cfg[key] = value
+    for name, (_, kind) in SETTINGS.items():
+        raw = environ.get(f"CONNECT_{name.upper()}")
+        if raw is not None:
+            cfg[name] = _parse(name, raw, kind)
+    for key, value in (overrides or {}).items():
+        if key == "config_file":
+            continue
+        cfg[key] = value
+    _validate(cfg)
+    return cfg
+
+
+def _parse(name: str, raw: str, kind: str):
+    if kind == "list":
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"CONNECT_{name.upper()}: expected an integer, got {raw!r}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"CONNECT_{name.upper()}: expected a number, got {raw!r}") from None
+    return raw
+
+
+def _validate(cfg: dict[str, Any]) -> None:
+    if cfg["env"] not in ("development", "production", "testing"):
+        raise ConfigError(f"CONNECT_ENV: must be development or production, got {cfg['env']!r}")
+    for name, (_, kind) in SETTINGS.items():
+        value = cfg.get(name)
+        if kind == "list" and isinstance(value, str):
+            cfg[name] = _parse(name, value, kind)
+        elif kind == "int" and value is not None and not isinstance(value, int):
+            raise ConfigError(f"CONNECT_{name.upper()}: expected an integer")
+    cfg["instance_path"] = os.path.abspath(cfg["instance_path"])
+    if cfg["env"] == "production":
+        for name in ("secret_key", "encryption_keys", "public_url"):
+            if not cfg.get(name):
+                raise ConfigError(f"CONNECT_{name.upper()} is required in production (CONNECT_ENV=production)")
+    else:
+        _fill_dev_secrets(cfg)
+        if not cfg.get("public_url"):
+            cfg["public_url"] = "http://localhost:5000"
+    parts = urlsplit(cfg["public_url"])
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"CONNECT_PUBLIC_URL: must be an http(s) URL, got {cfg['public_url']!r}")
+    cfg["public_url"] = cfg["public_url"].rstrip("/")
+    if len(cfg["secret_key"]) < 32:
+        raise ConfigError("CONNECT_SECRET_KEY: must be at least 32 characters")
+    from .crypto import parse_keyring  # local import: crypto imports nothing from here
+
+    try:
+        parse_keyring(cfg["encryption_keys"])
+    except ValueError as exc:
+        raise ConfigError(f"CONNECT_ENCRYPTION_KEYS: {exc}") from None
+    if not cfg.get("database_url"):
+        cfg["database_url"] = "sqlite:///" + os.path.join(cfg["instance_path"], "connect.db")
+    if cfg["env"] == "production":
+        if parts.scheme == "http":
+            log.warning("CONNECT_PUBLIC_URL is plain http: cookies are not Secure")
+        if cfg["database_url"].startswith("sqlite"):
+            log.warning("SQLite in production: use PostgreSQL for more than one host")
+
+
+def _fill_dev_secrets(cfg: dict[str, Any]) -> None:
+    """Generate missing secrets once into the instance folder, atomically.
+
+    Several gunicorn workers may start together: each writes its candidate to
+    a temp file and ``os.link``s it into place, which fails if another won;
+    everybody then reads the winner's file.
+    """
+    if cfg.get("secret_key") and cfg.get("encryption_keys"):
+        return
+    os.makedirs(cfg["instance_path"], exist_ok=True)
+    target = os.path.join(cfg["instance_path"], DEV_SECRET_FILE)
+    if not os.path.exists(target):
+        candidate = {"secret_key": secrets.token_urlsafe(48), "encryption_keys": [generate_key()]}
+        fd, tmp = tempfile.mkstemp(dir=cfg["instance_path"], prefix=".secrets-")
+        try:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(candidate, fh)
+            os.chmod(tmp, 0o600)
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                pass
+        finally:
+            os.unlink(tmp)
+    with open(target) as fh:
+        stored = json.load(fh)
+    cfg["secret_key"] = cfg.get("secret_key") or stored["secret_key"]
+    cfg["encryption_keys"] = cfg.get("encryption_keys") or stored["encryption_keys"]
+
+
+def generate_key() -> str:
+    """A fresh 256-bit encryption key in the format ``CONNECT_ENCRYPTION_KEYS`` takes."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")

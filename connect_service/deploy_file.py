@@ -1,0 +1,63 @@
+"""``connect-service apps deploy FILE.toml``: an app and its requirements from a file.
+
+::
+
+    [app]
+    name = "Helpdesk triage"
+    hostname = "triage.example.com"
+    visibility = "public"
+    return_urls = ["https://triage.example.com/done"]
+
+    [[requirements]]
+    key = "gmail"
+    type = "pipedream_account"
+    title = "Connect your Gmail account"
+    description = "Used to send triage replies on your behalf."
+    spec = { type = "pipedream_account", data = { app_slug = "gmail" } }
+
+The app is matched by hostname (created when missing, updated otherwise);
+every run creates and deploys a new version.
+"""
+from __future__ import annotations
+
+import click
+import marshmallow as ma
+from flask import current_app
+
+from . import errors
+from .db import database
+from .models import App, Organization, utcnow
+from .requirements import create_version, deploy_version, validate_requirements, version_view
+
+
+def deploy_from_file(doc: dict, org_id: str) -> dict:
+    from .api import schemas
+    from .api.apps import app_view, create_app_row
+
+    try:
+        app_data = schemas.AppCreateSchema().load(doc.get("app") or {})
+        reqs = schemas.VersionCreateSchema().load({"requirements": doc.get("requirements") or []})["requirements"]
+    except ma.ValidationError as exc:
+        raise click.ClickException(f"invalid file: {errors.flatten_messages(exc.messages)}") from None
+    with database.connection_context():
+        org = Organization.get_or_none(Organization.id == org_id)
+        if org is None:
+            raise click.ClickException(f"no organization {org_id!r}")
+        try:
+            validate_requirements(reqs, current_app.extensions["connect_registry"])
+        except errors.APIError as exc:
+            raise click.ClickException(f"invalid requirements: {exc.details}") from None
+        app = App.get_or_none(App.hostname == app_data["hostname"])
+        if app is not None and app.org_id != org.id:
+            raise click.ClickException(f"hostname {app_data['hostname']} belongs to another organization")
+        if app is None:
+            app = create_app_row(org, app_data)
+        else:
+            for key in ("name", "visibility", "return_urls", "frame_ancestors"):
+                if key in (doc.get("app") or {}):
+                    setattr(app, key, app_data[key])
+            app.updated_at = utcnow()
+            app.save()
+        version = create_version(app, reqs)
+        deploy_version(app, version.number)
+        return {"app": app_view(app), "version": version_view(version)}

@@ -1,0 +1,177 @@
+"""One error hierarchy and one JSON shape for every error the service returns.
+
+``{"error": {"code": "bad_request", "message": "Bad Request", "details": {...}}}``:
+``code`` is the snake_case reason phrase, ``message`` the phrase itself and
+``details`` (present only when there is something to say) maps a field path
+(dots for nesting, ``input`` for the whole body) to one sentence.
+"""
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any, Mapping
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+
+def error_code(status: int) -> str:
+    return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+
+
+class APIError(Exception):
+    """Raise anywhere in a request to answer with the error shape.
+
+    >>> raise BadRequest({"config.api_key": "cannot be blank"})
+    """
+
+    status = 500
+
+    def __init__(self, details: Mapping[str, str] | None = None, message: str | None = None,
+                 headers: Mapping[str, str] | None = None):
+        super().__init__(message or HTTPStatus(self.status).phrase)
+        self.details = dict(details) if details else None
+        self.message = message or HTTPStatus(self.status).phrase
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": error_code(self.status), "message": self.message}
+        if self.details:
+            error["details"] = self.details
+        return {"error": error}
+
+
+class BadRequest(APIError):
+    status = 400
+
+
+class Unauthorized(APIError):
+    status = 401
+
+
+class Forbidden(APIError):
+    status = 403
+
+
+class NotFound(APIError):
+    status = 404
+
+
+class Conflict(APIError):
+    status = 409
+
+
+class PayloadTooLarge(APIError):
+    status = 413
+
+
+class UnsupportedMediaType(APIError):
+    status = 415
+
+
+class TooManyRequests(APIError):
+    status = 429
+
+
+class BadGateway(APIError):
+    """A provider or platform failed; ``details`` says which and why."""
+
+    status = 502
+
+
+class ServiceUnavailable(APIError):
+    status = 503
+
+
+def flatten_messages(messages: Any, prefix: str = "") -> dict[str, str]:
+    """Turn marshmallow's nested error messages into ``{"a.b": "first message"}``."""
+    out: dict[str, str] = {}
+    if isinstance(messages, Mapping):
+        for key, value in messages.items():
+            if key == "_schema":
+                name = prefix or "input"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            out.update(flatten_messages(value, name))
+    elif isinstance(messages, (list, tuple)):
+        if messages and all(isinstance(m, str) for m in messages):
+            out[prefix or "input"] = _sentence(messages[0])
+        else:
+            for item in messages:
+                out.update(flatten_messages(item, prefix))
+    else:
+        out[prefix or "input"] = _sentence(str(messages))
+    return out
+
+
+def _sentence(text: str) -> str:
+    replacements = {
+        "Missing data for required field.": "is required",
+        "Field may not be null.": "cannot be null",
+        "Unknown field.": "is not a known field",
+        "Shorter than minimum length 1.": "cannot be blank",
+        "Not a valid URL.": "must be a valid http(s) URL",
+        "Not a valid string.": "must be a string",
+        "Not a valid integer.": "must be an integer",
+        "Not a valid boolean.": "must be a boolean",
+        "Not a valid mapping type.": "must be an object",
+        "Not a valid list.": "must be a list",
+    }
+    return replacements.get(text, text)
+
+
+def error_response(status: int, details=None, message=None, headers=None):
+    error: dict[str, Any] = {"code": error_code(status), "message": message or HTTPStatus(status).phrase}
+    if details:
+        error["details"] = details
+    response = jsonify({"error": error})
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def handle_api_error(exc: APIError):
+    return error_response(exc.status, exc.details, exc.message, exc.headers)
+
+
+def handle_http_exception(exc: HTTPException):
+    status = exc.code or 500
+    details = None
+    data = getattr(exc, "data", None)
+    if data and "messages" in data:  # webargs / flask-smorest validation
+        status = 400
+        messages = data["messages"]
+        if isinstance(messages, Mapping) and len(messages) == 1:
+            messages = next(iter(messages.values()))  # drop the location ("json", "query")
+        details = flatten_messages(messages)
+    headers = {}
+    if status == 405 and exc.get_response().headers.get("Allow"):
+        headers["Allow"] = exc.get_response().headers["Allow"]
+    return error_response(status, details, headers=headers)
+
+
+def handle_unexpected(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return handle_http_exception(exc)
+    # Log the type and where, never the message: it may carry request data.
+    log.error("unhandled %s", type(exc).__name__, exc_info=_scrubbed(exc))
+    return error_response(500)
+
+
+def _scrubbed(exc: Exception):
+    """Traceback without exception args (which could carry secrets)."""
+    clone = type(exc).__new__(type(exc))
+    try:
+        clone.args = ("<scrubbed>",)
+    except Exception:  # pragma: no cover - exotic exception types
+        return False
+    return (type(exc), clone, exc.__traceback__)
+
+
+def init_app(app) -> None:
+    app.register_error_handler(APIError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,203 @@
+"""Tables. Every id is a string; secrets live only in ``*_encrypted`` columns.
+
+Per-user lookups (connections of an app's customer, sessions by state hash,
+keys by hash) are served by indexes, so they stay fast whatever the table size.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import secrets
+import uuid
+
+import peewee as pw
+
+from .db import database
+
+
+def utcnow() -> datetime.datetime:
+    """Naive UTC, the form every timestamp column stores."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_urlsafe(16).replace('-', 'x').replace('_', 'y')}"
+
+
+class JSONField(pw.TextField):
+    """JSON stored as text: identical on SQLite and PostgreSQL."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database
+        legacy_table_names = False
+
+
+class Organization(BaseModel):
+    id = pw.CharField(primary_key=True, default=lambda: new_id("org"))
+    name = pw.CharField()
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class AccessKey(BaseModel):
+    id = pw.CharField(primary_key=True, default=lambda: new_id("key"))
+    org = pw.ForeignKeyField(Organization, backref="access_keys", on_delete="CASCADE")
+    name = pw.CharField(default="")
+    prefix = pw.CharField()
+    key_hash = pw.CharField(unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    last_used_at = pw.DateTimeField(null=True)
+    revoked_at = pw.DateTimeField(null=True)
+
+
+class App(BaseModel):
+    id = pw.CharField(primary_key=True, default=lambda: str(uuid.uuid4()))
+    org = pw.ForeignKeyField(Organization, backref="apps", on_delete="CASCADE")
+    name = pw.CharField()
+    slug = pw.CharField()
+    hostname = pw.CharField(unique=True)
+    visibility = pw.CharField(default="private")
+    return_urls = JSONField(default=list)
+    frame_ancestors = JSONField(default=list)
+    deployed_version = pw.IntegerField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("org", "slug"), True),)
+
+
+class WorkflowVersion(BaseModel):
+    app = pw.ForeignKeyField(App, backref="versions", on_delete="CASCADE")
+    number = pw.IntegerField()
+    created_at = pw.DateTimeField(default=utcnow)
+    deployed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("app", "number"), True),)
+
+
+class Requirement(BaseModel):
+    version = pw.ForeignKeyField(WorkflowVersion, backref="requirements", on_delete="CASCADE")
+    public_id = pw.CharField(index=True)  # uuid5(app id, key): stable across versions
+    key = pw.CharField()
+    type = pw.CharField()  # connection | pipedream_account
+    title = pw.CharField()
+    description = pw.TextField(default="")
+    spec = JSONField()
+    position = pw.IntegerField()
+
+    class Meta:
+        indexes = ((("version", "key"), True),)
+
+
+class Credential(BaseModel):
+    """An OAuth2 client registration (seed 003) plus connector settings."""
+
+    id = pw.CharField(primary_key=True, default=lambda: new_id("ccfg"))
+    org = pw.ForeignKeyField(Organization, backref="credentials", on_delete="CASCADE")
+    app = pw.ForeignKeyField(App, null=True, backref="credentials", on_delete="CASCADE")
+    name = pw.CharField()
+    slug = pw.CharField(default="")
+    mode = pw.CharField(default="OAUTH")
+    connector_name = pw.CharField(index=True)
+    oauth_url = pw.TextField(null=True)
+    oauth_token_url = pw.TextField(null=True)
+    oauth_client_id = pw.TextField(null=True)
+    oauth_client_secret_encrypted = pw.TextField(null=True)
+    oauth_scope = pw.TextField(default="")
+    oauth_grant_type = pw.CharField(default="authorization_code")
+    pkce_method = pw.CharField(null=True)
+    token_endpoint_auth_method = pw.CharField(null=True)
+    oauth_issuer = pw.TextField(null=True)
+    allowed_hosts = JSONField(default=list)
+    metadata = JSONField(default=dict)
+    description = pw.TextField(default="")
+    read_access = pw.CharField(default="ORGANIZATION")
+    shared_app_slugs = JSONField(default=list)
+    settings = JSONField(default=dict)
+    # connector-owned secrets, e.g. the action-connector platform's API token
+    secret_state_encrypted = pw.TextField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class Connection(BaseModel):
+    id = pw.CharField(primary_key=True, default=lambda: new_id("conn"))
+    org = pw.ForeignKeyField(Organization, backref="connections", on_delete="CASCADE")
+    app = pw.ForeignKeyField(App, null=True, backref="connections", on_delete="CASCADE")
+    type = pw.CharField()
+    connector_name = pw.CharField()
+    integration_id = pw.CharField(null=True)
+    customer_id = pw.CharField(null=True)
+    requirement_id = pw.CharField(null=True)
+    credential = pw.ForeignKeyField(Credential, null=True, backref="connections", on_delete="SET NULL")
+    app_slug = pw.CharField(null=True)  # action-connector accounts: the platform app (``gmail``)
+    status = pw.CharField(default="pending")  # pending | active | error
+    status_reason = pw.TextField(null=True)
+    disabled = pw.BooleanField(default=False)
+    display_name = pw.CharField(null=True)
+    metadata = JSONField(default=dict)
+    settings_encrypted = pw.TextField(null=True)
+    expires_at = pw.DateTimeField(null=True, index=True)  # access-token expiry, plain for refresh-due
+    refresh_lease_until = pw.DateTimeField(null=True)
+    refresh_lease_owner = pw.CharField(null=True)
+    refresh_generation = pw.IntegerField(default=0)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+    last_fetched_at = pw.DateTimeField(null=True)
+    last_refreshed_at = pw.DateTimeField(null=True)
+
+    class Meta:
+        indexes = (
+            (("app", "customer_id", "requirement_id"), True),
+            (("org", "created_at"), False),
+            (("org", "customer_id"), False),
+        )
+
+
+class AuthorizationSession(BaseModel):
+    id = pw.CharField(primary_key=True, default=lambda: new_id("oas"))
+    state_hash = pw.CharField(unique=True)
+    connection = pw.ForeignKeyField(Connection, backref="sessions", on_delete="CASCADE")
+    credential = pw.ForeignKeyField(Credential, backref="sessions", on_delete="CASCADE")
+    verifier_encrypted = pw.TextField(null=True)
+    redirect_uri = pw.TextField()
+    token_url = pw.TextField()
+    scope = pw.TextField(default="")
+    return_to = pw.TextField(null=True)
+    browser_nonce_hash = pw.CharField(null=True)
+    expires_at = pw.DateTimeField()
+    consumed_at = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class RateLimitHit(BaseModel):
+    """Fixed one-minute windows counted in the database, shared by every worker."""
+
+    bucket = pw.CharField()
+    window = pw.BigIntegerField()
+    count = pw.IntegerField(default=0)
+
+    class Meta:
+        primary_key = pw.CompositeKey("bucket", "window")
+
+
+class AccountLookup(BaseModel):
+    """When the action-connector platform was last asked about a user's accounts."""
+
+    key = pw.CharField(primary_key=True)
+    checked_at = pw.DateTimeField()
+
+
+ALL_MODELS = [
+    Organization, AccessKey, App, WorkflowVersion, Requirement, Credential, Connection,
+    AuthorizationSession, RateLimitHit, AccountLookup,
+]

@@ -1,0 +1,222 @@
+"""Workflow versions, requirements and per-user requirement status."""
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import peewee
+
+from . import errors
+from .db import write_transaction
+from .models import App, Connection, Requirement, WorkflowVersion, utcnow
+
+CONNECTION = "connection"
+
+
+def requirement_public_id(app_id: str, key: str) -> str:
+    """uuid5(app id, key): the same key keeps its id across versions."""
+    return str(uuid.uuid5(uuid.UUID(app_id), key))
+
+
+def deployed_requirements(app: App) -> list[Requirement]:
+    """Requirements of the app's deployed version in declared order; 404 without one."""
+    if app.deployed_version is None:
+        raise errors.NotFound(message="Not Found")
+    return list(
+        Requirement.select().join(WorkflowVersion)
+        .where(WorkflowVersion.app == app.id, WorkflowVersion.number == app.deployed_version)
+        .order_by(Requirement.position)
+    )
+
+
+def find_requirement(app: App, public_id: str) -> Requirement:
+    """A requirement of the deployed version by public id, else 404."""
+    if app.deployed_version is None:
+        raise errors.NotFound()
+    req = (Requirement.select().join(WorkflowVersion)
+           .where(WorkflowVersion.app == app.id, WorkflowVersion.number == app.deployed_version,
+                  Requirement.public_id == public_id).first())
+    if req is None:
+        raise errors.NotFound()
+    return req
+
+
+def requirement_view(req: Requirement) -> dict[str, Any]:
+    """Seed 001's requirement object."""
+    return {"id": req.public_id, "type": req.type, "title": req.title,
+            "description": req.description, "spec": req.spec}
+
+
+def connection_type_name(req: Requirement) -> str:
+    """The connection type a requirement asks for (``spec.data.type``, or the requirement type)."""
+    if req.type == CONNECTION:
+        return req.spec["data"]["type"]
+    return req.type
+
+
+def validate_requirements(items: list[dict[str, Any]], registry) -> None:
+    """400 naming ``requirements.N.field`` for unknown types, bad specs and duplicate keys."""
+    details: dict[str, str] = {}
+    seen: set[str] = set()
+    for index, item in enumerate(items):
+        path = f"requirements.{index}"
+        if item["key"] in seen:
+            details[f"{path}.key"] = "is used twice in this version"
+        seen.add(item["key"])
+        spec = item["spec"]
+        if spec.get("type") != item["type"]:
+            details[f"{path}.spec.type"] = f"must equal the requirement type {item['type']!r}"
+            continue
+        data = spec.get("data")
+        if not isinstance(data, dict):
+            details[f"{path}.spec.data"] = "must be an object"
+            continue
+        if item["type"] == CONNECTION:
+            name = data.get("type")
+            cls = registry.get(name) if isinstance(name, str) else None
+            if cls is None:
+                details[f"{path}.spec.data.type"] = "is not a registered connection type"
+            elif cls.auth == "action_account":
+                details[f"{path}.spec.data.type"] = f"is an action-account type: use type {cls.name!r}"
+        else:
+            cls = registry.get(item["type"])
+            if cls is None or cls.auth != "action_account":
+                details[f"{path}.type"] = "must be 'connection' or a registered action-account type"
+            elif not isinstance(data.get("app_slug"), str) or not data["app_slug"].strip():
+                details[f"{path}.spec.data.app_slug"] = "is required"
+    if details:
+        raise errors.BadRequest(details)
+
+
+def create_version(app: App, items: list[dict[str, Any]]) -> WorkflowVersion:
+    """Store a new numbered version with its requirements (not deployed)."""
+    for _ in range(5):
+        try:
+            with write_transaction():
+                last = (WorkflowVersion.select(peewee.fn.MAX(WorkflowVersion.number))
+                        .where(WorkflowVersion.app == app.id).scalar()) or 0
+                version = WorkflowVersion.create(app=app, number=last + 1)
+                for position, item in enumerate(items):
+                    Requirement.create(
+                        version=version, public_id=requirement_public_id(app.id, item["key"]),
+                        key=item["key"], type=item["type"], title=item["title"],
+                        description=item.get("description") or "", spec=item["spec"], position=position,
+                    )
+                return version
+        except peewee.IntegrityError:  # a concurrent create took the number: try the next one
+            continue
+    raise errors.Conflict(message="Conflict")
+
+
+def deploy_version(app: App, number: int) -> WorkflowVersion:
+    version = WorkflowVersion.get_or_none(WorkflowVersion.app == app.id, WorkflowVersion.number == number)
+    if version is None:
+        raise errors.NotFound()
+    now = utcnow()
+    with write_transaction():
+        WorkflowVersion.update(deployed_at=now).where(WorkflowVersion.id == version.id).execute()
+        App.update(deployed_version=number, updated_at=now).where(App.id == app.id).execute()
+    version.deployed_at = now
+    app.deployed_version = number
+    return version
+
+
+def version_view(version: WorkflowVersion) -> dict[str, Any]:
+    from .api.common import iso
+
+    reqs = Requirement.select().where(Requirement.version == version.id).order_by(Requirement.position)
+    return {
+        "number": version.number,
+        "requirements": [dict(requirement_view(r), key=r.key) for r in reqs],
+        "created_at": iso(version.created_at),
+        "deployed_at": iso(version.deployed_at),
+    }
+
+
+def user_connections(app: App, user_id: str) -> list[Connection]:
+    """Every connection of one end user of one app (index: app, customer_id, requirement_id)."""
+    return list(Connection.select().where(Connection.app == app.id, Connection.customer_id == user_id))
+
+
+def requirement_status(req: Requirement, connections: list[Connection], registry) -> str:
+    """``completed`` when an active, enabled connection fulfils the requirement, else ``pending``."""
+    cls = registry.get(connection_type_name(req))
+    for conn in connections:
+        if conn.status != "active" or conn.disabled:
+            continue
+        if conn.requirement_id == req.public_id:
+            return "completed"
+        if cls is not None and cls.auth == "action_account" and conn.connector_name == cls.connector_name:
+            if conn.app_slug == req.spec["data"].get("app_slug"):
+                return "completed"
+    return "pending"
+
+
+def submit_credentials(app: App, user_id: str, req: Requirement, body: dict[str, Any], registry) -> Connection:
+    """Validate ``{"type", "config"}`` for a connection requirement and store it, in place on resubmission.
+
+    Shared by ``POST /v1/connect/requirements/{id}/credentials`` and the hosted page.
+    Raises ``BadRequest`` with per-field details.
+    """
+    from marshmallow import ValidationError
+
+    from .connections import notify_activated, seal_settings
+
+    submitted_type = body.get("type")
+    if req.type != CONNECTION:
+        raise errors.BadRequest({"input": f"this requirement is fulfilled by linking an account: "
+                                          f"POST /v1/connect/requirements/{req.public_id}/accounts"})
+    expected = connection_type_name(req)
+    details: dict[str, str] = {}
+    if not isinstance(submitted_type, str) or not submitted_type.strip():
+        details["type"] = "is required"
+    elif submitted_type != expected:
+        details["type"] = f"must be {expected!r}, the type this requirement declares"
+    if "config" not in body or body.get("config") is None:
+        details["config"] = "is required"
+    elif not isinstance(body["config"], dict):
+        details["config"] = "must be an object"
+    unknown = set(body) - {"type", "config"}
+    for key in sorted(unknown):
+        details[key] = "is not a known field"
+    if details:
+        raise errors.BadRequest(details)
+    cls = registry.get(expected)
+    if cls is None:
+        raise errors.BadRequest({"type": "is no longer a registered connection type"})
+    if cls.auth == "oauth2":
+        raise errors.BadRequest({"type": f"{expected} is OAuth2-based: start it with "
+                                         f"POST /v1/connect/requirements/{req.public_id}/oauth2/authorize"})
+    if cls.auth != "credentials":
+        raise errors.BadRequest({"type": f"{expected} does not take credentials"})
+    if body["config"] == {}:
+        raise errors.BadRequest({"config": "cannot be blank"})
+    try:
+        config = cls.load_config(body["config"])
+    except ValidationError as exc:
+        raise errors.BadRequest(errors.flatten_messages(exc.messages, "config")) from None
+
+    now = utcnow()
+    for _ in range(3):
+        with write_transaction():
+            conn = Connection.get_or_none(Connection.app == app.id, Connection.customer_id == user_id,
+                                          Connection.requirement_id == req.public_id)
+            if conn is None:
+                conn = Connection(org=app.org_id, app=app.id, customer_id=user_id, requirement_id=req.public_id)
+                conn._new = True
+            else:
+                conn._new = False
+            conn.type = cls.name
+            conn.connector_name = cls.connector_name
+            conn.integration_id = cls.name
+            conn.settings_encrypted = seal_settings(conn, config)
+            conn.status, conn.status_reason, conn.updated_at = "active", None, now
+            conn.expires_at = None
+            try:
+                with Connection._meta.database.atomic():
+                    conn.save(force_insert=conn._new)
+            except peewee.IntegrityError:  # a concurrent first submission won: update that row
+                continue
+        notify_activated(conn)
+        return conn
+    raise errors.Conflict()

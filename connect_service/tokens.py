@@ -1,0 +1,92 @@
+"""Connect tokens (JWT, HS256) and Access Keys (``ak_…``, stored as SHA-256)."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+AUDIENCE = "connect"
+LIFETIME = datetime.timedelta(hours=24)
+REQUIRED_CLAIMS = ["iss", "aud", "sub", "app", "iat", "exp", "jti"]
+FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
+
+
+class InvalidToken(Exception):
+    """The connect token is malformed, expired, wrongly signed or missing a claim."""
+
+
+@dataclass(frozen=True)
+class ConnectToken:
+    user_id: str
+    app_id: str
+    jti: str
+    expires_at: datetime.datetime
+
+
+def signing_kid(secret: str) -> str:
+    """A short, non-reversible id of a signing key (the JWT ``kid`` header)."""
+    return hashlib.sha256(b"connect-service-jwt" + secret.encode()).hexdigest()[:12]
+
+
+def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
+                       now: datetime.datetime | None = None) -> tuple[str, datetime.datetime]:
+    now = now or datetime.datetime.now(datetime.timezone.utc)
+    now = now.replace(microsecond=0)
+    expires = now + LIFETIME
+    claims = {
+        "iss": issuer, "aud": AUDIENCE, "sub": user_id, "app": app_id,
+        "iat": int(now.timestamp()), "exp": int(expires.timestamp()), "jti": uuid.uuid4().hex,
+    }
+    token = jwt.encode(claims, secret_key.encode(), algorithm=ALGORITHM, headers={"kid": signing_kid(secret_key)})
+    return token, expires
+
+
+def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issuer: str) -> ConnectToken:
+    """Verify signature (key chosen by ``kid``), algorithm, every claim and the 24 h lifetime."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise InvalidToken("malformed") from None
+    if header.get("alg") != ALGORITHM:
+        raise InvalidToken("unexpected algorithm")
+    if any(h in header for h in FORBIDDEN_HEADERS):
+        raise InvalidToken("forbidden header")
+    keys = {signing_kid(k): k for k in [secret_key, *fallbacks] if k}
+    key = keys.get(header.get("kid"))
+    if key is None:
+        raise InvalidToken("unknown key id")
+    try:
+        claims = jwt.decode(
+            token, key.encode(), algorithms=[ALGORITHM], audience=AUDIENCE, issuer=issuer,
+            options={"require": REQUIRED_CLAIMS}, leeway=30,
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(type(exc).__name__) from None
+    if not all(isinstance(claims[c], str) and claims[c] for c in ("sub", "app", "jti")):
+        raise InvalidToken("bad claim type")
+    if not isinstance(claims["iat"], int) or not isinstance(claims["exp"], int):
+        raise InvalidToken("bad claim type")
+    if claims["exp"] - claims["iat"] > LIFETIME.total_seconds():
+        raise InvalidToken("lifetime too long")
+    if claims["iat"] > datetime.datetime.now(datetime.timezone.utc).timestamp() + 60:
+        raise InvalidToken("issued in the future")
+    expires = datetime.datetime.fromtimestamp(claims["exp"], datetime.timezone.utc)
+    return ConnectToken(user_id=claims["sub"], app_id=claims["app"], jti=claims["jti"], expires_at=expires)
+
+
+ACCESS_KEY_PREFIX = "ak_"
+
+
+def generate_access_key() -> tuple[str, str, str]:
+    """Return ``(plaintext, display prefix, sha256 hex)``; only the hash is stored."""
+    plaintext = ACCESS_KEY_PREFIX + secrets.token_urlsafe(32)
+    return plaintext, plaintext[:10], hash_access_key(plaintext)
+
+
+def hash_access_key(plaintext: str) -> str:
+    return hashlib.sha256(plaintext.encode()).hexdigest()
