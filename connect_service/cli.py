@@ -36,7 +36,7 @@ def emit(obj) -> None:
     click.echo(json.dumps(obj, sort_keys=False))
 
 
-@cli.command("generate-key")
+@cli.command("generate-key", with_appcontext=False)
 def generate_key_command():
     """Print a fresh encryption key (for CONNECT_ENCRYPTION_KEYS; comma-separate several, first encrypts)."""
     click.echo(generate_key())
@@ -147,3 +147,56 @@ def rotate_keys(batch_size):
     from .rotation import rotate_all
 
     emit(rotate_all(batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
+
+
+DEMO_APP = {
+    "app": {"name": "Demo helpdesk triage", "hostname": "demo.localhost", "visibility": "public",
+            "return_urls": []},
+    "requirements": [
+        {"key": "gmail", "type": "pipedream_account", "title": "Connect your Gmail account",
+         "description": "Used to send triage replies on your behalf.",
+         "spec": {"type": "pipedream_account", "data": {"app_slug": "gmail"}}},
+        {"key": "helpdesk", "type": "connection", "title": "Helpdesk API key",
+         "description": "Read-only access to your helpdesk tickets.",
+         "spec": {"type": "connection", "data": {"type": "dynamiq.connections.HttpApiKey"}}},
+    ],
+}
+
+
+@cli.command("demo")
+@click.option("--bind", default="127.0.0.1:5000", show_default=True, help="where the service will listen")
+@with_appcontext
+def demo(bind):
+    """Seed a demo organization, Access Key and public app (two requirements) and print how to try them."""
+    from .api.access_keys import create_access_key
+    from .db import database
+    from .deploy_file import deploy_from_file
+    from .migrations import migrate
+    from .models import Organization
+
+    migrate()
+    with database.connection_context():
+        org = Organization.get_or_none(Organization.name == "Demo") or Organization.create(name="Demo")
+        key, plaintext = create_access_key(org, "demo")
+    result = deploy_from_file(DEMO_APP, org.id)
+    host = result["app"]["hostname"]
+    base = f"http://{bind}"
+    emit({"org_id": org.id, "access_key": plaintext, "app_id": result["app"]["id"], "app_hostname": host,
+          "deployed_version": result["version"]["number"]})
+    click.echo("\nTry it:", err=True)
+    click.echo(f"  curl -s -X POST {base}/v1/connect/tokens -H 'Host: {host}' "
+               f"-H 'Content-Type: application/json' -d '{{\"user_id\": \"alice\"}}'", err=True)
+    click.echo(f"  curl -s {base}/v1/apps -H 'Authorization: Bearer {plaintext}'", err=True)
+
+
+@cli.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@with_appcontext
+def serve(host, port):
+    """Run the development server (use gunicorn with wsgi.py in production)."""
+    current_app.run(host=host, port=port, use_reloader=False, threaded=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -58,6 +58,5 @@ def deploy_from_file(doc: dict, org_id: str) -> dict:
                     setattr(app, key, app_data[key])
             app.updated_at = utcnow()
             app.save()
-        version = create_version(app, reqs)
-        deploy_version(app, version.number)
+        version = deploy_version(app, create_version(app, reqs).number)
         return {"app": app_view(app), "version": version_view(version)}

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install connect-service into .venv and serve it on SQLite with a demo org, key and app.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e .
+export CONNECT_ENV="${CONNECT_ENV:-development}"
+export CONNECT_INSTANCE_PATH="${CONNECT_INSTANCE_PATH:-$PWD/instance}"
+export CONNECT_PUBLIC_URL="${CONNECT_PUBLIC_URL:-http://127.0.0.1:5000}"
+BIND="${CONNECT_BIND:-127.0.0.1:5000}"
+.venv/bin/connect-service init-db >/dev/null
+.venv/bin/connect-service demo --bind "$BIND"
+echo "Serving on http://$BIND (Ctrl-C to stop)" >&2
+exec .venv/bin/gunicorn --workers 2 --worker-class gthread --threads 4 --bind "$BIND" wsgi:app

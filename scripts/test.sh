@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs and run it on SQLite, then on PostgreSQL.
+# Needs: python3, root (or sudo) for `apt-get install chromium`, PostgreSQL on 127.0.0.1:5432
+# with trust auth for user postgres (override with CONNECT_TEST_PG_ADMIN_URL).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e tests/plugins/acme_helpdesk
+
+if [ ! -x /usr/bin/chromium ]; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
+PG_ADMIN="${CONNECT_TEST_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+PG_DB="${CONNECT_TEST_PG_DB:-connect_service_test}"
+if ! psql "$PG_ADMIN" -qtAc "select 1" >/dev/null 2>&1; then
+    echo "PostgreSQL is not reachable at $PG_ADMIN" >&2
+    exit 1
+fi
+psql "$PG_ADMIN" -q -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" >/dev/null
+
+echo "== test suite on SQLite" >&2
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+echo "== test suite on PostgreSQL ($PG_DB)" >&2
+CONNECT_TEST_DATABASE_URL="${PG_ADMIN%/*}/$PG_DB" .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -1,0 +1,94 @@
+"""Settings: file < env < overrides, production requirements, dev secrets generated once."""
+import base64
+import json
+import multiprocessing
+import os
+import subprocess
+import sys
+
+import pytest
+
+from connect_service.config import ConfigError, generate_key, load_config
+
+KEY = generate_key()
+SECRET = "s" * 40
+
+
+def test_env_overrides_file(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(f'env = "production"\npublic_url = "https://file.example"\nsecret_key = "{SECRET}"\n'
+                    f'encryption_keys = ["{KEY}"]\nmax_body_bytes = 10\n')
+    env = {"CONNECT_CONFIG": str(path), "CONNECT_PUBLIC_URL": "https://env.example", "CONNECT_MAX_BODY_BYTES": "20",
+           "CONNECT_ALLOWED_PRIVATE_HOSTS": "a.internal, b.internal"}
+    cfg = load_config(environ=env)
+    assert cfg["public_url"] == "https://env.example"
+    assert cfg["max_body_bytes"] == 20
+    assert cfg["allowed_private_hosts"] == ["a.internal", "b.internal"]
+    assert cfg["encryption_keys"] == [KEY]
+
+
+@pytest.mark.parametrize("missing", ["secret_key", "encryption_keys", "public_url"])
+def test_production_requires(missing, tmp_path):
+    env = {"CONNECT_ENV": "production", "CONNECT_SECRET_KEY": SECRET, "CONNECT_ENCRYPTION_KEYS": KEY,
+           "CONNECT_PUBLIC_URL": "https://c.example", "CONNECT_INSTANCE_PATH": str(tmp_path)}
+    del env[f"CONNECT_{missing.upper()}"]
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=env)
+    message = str(info.value)
+    assert f"CONNECT_{missing.upper()}" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name,value", [("CONNECT_ENCRYPTION_KEYS", "short"), ("CONNECT_PUBLIC_URL", "ftp://x"),
+                                        ("CONNECT_MAX_BODY_BYTES", "lots"), ("CONNECT_ENV", "staging")])
+def test_invalid_settings_name_themselves(name, value, tmp_path):
+    env = {"CONNECT_ENV": "production", "CONNECT_SECRET_KEY": SECRET, "CONNECT_ENCRYPTION_KEYS": KEY,
+           "CONNECT_PUBLIC_URL": "https://c.example", "CONNECT_INSTANCE_PATH": str(tmp_path), name: value}
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=env)
+    assert name in str(info.value)
+
+
+def test_production_start_fails_with_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
+    env.update(CONNECT_ENV="production", CONNECT_INSTANCE_PATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-m", "connect_service.cli", "init-db"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "CONNECT_SECRET_KEY" in lines[0], proc.stderr
+
+
+def _load_dev(path, queue):
+    cfg = load_config(environ={"CONNECT_ENV": "development", "CONNECT_INSTANCE_PATH": path})
+    queue.put((cfg["secret_key"], cfg["encryption_keys"][0]))
+
+
+def test_dev_secrets_generated_once_by_concurrent_workers(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_load_dev, args=(str(tmp_path), queue)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join()
+    assert len(set(results)) == 1
+    stored = json.loads((tmp_path / "secrets.json").read_text())
+    assert results[0] == (stored["secret_key"], stored["encryption_keys"][0])
+    assert oct((tmp_path / "secrets.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_generate_key_needs_nothing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
+    env.update(CONNECT_ENV="production", CONNECT_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "connect-service"), "generate-key"],
+                          env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    key = proc.stdout.strip()
+    assert proc.stdout.count("\n") == 1
+    assert len(base64.urlsafe_b64decode(key + "=" * (-len(key) % 4))) == 32
+    # the format CONNECT_ENCRYPTION_KEYS takes
+    cfg = load_config(environ={"CONNECT_ENV": "production", "CONNECT_SECRET_KEY": SECRET,
+                               "CONNECT_PUBLIC_URL": "https://c.example", "CONNECT_ENCRYPTION_KEYS": f"{key},{KEY}"})
+    assert cfg["encryption_keys"] == [key, KEY]

@@ -1,0 +1,102 @@
+"""Every route answers errors in the one shape, and bad input is never a 500."""
+import re
+
+import pytest
+
+ERROR_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+               415: "unsupported_media_type", 429: "too_many_requests", 502: "bad_gateway"}
+
+
+def assert_error_shape(response):
+    body = response.get_json()
+    assert body is not None, (response.status_code, response.get_data(as_text=True)[:200])
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) <= {"code", "message", "details"}, error
+    assert error["code"] == ERROR_CODES[response.status_code], body
+    assert isinstance(error["message"], str) and error["message"]
+    if "details" in error:
+        assert isinstance(error["details"], dict) and error["details"]
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in error["details"].items())
+
+
+def concrete(rule):
+    return re.sub(r"<(?:[^:>]+:)?([^>]+)>", lambda m: "1" if "int" in m.group(0) else "unknown-" + m.group(1),
+                  rule)
+
+
+BODIES = [None, "", "null", "{}", "[]", "{bad json", '{"x": 1}', '{"name": 5, "hostname": []}', '"text"']
+
+
+def api_routes(app):
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static" or rule.rule.startswith(("/docs", "/openapi")):
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield rule.rule, method
+
+
+def test_walk_every_route_with_bad_input(connect, app_with_key):
+    token = connect.token(app_with_key, "u")
+    auths = [{}, connect.auth, {"Authorization": f"Bearer {token}"}, {"Authorization": "Bearer garbage"}]
+    seen = 0
+    for rule, method in api_routes(connect.app):
+        path = concrete(rule)
+        for headers in auths:
+            for body in BODIES if method in ("POST", "PUT", "PATCH") else [None]:
+                kwargs = {"headers": headers}
+                if body is not None:
+                    kwargs.update(data=body, content_type="application/json")
+                r = connect.client.open(path, method=method, **kwargs)
+                seen += 1
+                assert r.status_code < 500, (method, path, headers, body, r.get_data(as_text=True)[:300])
+                if r.status_code >= 400:
+                    assert_error_shape(r)
+    assert seen > 50
+
+
+def test_unknown_route_and_method(connect):
+    r = connect.client.get("/nope")
+    assert r.status_code == 404
+    assert r.get_json() == {"error": {"code": "not_found", "message": "Not Found"}}
+    r = connect.client.put("/v1/apps", headers=connect.auth)
+    assert r.status_code == 405
+    assert r.get_json()["error"] == {"code": "method_not_allowed", "message": "Method Not Allowed"}
+    assert "GET" in r.headers["Allow"]
+
+
+def test_non_json_content_type(connect):
+    r = connect.client.post("/v1/apps", data="name=x", content_type="application/x-www-form-urlencoded",
+                            headers=connect.auth)
+    assert r.status_code == 415
+    assert_error_shape(r)
+
+
+def test_unexpected_exception_is_500_shape_without_message(connect, monkeypatch, caplog):
+    from connect_service.api import apps
+
+    def boom(*a, **k):
+        raise RuntimeError("-".join(["secret", "value", "in", "exception"]))
+
+    monkeypatch.setattr(apps, "app_view", boom)
+    r = connect.client.post("/v1/apps", json={"name": "x", "hostname": "boom.test"}, headers=connect.auth)
+    assert r.status_code == 500
+    assert r.get_json() == {"error": {"code": "internal_server_error", "message": "Internal Server Error"}}
+    assert "secret-value-in-exception" not in caplog.text
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health(connect, path):
+    r = connect.client.get(path)
+    assert r.status_code == 200 and r.get_json()["status"] == "ok"
+
+
+def test_openapi_and_docs(connect):
+    r = connect.client.get("/openapi.json")
+    assert r.status_code == 200
+    spec = r.get_json()
+    assert spec["openapi"].startswith("3.")
+    assert "/v1/connect/requirements" in spec["paths"]
+    assert "/v1/apps" in spec["paths"]
+    assert connect.client.get("/docs").status_code == 200
