@@ -45,11 +45,12 @@ import socket
 import ssl
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_ACCEPT_ENCODING, requote_uri
@@ -121,10 +122,17 @@ def redact_url(url: str) -> str:
     """Return ``url`` without user-info, query string and fragment, for messages and logs."""
     try:
         parts = urlsplit(str(url).strip())
-        netloc = parts.netloc.rpartition("@")[2]
-        return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or "<empty URL>"
+        host = parts.hostname or ""
     except ValueError:
         return "<invalid URL>"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None  # an unparsable "port" may be a secret that slipped in
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or "<empty URL>"
 
 
 def is_public_address(ip: _IP) -> bool:
@@ -157,7 +165,8 @@ class _Target:
     scheme: str
     host: str  # normalised host name or canonical IP text
     port: int
-    ip: str  # the checked address the connection must go to
+    ips: tuple[str, ...]  # every resolved address, all checked
+    ip: str = ""  # the one address this connection attempt goes to
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -179,7 +188,8 @@ class _PinnedAdapter(HTTPAdapter):
             host = normalize_host(host_params["host"] or "")
         except ValueError:
             host = None
-        if target is None or host != target.host or host_params["scheme"] != target.scheme:
+        if (target is None or target.ip not in target.ips or host != target.host
+                or host_params["scheme"] != target.scheme):
             # Never connect anywhere the guard has not checked.
             raise BlockedDestination(redact_url(request.url), "request was not checked by the guard")
         host_params = {"scheme": target.scheme, "host": target.ip, "port": target.port}
@@ -208,16 +218,20 @@ def _exception_chain(exc: BaseException) -> Iterable[BaseException]:
 
 def _unreachable_reason(exc: BaseException) -> str:
     chain = list(_exception_chain(exc))
-    if any(isinstance(e, (requests.Timeout, socket.timeout, TimeoutError)) for e in chain):
+    def has(*types: type[BaseException]) -> bool:
+        return any(isinstance(e, types) for e in chain)
+
+    # urllib3's NewConnectionError subclasses its TimeoutError for history's sake.
+    if any(isinstance(e, (requests.Timeout, urllib3.exceptions.TimeoutError, TimeoutError))
+           and not isinstance(e, urllib3.exceptions.NewConnectionError) for e in chain):
         return "timed out"
-    if any(isinstance(e, ssl.SSLCertVerificationError) for e in chain):
+    if has(ssl.SSLCertVerificationError):
         return "TLS certificate verification failed"
-    if any(isinstance(e, (requests.exceptions.SSLError, ssl.SSLError)) for e in chain):
+    if has(requests.exceptions.SSLError, urllib3.exceptions.SSLError, ssl.SSLError):
         return "TLS error"
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+    if has(ConnectionRefusedError):
         return "connection refused"
-    if any(isinstance(e, (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError))
-           for e in chain):
+    if has(urllib3.exceptions.ProtocolError, urllib3.exceptions.DecodeError):
         return "connection broken while reading the response"
     return "connection failed"
 
@@ -242,7 +256,7 @@ class GuardedClient:
             ``"idp.internal"``) that may resolve to loopback or private
             addresses, for on-premise providers and tests.
         timeout: seconds, or a ``(connect, read)`` tuple, applied to every
-            socket operation. Always set; a call can shorten it.
+            socket operation. Always set; a call may pass its own.
         max_redirects: redirects followed, each re-checked like the first URL.
         user_agent: the ``User-Agent`` header unless the caller sets one.
         max_response_bytes: a larger (decoded) body raises :class:`ResponseTooLarge`.
@@ -389,7 +403,7 @@ class GuardedClient:
         try:
             return build()
         except (requests.exceptions.RequestException, ValueError, UnicodeError):
-            reason = "malformed URL"
+            reason = "malformed request"
         raise BlockedDestination(redact_url(url), reason)
 
     def _same_host(self, url: str, prep: requests.PreparedRequest, redirected: bool = False) -> None:
@@ -417,7 +431,7 @@ class GuardedClient:
                 if not is_public_address(address):
                     what = "address" if literal is not None else "host resolves to an address that"
                     raise BlockedDestination(safe, f"{prefix}{what} is not public")
-        return _Target(scheme=scheme, host=host, port=port, ip=str(addresses[0]))
+        return _Target(scheme=scheme, host=host, port=port, ips=tuple(str(a) for a in addresses))
 
     @staticmethod
     def _resolve(host: str, port: int, safe_url: str) -> list[_IP]:
@@ -441,32 +455,41 @@ class GuardedClient:
 
     def _send(self, prep: requests.PreparedRequest, target: _Target, timeout: tuple[float, float],
               verify: bool | str, cert: Any) -> requests.Response:
+        """Send to the checked addresses in resolver order; the next is tried only if connecting failed."""
         prep.headers["Host"] = target.host_header
-        prep._connect_service_target = target  # type: ignore[attr-defined]
         started = time.monotonic()
-        try:
-            resp = self._adapter.send(prep, stream=True, timeout=timeout, verify=verify, cert=cert)
-        except OutboundError:
-            raise
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
-            error: OutboundError = BlockedDestination(redact_url(prep.url), "malformed request")
-            if isinstance(exc, requests.exceptions.InvalidHeader):
-                error = BlockedDestination(redact_url(prep.url), "invalid header value")
-        except (requests.RequestException, OSError) as exc:
-            error = Unreachable(redact_url(prep.url), _unreachable_reason(exc))
-        else:
-            resp.elapsed = datetime.timedelta(seconds=time.monotonic() - started)
-            return resp
+        error: OutboundError | None = None
+        for ip in target.ips:
+            prep._connect_service_target = replace(target, ip=ip)  # type: ignore[attr-defined]
+            try:
+                resp = self._adapter.send(prep, stream=True, timeout=timeout, verify=verify, cert=cert)
+            except OutboundError:
+                raise
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError):
+                error = BlockedDestination(redact_url(prep.url), "malformed request")
+                break
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                error = Unreachable(redact_url(prep.url), _unreachable_reason(exc))
+                # Nothing was sent if the connection itself failed: safe to try the next address.
+                if any(isinstance(e, urllib3.exceptions.NewConnectionError) for e in _exception_chain(exc)):
+                    continue
+                break
+            else:
+                resp.elapsed = datetime.timedelta(seconds=time.monotonic() - started)
+                return resp
         # Raised outside the handler so no underlying exception (whose text may
         # include the full URL) is chained onto ours.
+        assert error is not None
         raise error
 
     def _read_body(self, resp: requests.Response, deadline: float | None) -> None:
+        # read1 makes one socket read per call, each bounded by the read timeout,
+        # so the size limit and the overall deadline are checked as data arrives.
         chunks: list[bytes] = []
         size = 0
         error: OutboundError | None = None
         try:
-            for chunk in resp.iter_content(64 * 1024):
+            while chunk := resp.raw.read1(64 * 1024, decode_content=True):
                 size += len(chunk)
                 if size > self.max_response_bytes:
                     error = ResponseTooLarge(redact_url(resp.url),
@@ -476,14 +499,14 @@ class GuardedClient:
                     error = Unreachable(redact_url(resp.url), "timed out")
                     break
                 chunks.append(chunk)
-        except (requests.RequestException, OSError) as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             error = Unreachable(redact_url(resp.url), _unreachable_reason(exc))
         if error is not None:
             resp.close()
             raise error
         resp._content = b"".join(chunks)
         resp._content_consumed = True
-        resp.close()  # returns the connection to the pool; the content stays
+        resp.close()  # the connection has gone back to the pool; the content stays
 
     def _follow(self, prep: requests.PreparedRequest, resp: requests.Response,
                 target: _Target) -> requests.PreparedRequest:
