@@ -1,0 +1,539 @@
+"""The hosted connect page through the Flask test client: cookie, redirects, headers, CSRF, errors."""
+from __future__ import annotations
+
+import datetime
+import re
+import uuid
+from html import unescape
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from connect_service import ConnectionType, OAuth2Provider, hookimpl
+from connect_service.testing import make_config
+from tests.conftest import HTTP_API_KEY
+
+BASE = "http://connect.test"
+HELPDESK = {"key": "helpdesk", "type": "connection", "title": "Helpdesk API key",
+            "description": "Read-only access to your helpdesk tickets.",
+            "spec": {"type": "connection", "data": {"type": HTTP_API_KEY}}}
+WEBHOOK = {"key": "webhook", "type": "connection", "title": "Alert webhook",
+           "spec": {"type": "connection", "data": {"type": "dynamiq.connections.Http"}}}
+CRM = {"key": "crm", "type": "connection", "title": "CRM account",
+       "spec": {"type": "connection", "data": {"type": "tests.page.OAuthCrm"}}}
+LINKED = {"key": "mail", "type": "tests.page.Linker", "title": "Mail account",
+          "spec": {"type": "tests.page.Linker", "data": {"app_slug": "mail"}}}
+
+
+class OAuthCrm(ConnectionType):
+    """An OAuth2 type served by credentials of connector ``pagecrm`` (URLs from the credential)."""
+
+    name = "tests.page.OAuthCrm"
+    title = "Test CRM"
+    auth = "oauth2"
+    connector_name = "pagecrm"
+    provider = OAuth2Provider(offline_access=None)
+
+
+class Linker(ConnectionType):
+    """An action-account type whose link page is at link.example.com."""
+
+    name = "tests.page.Linker"
+    title = "Test linker"
+    auth = "action_account"
+    connector_name = "pagelinker"
+    calls: list = []
+
+    def link_account(self, app, user_id, requirement, *, webhook_uri, success_redirect_uri, error_redirect_uri):
+        Linker.calls.append({"user_id": user_id, "success": success_redirect_uri, "error": error_redirect_uri})
+        return {"connect_link_url": f"https://link.example.com/start?user={user_id}",
+                "expires_at": "2030-01-01T00:00:00Z"}
+
+
+class PagePlugin:
+    @hookimpl
+    def register_connection_types(self):
+        return [OAuthCrm, Linker]
+
+
+@pytest.fixture
+def connect_plugins():
+    return [PagePlugin()]
+
+
+@pytest.fixture
+def connect_config(tmp_path, request):
+    return make_config(tmp_path, **getattr(request, "param", {}))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def rid(app, key):
+    return str(uuid.uuid5(uuid.UUID(app["id"]), key))
+
+
+def open_page(connect, app, user="user-1", client=None):
+    """Follow a connect_url like a browser: returns (client, page path, token)."""
+    client = client or connect.app.test_client()
+    token = connect.token(app, user)
+    r = client.get(f"/connect?token={token}", base_url=BASE)
+    assert r.status_code == 303, r.get_data(as_text=True)
+    return client, r.headers["Location"], token
+
+
+def csrf_of(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([0-9a-f]+)"', html).group(1)
+
+
+def card_html(html: str, req_id: str) -> str:
+    start = html.index(f'id="req-{req_id}"')
+    end = html.find("</section>", start)
+    return html[start:end]
+
+
+def visible_text(html: str) -> str:
+    body = re.sub(r"<(script|style)[^>]*>.*?</\1>", " ", html, flags=re.S)
+    return unescape(re.sub(r"<[^>]+>", " ", body))
+
+
+def post_form(client, path, data, **headers):
+    return client.post(path, data=data, base_url=BASE, headers=headers)
+
+
+# --- token → cookie → clean URL ----------------------------------------------------------------
+
+def test_token_moves_into_cookie_and_clean_url(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, token = open_page(connect, app)
+    assert re.fullmatch(r"/connect/[0-9a-f]{24}", path)
+    assert token not in path
+    key = path.rsplit("/", 1)[1]
+    cookie = client.get_cookie(f"connect_session_{key}", domain="connect.test", path="/connect")
+    assert cookie is not None and cookie.value == token
+    assert cookie.http_only and cookie.same_site == "Lax" and not cookie.secure
+    assert cookie.path == "/connect"
+    r = client.get(path, base_url=BASE)
+    assert r.status_code == 200
+    html = r.get_data(as_text=True)
+    assert token not in html
+    assert f"<h1>{app['name']}</h1>" in html
+
+
+@pytest.mark.parametrize("connect_config", [{"public_url": "https://connect.test"}], indirect=True)
+def test_cookie_is_secure_under_https(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client = connect.app.test_client()
+    token = connect.token(app, "user-1")
+    r = client.get(f"/connect?token={token}", base_url="https://connect.test")
+    assert r.status_code == 303
+    set_cookie = r.headers["Set-Cookie"]
+    assert "Secure" in set_cookie and "HttpOnly" in set_cookie and "SameSite=Lax" in set_cookie
+
+
+def test_two_links_do_not_overwrite_each_other(connect):
+    app_a = connect.create_app_with_requirements([HELPDESK])
+    app_b = connect.create_app_with_requirements([WEBHOOK])
+    client, path_a1, _ = open_page(connect, app_a, "alice")
+    _, path_a2, _ = open_page(connect, app_a, "bob", client=client)
+    _, path_b1, _ = open_page(connect, app_b, "alice", client=client)
+    assert len({path_a1, path_a2, path_b1}) == 3
+    # every page still works with all three cookies in the jar
+    r = client.get(path_a1, base_url=BASE)
+    html = r.get_data(as_text=True)
+    assert r.status_code == 200 and "Helpdesk API key" in html
+    r = client.post(f"{path_a2}/requirements/{rid(app_a, 'helpdesk')}/credentials", base_url=BASE, data={
+        "csrf_token": csrf_of(client.get(path_a2, base_url=BASE).get_data(as_text=True)),
+        "config.url": "https://bob.example.com", "config.api_key": "bob-key"})
+    assert r.status_code == 303
+    r = client.get(path_b1, base_url=BASE)
+    assert r.status_code == 200 and "Alert webhook" in r.get_data(as_text=True)
+    # bob's save did not complete alice's requirement
+    alice = client.get(path_a1, base_url=BASE).get_data(as_text=True)
+    bob = client.get(path_a2, base_url=BASE).get_data(as_text=True)
+    assert ">Needs action<" in alice and ">Connected<" in bob
+
+
+def test_handle_without_its_cookie_or_with_a_forged_handle_is_expired(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, _ = open_page(connect, app)
+    stranger = connect.app.test_client()
+    r = stranger.get(path, base_url=BASE)
+    assert r.status_code == 401
+    assert "This link has expired. Ask the app for a new one." in r.get_data(as_text=True)
+    # a cookie for one handle does not open another
+    forged = "0" * 24
+    token = client.get_cookie(f"connect_session_{path.rsplit('/', 1)[1]}", domain="connect.test",
+                              path="/connect").value
+    stranger.set_cookie(f"connect_session_{forged}", token, domain="connect.test", path="/connect")
+    assert stranger.get(f"/connect/{forged}", base_url=BASE).status_code == 401
+
+
+@pytest.mark.parametrize("token", ["garbage", "", "ak_notatoken"])
+def test_invalid_token_shows_expired_page(connect, token):
+    r = connect.app.test_client().get(f"/connect?token={token}", base_url=BASE)
+    assert r.status_code == 401
+    assert r.mimetype == "text/html"
+    html = r.get_data(as_text=True)
+    assert "This link has expired. Ask the app for a new one." in html
+    assert "Traceback" not in html and "error" not in html.lower().replace("form-error", "")
+    assert "Set-Cookie" not in r.headers
+
+
+def test_expired_token_shows_expired_page(connect):
+    from connect_service.testing import TEST_SECRET_KEY
+    from connect_service.tokens import mint_connect_token
+
+    app = connect.create_app_with_requirements([HELPDESK])
+    issued = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=25)
+    token, _ = mint_connect_token(TEST_SECRET_KEY, "http://connect.test", app["id"], "user-1", now=issued)
+    r = connect.app.test_client().get(f"/connect?token={token}", base_url=BASE)
+    assert r.status_code == 401
+    assert "This link has expired. Ask the app for a new one." in r.get_data(as_text=True)
+
+
+def test_bare_connect_without_cookie_is_expired_page(connect):
+    r = connect.app.test_client().get("/connect", base_url=BASE)
+    assert r.status_code == 401
+    assert "Ask the app for a new one." in r.get_data(as_text=True)
+
+
+# --- page content ------------------------------------------------------------------------------
+
+def test_page_lists_requirements_with_exact_badges_and_generated_forms(connect):
+    app = connect.create_app_with_requirements([HELPDESK, WEBHOOK, CRM, LINKED])
+    client, path, token = open_page(connect, app)
+    r = connect.submit_credentials(token, rid(app, "helpdesk"), HTTP_API_KEY,
+                                   {"url": "https://helpdesk.example.com", "api_key": "hd_secret_value"})
+    assert r.status_code == 201
+    html = client.get(path, base_url=BASE).get_data(as_text=True)
+
+    badges = re.findall(r"<span class=\"badge[^\"]*\" data-badge>([^<]*)</span>", html)
+    assert badges == ["Connected", "Needs action", "Needs action", "Needs action"]
+    text = visible_text(html)
+    assert text.count("Connected") == 1 and text.count("Needs action") == 3
+    assert html.count("Connected") == 1 and html.count("Needs action") == 3
+
+    helpdesk = card_html(html, rid(app, "helpdesk"))
+    # every input has a visible label and a name ending with its schema field name
+    for name, label, kind in [("url", "API URL", "url"), ("api_key", "API key", "password")]:
+        input_id = re.search(rf'<input type="{kind}" id="([^"]+)" name="config\.{name}"', helpdesk).group(1)
+        assert re.search(rf'<label for="{re.escape(input_id)}">{label}<span class="req-mark"', helpdesk)
+    assert 'value="https://helpdesk.example.com"' in helpdesk  # non-secret prefilled from the connection
+    assert "hd_secret_value" not in html  # secrets never come back
+    assert ">Save</button>" in helpdesk and "marks a required field" in helpdesk
+
+    webhook = card_html(html, rid(app, "webhook"))
+    assert re.search(r'<select id="[^"]+" name="config\.method"', webhook)
+    assert '<option value="POST" selected>' in webhook
+    assert re.search(r'<input type="password" id="[^"]+" name="config\.headers"', webhook)
+    assert "JSON object of headers sent with every request" in webhook  # help text
+    for input_id in re.findall(r'<(?:input|select|textarea)[^>]* id="([^"]+)"', html):
+        assert f'<label for="{input_id}">' in html
+
+    crm = card_html(html, rid(app, "crm"))
+    link = re.search(r'<a class="btn[^"]*"[^>]*href="([^"]+)">Connect</a>', crm)
+    assert link, crm
+    href = unescape(link.group(1))
+    assert href.startswith(f"{path}/oauth2/{rid(app, 'crm')}/start?")
+    assert "<form" not in crm
+
+    mail = card_html(html, rid(app, "mail"))
+    assert re.search(rf'<form class="link-form" method="post" action="{path}/accounts/{rid(app, "mail")}">', mail)
+    assert 'name="csrf_token"' in mail and ">Link account</button>" in mail
+
+
+def test_security_headers_on_every_connect_response(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client = connect.app.test_client()
+    token = connect.token(app, "user-1")
+    responses = [client.get(f"/connect?token={token}", base_url=BASE)]
+    path = responses[0].headers["Location"]
+    responses += [client.get(path, base_url=BASE), client.get("/connect?token=bad", base_url=BASE),
+                  client.get("/connect/static/connect.css", base_url=BASE),
+                  client.post(f"{path}/requirements/{rid(app, 'helpdesk')}/credentials", base_url=BASE, data={})]
+    for r in responses:
+        csp = r.headers["Content-Security-Policy"]
+        directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+        assert directives["default-src"] == "'self'"
+        assert directives["script-src"] == "'self'" and directives["style-src"] == "'self'"
+        assert directives["frame-ancestors"] == "'none'"
+        assert "unsafe-inline" not in csp and "unsafe-eval" not in csp
+        assert r.headers["X-Frame-Options"] == "DENY"
+        assert r.headers["Referrer-Policy"] == "no-referrer"
+        assert r.headers["Cache-Control"] == "no-store"
+    page = responses[1].get_data(as_text=True)
+    assert "<script>" not in page and "<style" not in page and " style=" not in page and "onclick" not in page
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)  # no third-party assets
+
+
+def test_frame_ancestors_from_app_allow_list(connect):
+    app = connect.create_app_with_requirements([HELPDESK], frame_ancestors=["https://portal.example.com/embed"])
+    client, path, _ = open_page(connect, app)
+    r = client.get(path, base_url=BASE)
+    assert "frame-ancestors https://portal.example.com;" in r.headers["Content-Security-Policy"] + ";"
+    assert "X-Frame-Options" not in r.headers
+
+
+def test_static_assets_served(connect):
+    client = connect.app.test_client()
+    css = client.get("/connect/static/connect.css", base_url=BASE)
+    js = client.get("/connect/static/connect.js", base_url=BASE)
+    assert css.status_code == 200 and css.mimetype == "text/css"
+    assert js.status_code == 200 and "javascript" in js.mimetype
+
+
+# --- credentials form ----------------------------------------------------------------------------
+
+def test_form_post_saves_and_redirects_to_the_page(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, token = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    r = post_form(client, f"{path}/requirements/{rid(app, 'helpdesk')}/credentials",
+                  {"csrf_token": csrf, "config.url": "https://helpdesk.example.com", "config.api_key": "hd_1"})
+    assert r.status_code == 303
+    assert urlsplit(r.headers["Location"]).path == path
+    assert connect.statuses(token)[rid(app, "helpdesk")] == "completed"
+    html = client.get(r.headers["Location"], base_url=BASE).get_data(as_text=True)
+    assert ">Connected<" in card_html(html, rid(app, "helpdesk")) and "Saved." in html
+
+    # a resubmission updates the same connection in place
+    from connect_service.models import Connection
+
+    with connect.app.app_context():
+        first = Connection.get(Connection.requirement_id == rid(app, "helpdesk")).id
+    r = post_form(client, f"{path}/requirements/{rid(app, 'helpdesk')}/credentials",
+                  {"csrf_token": csrf, "config.url": "https://helpdesk.example.com", "config.api_key": "hd_2"})
+    assert r.status_code == 303
+    with connect.app.app_context():
+        rows = list(Connection.select().where(Connection.requirement_id == rid(app, "helpdesk")))
+        assert [c.id for c in rows] == [first]
+    r = connect.client.get(f"/v1/connections/{first}?include_secrets=true", headers=connect.auth)
+    if r.status_code == 200:  # the connections API belongs to another module; check when it is there
+        assert r.get_json()["settings"]["api_key"] == "hd_2"
+
+
+def test_validation_errors_inline_keep_values_never_secrets(connect):
+    app = connect.create_app_with_requirements([HELPDESK, WEBHOOK])
+    client, path, token = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    r = post_form(client, f"{path}/requirements/{rid(app, 'helpdesk')}/credentials",
+                  {"csrf_token": csrf, "config.url": "not a url", "config.api_key": "hd_typed_secret"})
+    assert r.status_code == 400 and r.mimetype == "text/html"
+    html = r.get_data(as_text=True)
+    helpdesk = card_html(html, rid(app, "helpdesk"))
+    field = re.search(r'<div class="field has-error" data-field="url">.*?</div>', helpdesk, re.S).group(0)
+    assert 'value="not a url"' in field and 'aria-invalid="true"' in field
+    error = re.search(r'<p class="field-error" id="e-[^"]+">([^<]+)</p>', field).group(1)
+    assert error.startswith("API URL must be")
+    assert "hd_typed_secret" not in html
+    assert ">Needs action<" in helpdesk
+    assert connect.statuses(token)[rid(app, "helpdesk")] == "pending"
+    # the other form is untouched
+    assert 'has-error' not in card_html(html, rid(app, "webhook"))
+
+
+def test_blank_required_fields_each_get_their_error(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, _ = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    r = post_form(client, f"{path}/requirements/{rid(app, 'helpdesk')}/credentials",
+                  {"csrf_token": csrf, "config.url": "  ", "config.api_key": ""})
+    assert r.status_code == 400
+    html = r.get_data(as_text=True)
+    errors = re.findall(r'<p class="field-error" id="e-f-[^"]+">([^<]+)</p>', html)
+    assert errors == ["API URL is required", "API key is required"]
+
+
+def test_plugin_validation_error_lands_on_its_field(connect):
+    app = connect.create_app_with_requirements([WEBHOOK])
+    client, path, _ = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    r = post_form(client, f"{path}/requirements/{rid(app, 'webhook')}/credentials",
+                  {"csrf_token": csrf, "config.url": "https://hooks.example.com", "config.method": "TRACE",
+                   "config.headers": "{not json"})
+    assert r.status_code == 400
+    html = r.get_data(as_text=True)
+    method = re.search(r'data-field="method">.*?</div>', html, re.S).group(0)
+    headers = re.search(r'data-field="headers">.*?</div>', html, re.S).group(0)
+    assert re.search(r'class="field-error" id="[^"]+">HTTP method ', method)
+    assert "Headers must be valid JSON" in headers
+    assert "{not json" not in html  # a secret field is not echoed, even when malformed
+    assert 'value="https://hooks.example.com"' in html
+
+    r = post_form(client, f"{path}/requirements/{rid(app, 'webhook')}/credentials",
+                  {"csrf_token": csrf, "config.url": "https://hooks.example.com", "config.method": "PUT",
+                   "config.headers": '{"X-Token": "t0k"}'}, Accept="application/json")
+    assert r.status_code == 200
+    assert r.get_json() == {"requirement_id": rid(app, "webhook"), "status": "completed", "badge": "Connected",
+                            "message": "Saved."}
+
+
+def test_json_answers_for_the_script(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, token = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    url = f"{path}/requirements/{rid(app, 'helpdesk')}/credentials"
+    r = post_form(client, url, {"csrf_token": csrf, "config.url": "nope", "config.api_key": "hd_x"},
+                  Accept="application/json", Origin=BASE)
+    assert r.status_code == 400
+    body = r.get_json()
+    assert set(body["field_errors"]) == {"url"} and body["field_errors"]["url"].startswith("API URL must be")
+    assert "hd_x" not in r.get_data(as_text=True)
+    r = post_form(client, url, {"csrf_token": csrf, "config.url": "https://h.example.com", "config.api_key": "hd_x"},
+                  Accept="application/json", Origin=BASE)
+    assert r.status_code == 200 and r.get_json()["badge"] == "Connected"
+    assert connect.statuses(token)[rid(app, "helpdesk")] == "completed"
+
+
+# --- CSRF -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", ["missing", "wrong", "other-session", "cross-origin", "cross-site-fetch"])
+def test_posts_without_valid_csrf_or_from_other_origins_are_refused(connect, case):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, token = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    data = {"config.url": "https://helpdesk.example.com", "config.api_key": "hd_1", "csrf_token": csrf}
+    headers = {}
+    if case == "missing":
+        data.pop("csrf_token")
+    elif case == "wrong":
+        data["csrf_token"] = "0" * 64
+    elif case == "other-session":
+        _, other_path, _ = open_page(connect, app, "mallory", client=client)
+        data["csrf_token"] = csrf_of(client.get(other_path, base_url=BASE).get_data(as_text=True))
+    elif case == "cross-origin":
+        headers["Origin"] = "https://evil.example.com"
+    else:
+        headers["Sec-Fetch-Site"] = "cross-site"
+    r = post_form(client, f"{path}/requirements/{rid(app, 'helpdesk')}/credentials", data, **headers)
+    assert r.status_code == 403
+    assert "refused" in r.get_data(as_text=True).lower() or "expired" in r.get_data(as_text=True).lower()
+    assert connect.statuses(token)[rid(app, "helpdesk")] == "pending"
+
+
+def test_same_origin_and_null_origin_posts_are_accepted(connect):
+    """A form navigation under ``Referrer-Policy: no-referrer`` sends ``Origin: null``; the token decides."""
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, token = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    for origin in (BASE, "null"):
+        r = post_form(client, f"{path}/requirements/{rid(app, 'helpdesk')}/credentials",
+                      {"csrf_token": csrf, "config.url": "https://h.example.com", "config.api_key": "k"},
+                      Origin=origin, **{"Sec-Fetch-Site": "same-origin"})
+        assert r.status_code == 303
+
+
+def test_post_without_session_cookie_is_expired(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    _, path, _ = open_page(connect, app)
+    r = post_form(connect.app.test_client(), f"{path}/requirements/{rid(app, 'helpdesk')}/credentials",
+                  {"csrf_token": "x", "config.url": "https://h.example.com", "config.api_key": "k"})
+    assert r.status_code == 401 and "Ask the app for a new one." in r.get_data(as_text=True)
+
+
+def test_unknown_requirement_in_post_is_a_page_error_not_a_500(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, _ = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    r = post_form(client, f"{path}/requirements/{uuid.uuid4()}/credentials",
+                  {"csrf_token": csrf, "config.url": "https://h.example.com", "config.api_key": "k"})
+    assert r.status_code == 404 and r.mimetype == "text/html"
+
+
+# --- OAuth2 and action accounts -------------------------------------------------------------------
+
+def make_oauth_credential(connect, app):
+    from connect_service import oauth
+    from connect_service.models import Credential, new_id
+
+    with connect.app.app_context():
+        cred = Credential(id=new_id("ccfg"), org=connect.org_id, app=app["id"], read_access="APP",
+                          name="CRM", connector_name="pagecrm", oauth_url="https://crm.example.com/authorize",
+                          oauth_token_url="https://crm.example.com/token", oauth_client_id="crm-client",
+                          oauth_scope="contacts.read")
+        oauth.set_client_secret(cred, "crm-secret")
+        cred.save(force_insert=True)
+        return cred.id
+
+
+def test_oauth_connect_link_starts_a_browser_bound_flow(connect):
+    from connect_service import oauth
+    from connect_service.models import AuthorizationSession
+
+    app = connect.create_app_with_requirements([CRM])
+    make_oauth_credential(connect, app)
+    client, path, _ = open_page(connect, app)
+    html = client.get(path, base_url=BASE).get_data(as_text=True)
+    start = unescape(re.search(r'href="([^"]+)">Connect</a>', html).group(1))
+
+    r = client.get(start, base_url=BASE)
+    assert r.status_code == 302
+    location = r.headers["Location"]
+    assert location.startswith("https://crm.example.com/authorize?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["client_id"] == ["crm-client"] and query["redirect_uri"] == [f"{BASE}/v1/connect/oauth2/callback"]
+    nonce_cookie = client.get_cookie(oauth.NONCE_COOKIE, domain="connect.test", path=oauth.CALLBACK_PATH)
+    assert nonce_cookie is not None and nonce_cookie.http_only and nonce_cookie.same_site == "Lax"
+    set_cookie = [h for h in r.headers.getlist("Set-Cookie") if h.startswith(oauth.NONCE_COOKIE)][0]
+    assert "Max-Age=600" in set_cookie and "Path=/v1/connect/oauth2/callback" in set_cookie
+    with connect.app.app_context():
+        session = AuthorizationSession.get()
+        assert session.browser_nonce_hash == oauth.hash_secret(nonce_cookie.value)
+        assert session.return_to == f"{BASE}{path}"
+
+    # the start link needs the page's CSRF value and the session cookie
+    assert client.get(start.split("?")[0], base_url=BASE).status_code == 403
+    assert connect.app.test_client().get(start, base_url=BASE).status_code == 401
+
+
+def test_oauth_start_without_a_credential_shows_the_problem_on_the_page(connect):
+    app = connect.create_app_with_requirements([CRM])
+    client, path, _ = open_page(connect, app)
+    html = client.get(path, base_url=BASE).get_data(as_text=True)
+    start = unescape(re.search(r'href="([^"]+)">Connect</a>', html).group(1))
+    r = client.get(start, base_url=BASE)
+    assert r.status_code == 400 and r.mimetype == "text/html"
+    crm = card_html(r.get_data(as_text=True), rid(app, "crm"))
+    assert re.search(r'<p class="form-error" id="fe-[^"]+" role="alert">This account cannot be connected right '
+                     r'now: no OAuth2 credential', crm)
+
+
+def test_return_from_provider_shows_outcome_on_the_page(connect):
+    from connect_service.models import Connection
+
+    app = connect.create_app_with_requirements([CRM, HELPDESK])
+    client, path, _ = open_page(connect, app)
+    with connect.app.app_context():
+        Connection.create(org=connect.org_id, app=app["id"], customer_id="user-1", requirement_id=rid(app, "crm"),
+                          type=OAuthCrm.name, connector_name="pagecrm", status="error",
+                          status_reason="authorization failed: access_denied: <b>nope</b>")
+    # the bare /connect (what a provider may send the browser back to) finds this browser's page
+    r = client.get(f"/connect?status=error&requirement_id={rid(app, 'crm')}&error=access_denied", base_url=BASE)
+    assert r.status_code == 303
+    assert urlsplit(r.headers["Location"]).path == path
+    html = client.get(r.headers["Location"], base_url=BASE).get_data(as_text=True)
+    crm = card_html(html, rid(app, "crm"))
+    assert "The authorization for CRM account did not complete: authorization failed: access_denied: " \
+           "&lt;b&gt;nope&lt;/b&gt;" in crm
+    assert ">Needs action<" in crm
+
+    with connect.app.app_context():
+        Connection.update(status="active", status_reason=None).execute()
+    html = client.get(f"{path}?status=success&requirement_id={rid(app, 'crm')}", base_url=BASE).get_data(as_text=True)
+    crm = card_html(html, rid(app, "crm"))
+    assert ">Connected<" in crm and "Authorization for CRM account finished." in crm
+
+
+def test_action_account_button_posts_and_redirects_to_the_link(connect):
+    app = connect.create_app_with_requirements([LINKED])
+    client, path, _ = open_page(connect, app)
+    html = client.get(path, base_url=BASE).get_data(as_text=True)
+    assert "form-action 'self' https:" in client.get(path, base_url=BASE).headers["Content-Security-Policy"]
+    action = f"{path}/accounts/{rid(app, 'mail')}"
+    Linker.calls.clear()
+    assert post_form(client, action, {"csrf_token": "bad"}).status_code == 403
+    assert Linker.calls == []
+    r = post_form(client, action, {"csrf_token": csrf_of(html)})
+    assert r.status_code == 303
+    assert r.headers["Location"] == "https://link.example.com/start?user=user-1"
+    assert Linker.calls[0]["success"].startswith(f"{BASE}/connect?") and "token" not in Linker.calls[0]["success"]
