@@ -1,0 +1,371 @@
+"""OAuth token refresh: exactly one provider call per connection, across processes and hosts.
+
+How a refresh runs (``refresh_connection`` on a read, ``run_refresh_due`` from cron):
+
+1. **Claim** a lease in one short transaction: a conditional ``UPDATE`` that
+   succeeds only when nobody holds a live lease and the row's
+   ``refresh_generation`` is still the one the caller saw. Lease times come from
+   the database clock (:func:`connect_service.db.db_now`), so hosts with skewed
+   clocks agree.
+2. The winner calls the token endpoint with **no transaction open and no row
+   lock held**, then saves the new access token, the (possibly rotated) refresh
+   token and the expiry in **one** ``UPDATE`` that also bumps
+   ``refresh_generation`` and clears the lease.
+3. Everyone else **waits**: polls the row with short sleeps (bounded by the
+   lease) until the generation moves, then answers with the winner's token.
+   Concurrent ``refresh=force`` reads merge the same way: a forced read only
+   refreshes when the generation it saw is still current when it claims.
+
+A provider that is down (transport error or 5xx) leaves the connection
+``active`` and raises :class:`ProviderUnavailable`; ``invalid_grant`` re-reads
+the row first (another worker or a re-authorization may have replaced the
+refresh token) and only then marks the connection ``error``.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import click
+from flask import current_app
+
+from . import connections
+from .connection_types import ProviderError
+from .db import database, db_now, write_transaction
+from .errors import NotFound
+from .http import OutboundError, redact_url
+from .models import Connection, Credential
+
+log = logging.getLogger(__name__)
+
+#: OAuth error codes that mean "the provider is having trouble", not "this grant is bad"
+TRANSIENT_PROVIDER_CODES = {"server_error", "temporarily_unavailable"}
+#: seconds between polls of a loser waiting for the winner
+POLL_START, POLL_MAX = 0.05, 0.25
+
+
+class RefreshError(Exception):
+    """Base class: a refresh could not produce a fresh token. Messages carry no secrets."""
+
+    def __init__(self, connection_id: str, reason: str):
+        super().__init__(reason)
+        self.connection_id = connection_id
+        self.reason = reason
+
+
+class ProviderUnavailable(RefreshError):
+    """The token endpoint could not be reached or answered 5xx; the connection stays active."""
+
+    def __init__(self, connection_id: str, reason: str, token_url: str | None = None):
+        super().__init__(connection_id, reason)
+        self.token_url = token_url
+
+
+class RefreshRejected(RefreshError):
+    """The provider refused the grant (``invalid_grant``…); the connection is now ``error``."""
+
+    def __init__(self, connection_id: str, reason: str, code: str = ""):
+        super().__init__(connection_id, reason)
+        self.code = code
+
+
+class NotRefreshable(RefreshError):
+    """Nothing to refresh: not an OAuth connection, disabled, not active or no refresh token."""
+
+
+@dataclass
+class _Observed:
+    generation: int
+    refresh_token: str | None
+
+
+def lease_owner(prefix: str = "worker") -> str:
+    """A unique lease owner name: ``prefix:host:pid:random`` (debugging aid, never trusted)."""
+    return f"{prefix}:{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _cfg() -> dict[str, Any]:
+    return current_app.config["CONNECT"]
+
+
+def _oauth_credentials(conn: Connection) -> dict[str, Any] | None:
+    settings = connections.read_settings(conn)
+    oauth = settings.get("oauth") if isinstance(settings, dict) else None
+    if not isinstance(oauth, dict) or not isinstance(oauth.get("credentials"), dict):
+        return None
+    return oauth["credentials"]
+
+
+def is_due(conn: Connection, now: datetime.datetime, margin_seconds: int) -> bool:
+    """True when the access token expires within ``margin_seconds`` of ``now`` (database clock)."""
+    return conn.expires_at is not None and conn.expires_at <= now + datetime.timedelta(seconds=margin_seconds)
+
+
+def _reload(conn_id: str) -> Connection:
+    conn = Connection.get_or_none(Connection.id == conn_id)
+    if conn is None:  # deleted meanwhile
+        raise NotFound()
+    return conn
+
+
+def _observe(conn: Connection) -> _Observed:
+    creds = _oauth_credentials(conn) or {}
+    return _Observed(conn.refresh_generation, creds.get("refresh_token"))
+
+
+def _refreshable_reason(conn: Connection) -> str | None:
+    if conn.disabled:
+        return "the connection is disabled"
+    if conn.status != "active":
+        return f"the connection is {conn.status}"
+    creds = _oauth_credentials(conn)
+    if creds is None:
+        return "the connection has no OAuth tokens"
+    credential = conn.credential_id and Credential.get_or_none(Credential.id == conn.credential_id)
+    if not credential:
+        return "the connection's OAuth client credential no longer exists"
+    if credential.oauth_grant_type != "client_credentials" and not creds.get("refresh_token"):
+        return "the provider issued no refresh token"
+    return None
+
+
+def try_claim(conn_id: str, generation: int, owner: str) -> bool:
+    """Claim the refresh lease if it is free and the row is still at ``generation``.
+
+    One short write transaction (``BEGIN IMMEDIATE`` on SQLite); the conditional
+    ``UPDATE`` is atomic on PostgreSQL too, so exactly one caller wins.
+    """
+    lease = datetime.timedelta(seconds=_cfg()["refresh_lease_seconds"])
+    with write_transaction():
+        now = db_now()
+        claimed = (Connection.update(refresh_lease_until=now + lease, refresh_lease_owner=owner)
+                   .where(Connection.id == conn_id,
+                          Connection.refresh_generation == generation,
+                          Connection.status == "active",
+                          Connection.disabled == False,  # noqa: E712 - peewee expression
+                          Connection.refresh_lease_until.is_null() | (Connection.refresh_lease_until < now))
+                   .execute())
+    return claimed == 1
+
+
+def release(conn_id: str, owner: str) -> None:
+    """Give the lease back without a new token (the refresh failed or was not needed)."""
+    (Connection.update(refresh_lease_until=None, refresh_lease_owner=None)
+     .where(Connection.id == conn_id, Connection.refresh_lease_owner == owner).execute())
+
+
+def refresh_connection(conn_id: str, *, force: bool = False, margin: int | None = None,
+                       not_before: datetime.datetime | None = None) -> Connection:
+    """Return the connection with a token that is good for at least ``margin`` seconds.
+
+    Refreshes only when the access token expires within the margin (default
+    ``refresh_margin_seconds``), or always with ``force=True``; concurrent
+    callers share one provider call. With ``force``, ``not_before`` (database
+    clock, e.g. when the request arrived) accepts a refresh that completed
+    after that moment instead of starting another one, so forced reads that
+    overlap merge even when one of them looks at the row only after the
+    other's refresh finished. Must run in an app context with the database
+    connected and **outside** any transaction.
+
+    Raises :class:`ProviderUnavailable` (connection stays active),
+    :class:`RefreshRejected` (connection marked ``error``) and, for
+    ``force=True`` only, :class:`NotRefreshable`. Without ``force`` a
+    connection that cannot be refreshed (disabled, not OAuth, no refresh
+    token) is returned as it is.
+    """
+    margin = _cfg()["refresh_margin_seconds"] if margin is None else margin
+    conn = _reload(conn_id)
+    reason = _refreshable_reason(conn)
+    if reason is not None:
+        if force:
+            raise NotRefreshable(conn.id, reason)
+        return conn
+    if not force and not is_due(conn, db_now(), margin):
+        return conn
+    if force and not_before is not None and conn.last_refreshed_at is not None \
+            and conn.last_refreshed_at >= not_before:
+        return conn  # refreshed while this request was under way: that is the forced refresh
+    seen = _observe(conn)
+    owner = lease_owner("read")
+    while True:
+        if try_claim(conn.id, seen.generation, owner):
+            return _run_claimed(conn.id, owner, seen)
+        conn, done = _wait_for_winner(conn.id, seen)
+        if done:
+            return conn
+        # the lease expired without a result (a worker died): try to take over
+
+
+def _wait_for_winner(conn_id: str, seen: _Observed) -> tuple[Connection, bool]:
+    """Poll until the lease holder finishes. Returns (row, True) when there is an outcome to report."""
+    delay = POLL_START
+    while True:
+        conn = _reload(conn_id)
+        if conn.refresh_generation != seen.generation:
+            return conn, True  # somebody refreshed since we looked: that token is ours too
+        if conn.disabled:
+            return conn, True
+        if conn.status != "active":
+            raise RefreshRejected(conn.id, conn.status_reason or f"the connection is {conn.status}")
+        if conn.refresh_lease_until is None:
+            # Released without a new generation: the winner's provider call failed just now.
+            # Do not hammer a failing provider once per waiting reader.
+            raise ProviderUnavailable(conn.id, "a concurrent refresh of this connection failed; try again")
+        if conn.refresh_lease_until < db_now():
+            return conn, False  # the holder died: its lease is up, claim again
+        time.sleep(delay)
+        delay = min(delay * 1.5, POLL_MAX)
+
+
+def _run_claimed(conn_id: str, owner: str, seen: _Observed) -> Connection:
+    """We hold the lease: call the provider (no transaction open) and store the result in one write."""
+    from . import oauth
+
+    saved = False
+    try:
+        conn = _reload(conn_id)
+        if conn.refresh_generation != seen.generation:  # the claim checked it; a changed row wins anyway
+            return conn
+        settings = connections.read_settings(conn)
+        creds = settings["oauth"]["credentials"]
+        credential = Credential.get_by_id(conn.credential_id)
+        provider = oauth.provider_for(credential)
+        token_url = getattr(provider, "token_url", None) or credential.oauth_token_url
+        try:
+            if credential.oauth_grant_type == "client_credentials":
+                scopes = (creds.get("scope") or "").split() or None
+                token = oauth.request_client_credentials(credential, scopes)
+            else:
+                token = oauth.request_refresh(credential, creds["refresh_token"])
+        except OutboundError as exc:
+            raise ProviderUnavailable(conn.id, f"the token endpoint could not be reached: {exc.reason}",
+                                      exc.url) from None
+        except ProviderError as exc:
+            if isinstance(exc, oauth.ProviderUnavailable) or exc.code in TRANSIENT_PROVIDER_CODES:
+                raise ProviderUnavailable(conn.id, f"the token endpoint failed: {exc.code}",
+                                          redact_url(token_url or "")) from None
+            return _rejected(conn, owner, seen, exc)
+
+        now = db_now()
+        new_settings, expires_at = oauth.token_settings(token, previous=settings, provider=provider,
+                                                        credential=credential, now=now)
+        merged = dict(settings)
+        merged.update(new_settings)
+        # One write: new access token, rotated refresh token, expiry, generation, lease released.
+        updated = (Connection.update(settings_encrypted=connections.seal_settings(conn, merged),
+                                     expires_at=expires_at,
+                                     refresh_generation=Connection.refresh_generation + 1,
+                                     refresh_lease_until=None, refresh_lease_owner=None,
+                                     last_refreshed_at=now, updated_at=now)
+                   .where(Connection.id == conn.id, Connection.refresh_generation == seen.generation)
+                   .execute())
+        saved = True
+        if updated != 1:
+            log.warning("refresh result discarded: the connection changed meanwhile",
+                        extra={"fields": {"connection_id": conn.id}})
+        return _reload(conn.id)
+    finally:
+        if not saved:
+            release(conn_id, owner)
+
+
+def _rejected(conn: Connection, owner: str, seen: _Observed, exc: ProviderError) -> Connection:
+    """The provider refused our grant. Maybe someone else already replaced it: look before failing."""
+    fresh = _reload(conn.id)
+    fresh_seen = _observe(fresh)
+    if fresh.refresh_generation != seen.generation or fresh_seen.refresh_token != seen.refresh_token:
+        release(conn.id, owner)
+        log.info("refresh token was replaced by another worker; using the stored one",
+                 extra={"fields": {"connection_id": conn.id}})
+        return fresh
+    if exc.code != "invalid_grant":
+        # e.g. invalid_client: an admin must fix the credential; the end user's grant may be fine
+        raise ProviderUnavailable(conn.id, f"the provider refused the refresh: {exc.code}")
+    reason = f"token refresh failed: {exc.code}" + (f" ({exc.description})" if exc.description else "")
+    connections.mark_error(fresh, reason + "; the user must reconnect")  # before the lease goes: no retry
+    release(conn.id, owner)
+    raise RefreshRejected(conn.id, fresh.status_reason, exc.code)
+
+
+# --- connect-service refresh-due -----------------------------------------------------------
+
+def _due_candidates(due_before: datetime.datetime, after: tuple[datetime.datetime, str] | None,
+                    limit: int) -> list[Connection]:
+    """Active, enabled connections expiring before ``due_before``, keyset-paged on (expires_at, id)."""
+    query = (Connection.select(Connection.id, Connection.expires_at, Connection.refresh_generation)
+             .where(Connection.expires_at.is_null(False), Connection.expires_at <= due_before,
+                    Connection.status == "active", Connection.disabled == False))  # noqa: E712
+    if after is not None:
+        query = query.where((Connection.expires_at > after[0])
+                            | ((Connection.expires_at == after[0]) & (Connection.id > after[1])))
+    return list(query.order_by(Connection.expires_at, Connection.id).limit(limit))
+
+
+def refresh_claimed_or_skip(conn_id: str, generation: int, owner: str) -> str:
+    """refresh-due's step for one connection: ``refreshed``, ``skipped`` or ``failed`` (raises)."""
+    if not try_claim(conn_id, generation, owner):
+        return "skipped"  # another runner or a reader holds it, or it was refreshed meanwhile
+    conn = _reload(conn_id)
+    reason = _refreshable_reason(conn)
+    if reason is not None:
+        release(conn_id, owner)
+        return "skipped"
+    seen = _observe(conn)
+    if seen.generation != generation:
+        release(conn_id, owner)
+        return "skipped"
+    after = _run_claimed(conn_id, owner, seen)
+    return "refreshed" if after.refresh_generation != generation else "skipped"
+
+
+def run_refresh_due(margin: int | None = None, batch_size: int = 100,
+                    echo: Callable[[str], Any] = print) -> int:
+    """Refresh every OAuth connection expiring within ``margin`` seconds; return the exit code.
+
+    Safe to run from cron on several hosts at once: each connection is claimed
+    with a lease before its provider call. Progress goes to ``echo`` (stderr
+    in the CLI); the summary ``{"refreshed", "failed", "skipped"}`` is printed
+    as one JSON line on stdout. Exit code 1 when any refresh failed.
+    """
+    margin = _cfg()["refresh_margin_seconds"] if margin is None else margin
+    batch_size = max(1, batch_size)
+    counts = {"refreshed": 0, "failed": 0, "skipped": 0}
+    owner = lease_owner("refresh-due")
+    started = time.monotonic()
+    with database.connection_context():
+        due_before = db_now() + datetime.timedelta(seconds=margin)
+        echo(f"refresh-due: refreshing connections expiring before {due_before.isoformat()}Z "
+             f"(margin {margin}s)")
+        done: set[str] = set()
+        after = None
+        while True:
+            batch = _due_candidates(due_before, after, batch_size)
+            if not batch:
+                break
+            after = (batch[-1].expires_at, batch[-1].id)
+            for row in batch:
+                if row.id in done:  # refreshed earlier in this run to a still-short lifetime
+                    continue
+                done.add(row.id)
+                try:
+                    outcome = refresh_claimed_or_skip(row.id, row.refresh_generation, owner)
+                except RefreshError as exc:
+                    outcome = "failed"
+                    echo(f"refresh-due: {row.id} failed: {exc.reason}")
+                except Exception as exc:  # keep going: one broken row must not stop the run
+                    outcome = "failed"
+                    log.exception("refresh-due: unexpected error", extra={"fields": {"connection_id": row.id}})
+                    echo(f"refresh-due: {row.id} failed: {type(exc).__name__}")
+                counts[outcome] += 1
+            echo(f"refresh-due: processed {sum(counts.values())} "
+                 f"(refreshed {counts['refreshed']}, failed {counts['failed']}, skipped {counts['skipped']}) "
+                 f"in {time.monotonic() - started:.1f}s")
+    click.echo(json.dumps(counts))
+    return 1 if counts["failed"] else 0
