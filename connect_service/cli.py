@@ -117,11 +117,12 @@ def apps_deploy(path, org_id):
 @cli.command("plugins")
 @with_appcontext
 def plugins_command():
-    """List registered connection types with the plugin and distribution each comes from."""
+    """List registered connection types, one JSON object a line: GET /v1/connection-types' items plus
+    the plugin (the name `disabled_plugins` takes) and the distribution each comes from."""
     registry = current_app.extensions["connect_registry"]
-    for name, cls in sorted(registry.types.items()):
-        emit({"name": name, "title": cls.title, "auth": cls.auth, "connector_name": cls.connector_name,
-              "plugin": registry.origins.get(name)})
+    for item in registry.describe():
+        info = registry.plugin_of(item["name"])
+        emit(dict(item, plugin=info.name, distribution=info.distribution, version=info.version))
 
 
 def main() -> None:

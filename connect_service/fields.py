@@ -1,35 +1,70 @@
 """marshmallow fields for connection-type schemas.
 
-``Url`` accepts only http(s); ``Secret`` is a non-blank string shown as a
-password input and never echoed back.
+Everything in ``marshmallow.fields`` is re-exported, so a plugin needs one import::
+
+    from connect_service import fields
+
+    class DatabaseConfig(Schema):
+        host = fields.Host(required=True)
+        port = fields.Port(load_default=5432)
+        password = fields.Secret(required=True)
+
+The additions:
+
+- :class:`Url`: an absolute ``http://`` or ``https://`` URL; any other scheme
+  (``file:``, ``ftp:``, ``javascript:``…) and URLs carrying a user name or
+  password are refused.
+- :class:`Secret`: a non-blank string marked secret: a password input on the
+  hosted page, never shown again by the API unless secrets are asked for.
+- :class:`NonBlank`: a string that may not be empty or whitespace.
+- :class:`Host`: a host name or IP address, without scheme, port or path.
+- :class:`Port`: a TCP port, 1-65535.
 """
 from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import urlsplit
 
 from marshmallow import fields, validate
 from marshmallow.fields import *  # noqa: F401,F403  (so plugins need one import)
 
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+
 
 class Url(fields.Url):
-    """An absolute http:// or https:// URL (other schemes are refused)."""
+    """An absolute http:// or https:// URL (other schemes and embedded credentials are refused).
 
-    def __init__(self, **kwargs):
+    Top-level domains are not required, so ``http://localhost:8080`` is valid;
+    whether the service may *reach* a host is decided later by the guarded
+    HTTP client, not here.
+    """
+
+    default_error_messages = {
+        "invalid": "must be an absolute http(s) URL",
+        "userinfo": "must not contain a user name or password: put secrets in their own fields",
+    }
+
+    def __init__(self, **kwargs: Any):
         kwargs.setdefault("schemes", {"http", "https"})
         kwargs.setdefault("require_tld", False)
         super().__init__(**kwargs)
 
+    def _deserialize(self, value, attr, data, **kwargs):
+        url = super()._deserialize(value, attr, data, **kwargs)
+        if urlsplit(url).username is not None or "@" in urlsplit(url).netloc:
+            raise self.make_error("userinfo")
+        return url
 
-class Secret(fields.String):
-    """A secret string (API key, password): required input renders as a password field."""
 
-    def __init__(self, **kwargs):
-        metadata = dict(kwargs.pop("metadata", {}) or {})
-        metadata.setdefault("secret", True)
-        kwargs.setdefault("validate", validate.Length(min=1, error="cannot be blank"))
-        super().__init__(metadata=metadata, **kwargs)
+URL = Url
 
 
 class NonBlank(fields.String):
     """A string that may not be empty or whitespace."""
+
+    default_error_messages = {"blank": "cannot be blank"}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -37,4 +72,47 @@ class NonBlank(fields.String):
             raise self.make_error("blank")
         return text
 
-    default_error_messages = {"blank": "cannot be blank"}
+
+class Secret(NonBlank):
+    """A secret string (API key, password, token).
+
+    Rendered as a password input, left out of every API answer that does not
+    ask for secrets, never re-shown on the hosted page. Surrounding whitespace
+    (a pasted newline) is removed; a blank value is refused.
+    """
+
+    def __init__(self, **kwargs: Any):
+        metadata = dict(kwargs.pop("metadata", None) or {})
+        metadata.setdefault("secret", True)
+        kwargs.setdefault("validate", validate.Length(max=10_000, error="must be at most {max} characters"))
+        super().__init__(metadata=metadata, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return super()._deserialize(value, attr, data, **kwargs).strip()
+
+
+class Host(NonBlank):
+    """A host name (``db.example.com``, ``localhost``) or an IP address; no scheme, port or path."""
+
+    default_error_messages = {"host": "must be a host name or IP address, without scheme, port or path"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        candidate = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        try:
+            ipaddress.ip_address(candidate)
+            return candidate
+        except ValueError:
+            pass
+        name = text.rstrip(".")
+        if len(name) > 253 or not all(HOST_LABEL.match(label) for label in name.split(".")):
+            raise self.make_error("host")
+        return name.lower()
+
+
+class Port(fields.Integer):
+    """A TCP port number, 1-65535 (a numeric string such as ``"5432"`` is accepted, as forms send)."""
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("validate", validate.Range(min=1, max=65535, error="must be a port between 1 and 65535"))
+        super().__init__(**kwargs)

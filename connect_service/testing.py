@@ -1,8 +1,13 @@
-"""pytest fixtures for plugin authors (and this project's own suite).
+"""The plugin author kit: pytest fixtures that run connect-service with your plugin registered.
 
-In a plugin's ``conftest.py``::
+Load it from your plugin's top-level ``conftest.py``::
 
     pytest_plugins = ["connect_service.testing"]
+
+(or with ``addopts = "-p connect_service.testing"`` under ``[tool.pytest.ini_options]``).
+An installed plugin (``pip install -e .``) is found through its entry point like
+in production; to register a module that is not installed, override
+``connect_plugins``::
 
     @pytest.fixture
     def connect_plugins():
@@ -11,15 +16,21 @@ In a plugin's ``conftest.py``::
 
 then in a test::
 
+    from connect_service.testing import connection_requirement
+
     def test_my_type(connect):
-        app = connect.create_app_with_requirements([
-            {"key": "crm", "type": "connection", "title": "CRM",
-             "spec": {"type": "connection", "data": {"type": "acme.connections.Crm"}}},
-        ])
+        app = connect.create_app_with_requirements([connection_requirement("crm", "example.connections.Crm")])
         token = connect.token(app, "user-1")
         req_id = connect.requirement_id(app, "crm")
-        r = connect.submit_credentials(token, req_id, "acme.connections.Crm", {"api_key": "k"})
+        r = connect.submit_credentials(token, req_id, "example.connections.Crm", {"api_key": "k"})
         assert r.status_code == 201
+        assert connect.statuses(token) == {req_id: "completed"}
+        assert connect.stored_config(app, "user-1", "crm") == {"api_key": "k"}
+        assert connect.hooks.of("connection_activated")[0]["connection"]["type"] == "example.connections.Crm"
+
+Fixtures: ``connect`` (a :class:`ConnectHarness`), ``connect_app`` (the Flask
+app), ``connect_config`` (override to change settings, see :func:`make_config`),
+``connect_plugins`` (override to add plugin objects).
 
 The database is SQLite in a temporary folder unless ``CONNECT_TEST_DATABASE_URL``
 names another (a PostgreSQL database is emptied between tests).
@@ -35,6 +46,7 @@ from typing import Any
 import pytest
 
 from .config import generate_key
+from .hookspecs import hookimpl
 
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 
@@ -71,21 +83,84 @@ def reset_database() -> None:
             database.execute_sql(f"TRUNCATE {names} CASCADE")
 
 
+def connection_requirement(key: str, type_name: str, title: str | None = None, description: str = "") -> dict:
+    """A ``connection`` requirement asking for ``type_name``, for :meth:`ConnectHarness.deploy`."""
+    return {"key": key, "type": "connection", "title": title or f"{type_name.rsplit('.', 1)[-1]} connection",
+            "description": description, "spec": {"type": "connection", "data": {"type": type_name}}}
+
+
+class HookRecorder:
+    """A plugin that records every lifecycle hook call; every test app registers one as ``connect.hooks``.
+
+    ``calls`` is a list of ``(hook name, arguments)``; :meth:`of` filters it.
+    """
+
+    def __init__(self, name: str = "connect_service.testing.HookRecorder"):
+        self.__name__ = name  # the plugin name the registry uses
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def of(self, hook: str) -> list[dict[str, Any]]:
+        """The arguments of every call of ``hook``, oldest first."""
+        return [kwargs for name, kwargs in self.calls if name == hook]
+
+    def clear(self) -> None:
+        """Forget the calls recorded so far."""
+        self.calls.clear()
+
+    @hookimpl
+    def connection_activated(self, connection):
+        self.calls.append(("connection_activated", {"connection": connection}))
+
+    @hookimpl
+    def connection_revoked(self, connection):
+        self.calls.append(("connection_revoked", {"connection": connection}))
+
+    @hookimpl
+    def connection_failed(self, connection, reason):
+        self.calls.append(("connection_failed", {"connection": connection, "reason": reason}))
+
+
 @dataclass
 class ConnectHarness:
-    """A running app plus helpers: org, access key, apps, tokens, submissions."""
+    """A running app plus helpers: org, access key, apps, tokens, submissions, recorded hooks."""
 
     app: Any
     client: Any
     org_id: str
     access_key: str
     _counter: list = field(default_factory=lambda: [0])
+    #: lifecycle hook calls seen by this app
+    hooks: HookRecorder = field(default_factory=HookRecorder)
 
     @property
     def auth(self) -> dict[str, str]:
+        """``Authorization`` header with the org's Access Key (management API)."""
         return {"Authorization": f"Bearer {self.access_key}"}
 
+    @staticmethod
+    def bearer(token: str) -> dict[str, str]:
+        """``Authorization`` header for a connect token."""
+        return {"Authorization": f"Bearer {token}"}
+
+    @property
+    def registry(self):
+        """The app's :class:`connect_service.plugins.Registry` (types, plugins, hooks)."""
+        return self.app.extensions["connect_registry"]
+
+    def connection_types(self) -> list[dict]:
+        """``GET /v1/connection-types`` (every page) as the list of its items."""
+        items: list[dict] = []
+        query: dict[str, Any] = {"limit": 200}
+        while True:
+            r = self.client.get("/v1/connection-types", query_string=query, headers=self.auth)
+            assert r.status_code == 200, r.get_json()
+            items += r.get_json()["data"]
+            query["cursor"] = r.get_json()["next_cursor"]
+            if not query["cursor"]:
+                return items
+
     def create_app(self, visibility: str = "public", **extra: Any) -> dict:
+        """Create an app in the org (``POST /v1/apps``); returns its JSON."""
         self._counter[0] += 1
         body = {"name": f"App {self._counter[0]}", "hostname": f"app{self._counter[0]}-{secrets.token_hex(3)}.test",
                 "visibility": visibility, **extra}
@@ -94,6 +169,7 @@ class ConnectHarness:
         return r.get_json()
 
     def deploy(self, app: dict, requirements: list[dict]) -> dict:
+        """Create a workflow version with ``requirements`` and deploy it."""
         r = self.client.post(f"/v1/apps/{app['id']}/versions", json={"requirements": requirements},
                              headers=self.auth)
         assert r.status_code == 201, r.get_json()
@@ -103,11 +179,13 @@ class ConnectHarness:
         return r.get_json()
 
     def create_app_with_requirements(self, requirements: list[dict], visibility: str = "public", **extra) -> dict:
+        """:meth:`create_app` then :meth:`deploy`; see :func:`connection_requirement`."""
         app = self.create_app(visibility=visibility, **extra)
         self.deploy(app, requirements)
         return app
 
     def token(self, app: dict, user_id: str) -> str:
+        """A connect token for end user ``user_id`` of ``app`` (through the app's host)."""
         headers = {"Host": app["hostname"]}
         if app["visibility"] == "private":
             headers.update(self.auth)
@@ -117,17 +195,44 @@ class ConnectHarness:
 
     @staticmethod
     def requirement_id(app: dict, key: str) -> str:
+        """The public id of the requirement declared with ``key``."""
         return str(uuid.uuid5(uuid.UUID(app["id"]), key))
 
     def submit_credentials(self, token: str, requirement_id: str, type_name: str, config: dict):
+        """``POST /v1/connect/requirements/{id}/credentials``; returns the test response."""
         return self.client.post(f"/v1/connect/requirements/{requirement_id}/credentials",
                                 json={"type": type_name, "config": config},
                                 headers={"Authorization": f"Bearer {token}"})
 
     def statuses(self, token: str) -> dict[str, str]:
+        """``{requirement id: "completed" | "pending"}`` for the token's user."""
         r = self.client.get("/v1/connect/requirements/statuses", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200, r.get_json()
         return {item["id"]: item["status"] for item in r.get_json()["data"]}
+
+    def _connection_row(self, app: dict, user_id: str, key: str):
+        from .models import Connection
+
+        return Connection.get_or_none(Connection.app == app["id"], Connection.customer_id == user_id,
+                                      Connection.requirement_id == self.requirement_id(app, key))
+
+    def connection(self, app: dict, user_id: str, key: str) -> dict | None:
+        """The public view (no secrets) of the user's connection for a requirement, or None."""
+        from .connections import to_public
+        from .db import database
+
+        with self.app.app_context(), database.connection_context():
+            row = self._connection_row(app, user_id, key)
+            return None if row is None else to_public(row)
+
+    def stored_config(self, app: dict, user_id: str, key: str) -> dict | None:
+        """The decrypted settings stored for the user's connection (what the app's backend reads), or None."""
+        from .connections import read_settings
+        from .db import database
+
+        with self.app.app_context(), database.connection_context():
+            row = self._connection_row(app, user_id, key)
+            return None if row is None else read_settings(row)
 
 
 @pytest.fixture
@@ -143,10 +248,17 @@ def connect_config(tmp_path) -> dict[str, Any]:
 
 
 @pytest.fixture
-def connect_app(connect_config, connect_plugins):
+def connect_hooks() -> HookRecorder:
+    """The :class:`HookRecorder` registered in the test app (also ``connect.hooks``)."""
+    return HookRecorder()
+
+
+@pytest.fixture
+def connect_app(connect_config, connect_plugins, connect_hooks):
+    """The Flask app: ``connect_config`` settings, installed plugins plus ``connect_plugins``, a fresh database."""
     from .app import create_app
 
-    app = create_app(connect_config, plugins=connect_plugins)
+    app = create_app(connect_config, plugins=[*connect_plugins, connect_hooks])
     with app.app_context():
         reset_database()
     yield app
@@ -160,7 +272,7 @@ def connect_app(connect_config, connect_plugins):
 
 
 @pytest.fixture
-def connect(connect_app) -> ConnectHarness:
+def connect(connect_app, connect_hooks) -> ConnectHarness:
     """A :class:`ConnectHarness`: app, test client, an org and its Access Key."""
     from .api.access_keys import create_access_key
     from .db import database
@@ -169,4 +281,5 @@ def connect(connect_app) -> ConnectHarness:
     with connect_app.app_context(), database.connection_context():
         org = Organization.create(name="Test org")
         _, plaintext = create_access_key(org, "tests")
-    return ConnectHarness(app=connect_app, client=connect_app.test_client(), org_id=org.id, access_key=plaintext)
+    return ConnectHarness(app=connect_app, client=connect_app.test_client(), org_id=org.id, access_key=plaintext,
+                          hooks=connect_hooks)

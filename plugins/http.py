@@ -1,9 +1,15 @@
 """Built-in plugin: generic HTTP connections (``HttpApiKey``, ``Http``)."""
 from __future__ import annotations
 
-from marshmallow import Schema, validate
+import re
+
+from marshmallow import Schema, ValidationError, validate
 
 from connect_service import ConnectionType, fields, hookimpl
+
+#: RFC 9110 field-name (token) characters
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
 class HttpApiKeyConfig(Schema):
@@ -20,17 +26,26 @@ class HttpApiKey(ConnectionType):
     schema = HttpApiKeyConfig
 
 
+def _check_headers(headers: dict[str, str]) -> None:
+    for name, value in headers.items():
+        if not HEADER_NAME.match(name):
+            raise ValidationError(f"{name[:40]!r} is not a valid header name")
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValidationError(f"the value of {name!r} must not contain line breaks")
+
+
 class HttpConfig(Schema):
     url = fields.Url(required=True, metadata={"label": "URL", "placeholder": "https://api.example.com"})
-    method = fields.String(load_default="POST", validate=validate.OneOf(["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    method = fields.String(load_default="POST", validate=validate.OneOf(METHODS, error="must be one of {choices}"),
                            metadata={"label": "HTTP method"})
-    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict,
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict, validate=_check_headers,
                           metadata={"label": "Headers", "secret": True,
-                                    "help": "JSON object of headers sent with every request"})
+                                    "help": "JSON object of headers sent with every request, "
+                                            "e.g. {\"Authorization\": \"Bearer …\"}"})
 
 
 class Http(ConnectionType):
-    """An HTTP endpoint with a method and headers (headers may carry secrets)."""
+    """An HTTP endpoint with a method and headers (headers may carry secrets, so they are secret)."""
 
     name = "dynamiq.connections.Http"
     title = "HTTP endpoint"
