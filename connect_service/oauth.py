@@ -274,23 +274,28 @@ def credential_available_to(credential: Credential, app: App) -> bool:
 
 
 def select_credential(app: App, connector_name: str, credential_id: str | None = None,
-                      field: str = "credential") -> Credential:
+                      field: str = "credential",
+                      grant_types: tuple[str, ...] | None = ("authorization_code",)) -> Credential:
     """The credential that serves ``connector_name`` for ``app`` (SPEC 4.1).
 
     The app's own (``read_access`` APP with this app) wins; else an
     ORGANIZATION or SPECIFIC_APPS one that includes the app. Two candidates
     at the same level are a 400 unless ``credential_id`` (a requirement's
     ``spec.data.credential_id``) picks one; none is a 400 with details.
+    ``grant_types`` limits the candidates (``None``: any grant type, as an
+    action-connector platform's client-credentials registration needs).
     """
-    rows = list(Credential.select().where(
-        Credential.org == app.org_id, Credential.connector_name == connector_name,
-        Credential.oauth_grant_type == "authorization_code").order_by(Credential.created_at, Credential.id))
+    query = Credential.select().where(Credential.org == app.org_id, Credential.connector_name == connector_name)
+    if grant_types is not None:
+        query = query.where(Credential.oauth_grant_type.in_(list(grant_types)))
+    rows = list(query.order_by(Credential.created_at, Credential.id))
+    kind = "" if grant_types is None else "OAuth2 "
     usable = [c for c in rows if credential_available_to(c, app)]
     if credential_id:
         for cred in usable:
             if cred.id == credential_id:
                 return cred
-        raise errors.BadRequest({"spec.data.credential_id": f"{credential_id!r} is not an authorization_code "
+        raise errors.BadRequest({"spec.data.credential_id": f"{credential_id!r} is not a usable {kind}"
                                                             f"credential for {connector_name!r} available to this app"})
     own = [c for c in usable if c.read_access == "APP"]
     shared = [c for c in usable if c.read_access != "APP"]
@@ -301,9 +306,9 @@ def select_credential(app: App, connector_name: str, credential_id: str | None =
             ids = ", ".join(c.id for c in level)
             raise errors.BadRequest({field: f"{len(level)} {label} credentials serve {connector_name!r} ({ids}): "
                                             f"set spec.data.credential_id on the requirement to pick one"})
-    raise errors.BadRequest({field: f"no OAuth2 credential for connector {connector_name!r} is available to this "
+    raise errors.BadRequest({field: f"no {kind}credential for connector {connector_name!r} is available to this "
                                     f"app: create one with POST /v1/credentials (connector_name "
-                                    f"{connector_name!r}, oauth_grant_type authorization_code)"})
+                                    f"{connector_name!r})"})
 
 
 def _pending_connection(where: list, values: dict[str, Any]) -> Connection:

@@ -67,7 +67,7 @@ import peewee
 from flask import current_app
 from marshmallow import Schema, ValidationError, post_load, validate
 
-from connect_service import ConnectionType, errors, fields, hookimpl
+from connect_service import ConnectionType, errors, fields, hookimpl, oauth
 from connect_service.connections import notify_activated, notify_failed, read_settings, seal_settings
 from connect_service.crypto import DecryptionError
 from connect_service.db import database, db_now, is_postgres, write_transaction
@@ -89,7 +89,7 @@ CONNECT_TOKEN_SECONDS = 4 * 3600
 MAX_PAGES = 20
 #: associated data (table, column, credential id) of the client secret, as the credentials API stores
 #: it (JSON-encoded string), and of the cached API token
-STATE_TABLE, SECRET_COLUMN, STATE_COLUMN = "credential", "oauth_client_secret", "secret_state"
+STATE_TABLE, STATE_COLUMN = "credential", "secret_state"
 
 
 def _validate_api_base_url(value: str) -> None:
@@ -159,44 +159,10 @@ def _now() -> datetime.datetime:
 
 # --- which credential serves an app -----------------------------------------------------------
 
-def credential_available_to(credential: Credential, app: App) -> bool:
-    """Whether ``app`` may use the credential (``read_access`` APP / ORGANIZATION / SPECIFIC_APPS)."""
-    if credential.org_id != app.org_id:
-        return False
-    if credential.read_access == "APP":
-        return credential.app_id == app.id
-    if credential.read_access == "SPECIFIC_APPS":
-        return app.slug in (credential.shared_app_slugs or []) or credential.app_id == app.id
-    return True
-
-
-def client_secret(credential: Credential) -> str:
-    """The credential's decrypted OAuth client secret."""
-    return _keyring().decrypt_json(credential.oauth_client_secret_encrypted, STATE_TABLE, SECRET_COLUMN,
-                                   credential.id)
-
-
 def find_credential(app: App, requirement: Requirement) -> tuple[Credential, dict[str, Any]]:
-    """The pipedream credential serving ``app`` and its loaded settings; 400 naming the problem."""
-    rows = list(Credential.select().where(Credential.org == app.org_id, Credential.connector_name == CONNECTOR)
-                .order_by(Credential.created_at, Credential.id))
-    usable = [c for c in rows if credential_available_to(c, app)]
+    """The pipedream credential serving ``app`` (the OAuth rule, any grant type) and its loaded settings."""
     wanted = (requirement.spec.get("data") or {}).get("credential_id")
-    if wanted:
-        picked = [c for c in usable if c.id == wanted]
-        if not picked:
-            raise errors.BadRequest({"spec.data.credential_id": "is not a pipedream credential this app may use"})
-        cred = picked[0]
-    else:
-        own = [c for c in usable if c.read_access == "APP"]
-        level = own or [c for c in usable if c.read_access != "APP"]
-        if not level:
-            raise errors.BadRequest({"credential": "no pipedream credential serves this app: an admin creates one "
-                                                   "with POST /v1/credentials (connector_name \"pipedream\")"})
-        if len(level) > 1:
-            raise errors.BadRequest({"spec.data.credential_id": "several pipedream credentials serve this app: "
-                                                                "the requirement must name one"})
-        cred = level[0]
+    cred = oauth.select_credential(app, CONNECTOR, credential_id=wanted, grant_types=None)
     try:
         cfg = PipedreamSettings().load(cred.settings or {})
     except ValidationError as exc:
@@ -244,7 +210,7 @@ class PipedreamClient:
         return state["access_token"]
 
     def _fetch_token(self) -> str:
-        secret = client_secret(self.credential)
+        secret = oauth.client_secret(self.credential)
         try:
             resp = self.http.post(f"{self.base}/v1/oauth/token", json={
                 "grant_type": "client_credentials", "client_id": self.credential.oauth_client_id,

@@ -316,7 +316,7 @@ def test_credential_selection(connect, pd):
     token = connect.token(app, "user-1")
     rid = connect.requirement_id(app, "gmail")
     r = link(connect, token, rid)
-    assert r.status_code == 400 and "spec.data.credential_id" in r.get_json()["error"]["details"]
+    assert r.status_code == 400 and "spec.data.credential_id" in r.get_json()["error"]["details"]["credential"]
     # the app's own credential wins over organization-wide ones
     create_credential(connect, pd, read_access="APP", app=app["id"],
                       settings={"project_id": PROJECT, "environment": "development", "api_base_url": pd.url})
