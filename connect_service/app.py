@@ -16,8 +16,41 @@ from .plugins import get_plugin_manager
 APP_HOST_PATHS = {"/v1/connect/tokens"}
 
 
+class _CappedInput:
+    """A ``wsgi.input`` without Content-Length (chunked): more than ``max_bytes`` raises 413 while reading.
+
+    werkzeug reads such a stream up to exactly ``MAX_CONTENT_LENGTH`` and stops
+    silently (truncating the body), so on reaching the cap one more byte is
+    asked for: if there is one, the body is too large.
+    """
+
+    def __init__(self, stream, max_bytes: int):
+        self._stream = stream
+        self._max = max_bytes
+        self._seen = 0
+
+    def _count(self, data: bytes) -> bytes:
+        self._seen += len(data)
+        if self._seen > self._max or (self._seen == self._max and data and self._stream.read(1)):
+            raise errors.PayloadTooLarge({"input": f"must be at most {self._max} bytes"})
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        return self._count(self._stream.read(size) if size is not None and size >= 0 else self._stream.read())
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._count(self._stream.readline(size) if size is not None and size >= 0 else self._stream.readline())
+
+    def __iter__(self):
+        while line := self.readline():
+            yield line
+
+
 class BodySizeLimit:
-    """WSGI middleware: refuse a declared body over ``max_body_bytes`` before routing (413)."""
+    """WSGI middleware: refuse a declared body over ``max_body_bytes`` before routing (413).
+
+    A body without Content-Length (chunked) is capped while it is read.
+    """
 
     def __init__(self, wsgi_app, max_bytes: int):
         self.wsgi_app = wsgi_app
@@ -28,9 +61,11 @@ class BodySizeLimit:
         too_large = False
         if length:
             try:
-                too_large = int(length) > self.max_bytes
+                too_large = not 0 <= int(length) <= self.max_bytes
             except ValueError:
                 too_large = True
+        elif environ.get("wsgi.input") is not None:
+            environ["wsgi.input"] = _CappedInput(environ["wsgi.input"], self.max_bytes)
         if too_large:
             body = json.dumps({"error": {"code": "payload_too_large", "message": "Payload Too Large",
                                          "details": {"input": f"must be at most {self.max_bytes} bytes"}}}).encode()
@@ -56,7 +91,18 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     logs.init_app(app)
     errors.init_app(app)
     db.init_app(app)
+    if cfg["env"] != "testing":  # the test harness resets its database after building the app
+        from .rotation import check_keys_decrypt
+
+        check_keys_decrypt(app.extensions["connect_keyring"])  # ConfigError naming CONNECT_ENCRYPTION_KEYS
     _init_host_routing(app)
+
+    @app.after_request
+    def _no_store(response):  # API answers carry tokens, signed URLs, secrets or per-user data
+        if request.path.startswith("/v1/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
     from . import api, health, web
 
     health.init_app(app)

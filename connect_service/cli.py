@@ -147,7 +147,10 @@ def rotate_keys(batch_size):
     """Re-encrypt every secret with the first key of CONNECT_ENCRYPTION_KEYS (idempotent)."""
     from .rotation import rotate_all
 
-    emit(rotate_all(batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
+    summary = rotate_all(batch_size=batch_size, echo=lambda line: click.echo(line, err=True))
+    emit(summary)
+    if summary["failed"]:  # values no key decrypts: keep the old key until they are dealt with
+        sys.exit(1)
 
 
 DEMO_APP = {

@@ -63,14 +63,21 @@ class Keyring:
 
     @staticmethod
     def aad(table: str, column: str, row_id: str) -> bytes:
+        """The associated data binding a ciphertext to one table, column and row."""
         return f"{table}.{column}.{row_id}".encode()
 
     def encrypt(self, plaintext: bytes, table: str, column: str, row_id: str) -> str:
+        """Encrypt with the primary key and a fresh random 96-bit nonce, bound to (table, column, row id)."""
         nonce = os.urandom(12)
         sealed = self._primary.encrypt(nonce, plaintext, self.aad(table, column, row_id))
         return f"{PREFIX}:{self.primary_kid}:{_b64encode(nonce + sealed)}"
 
     def decrypt(self, token: str, table: str, column: str, row_id: str) -> bytes:
+        """Decrypt a value written by any key of the ring for exactly this (table, column, row id).
+
+        Raises :class:`DecryptionError` (whose message names the column and key id, never data)
+        for an unknown key id, a malformed value, or a value tampered with or moved from elsewhere.
+        """
         try:
             prefix, kid, body = token.split(":", 2)
         except (ValueError, AttributeError):
@@ -79,19 +86,33 @@ class Keyring:
             raise DecryptionError(f"{table}.{column}: unknown ciphertext version")
         key = self._keys.get(kid)
         if key is None:
-            raise DecryptionError(f"{table}.{column}: written with key {kid}, which is not in CONNECT_ENCRYPTION_KEYS")
+            shown = kid if len(kid) == 8 and all(c in "0123456789abcdef" for c in kid) else "<malformed>"
+            raise DecryptionError(
+                f"{table}.{column}: written with key {shown}, which is not in CONNECT_ENCRYPTION_KEYS")
         try:
             raw = _b64decode(body)
             return AESGCM(key).decrypt(raw[:12], raw[12:], self.aad(table, column, row_id))
         except (InvalidTag, ValueError):
-            raise DecryptionError(f"{table}.{column}: authentication failed (tampered, or moved from another row)") from None
+            raise DecryptionError(
+                f"{table}.{column}: authentication failed (tampered, or moved from another row)") from None
+
+    @property
+    def key_ids(self) -> list[str]:
+        """The key ids of the keyring (the first one encrypts)."""
+        return list(self._keys)
+
+    def has_key(self, kid: str) -> bool:
+        """Whether a value written with key id ``kid`` can be decrypted by this keyring."""
+        return kid in self._keys
 
     def needs_rotation(self, token: str) -> bool:
         """True when ``token`` was written by a key other than the primary one."""
         return not token.startswith(f"{PREFIX}:{self.primary_kid}:")
 
     def encrypt_json(self, value: Any, table: str, column: str, row_id: str) -> str:
+        """:meth:`encrypt` for a JSON-serialisable value."""
         return self.encrypt(json.dumps(value, separators=(",", ":")).encode(), table, column, row_id)
 
     def decrypt_json(self, token: str, table: str, column: str, row_id: str) -> Any:
+        """:meth:`decrypt` and parse the JSON value written by :meth:`encrypt_json`."""
         return json.loads(self.decrypt(token, table, column, row_id))

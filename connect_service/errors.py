@@ -17,8 +17,16 @@ from werkzeug.exceptions import HTTPException
 log = logging.getLogger(__name__)
 
 
+#: reason phrases the spec fixes where Python's differ (3.11: "Request Entity Too Large", 3.13: "Content Too Large")
+PHRASES = {413: "Payload Too Large"}
+
+
+def reason_phrase(status: int) -> str:
+    return PHRASES.get(status) or HTTPStatus(status).phrase
+
+
 def error_code(status: int) -> str:
-    return HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_")
+    return reason_phrase(status).lower().replace(" ", "_").replace("-", "_")
 
 
 class APIError(Exception):
@@ -31,9 +39,9 @@ class APIError(Exception):
 
     def __init__(self, details: Mapping[str, str] | None = None, message: str | None = None,
                  headers: Mapping[str, str] | None = None):
-        super().__init__(message or HTTPStatus(self.status).phrase)
+        super().__init__(message or reason_phrase(self.status))
         self.details = dict(details) if details else None
-        self.message = message or HTTPStatus(self.status).phrase
+        self.message = message or reason_phrase(self.status)
         self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
@@ -123,7 +131,7 @@ def _sentence(text: str) -> str:
 
 
 def error_response(status: int, details=None, message=None, headers=None):
-    error: dict[str, Any] = {"code": error_code(status), "message": message or HTTPStatus(status).phrase}
+    error: dict[str, Any] = {"code": error_code(status), "message": message or reason_phrase(status)}
     if details:
         error["details"] = details
     response = jsonify({"error": error})

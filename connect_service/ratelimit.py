@@ -1,7 +1,16 @@
-"""Fixed-window rate limits counted in the database, so every worker and host shares them."""
+"""Fixed-window rate limits counted in the database, so every worker and host shares them.
+
+A bucket names what is limited and for whom (``tokens:<app id>:<client address>``);
+each one-minute window is one row, incremented in a short write transaction, so
+the limit holds across gunicorn workers and hosts sharing the database. The
+client address is ``request.remote_addr`` after ProxyFix: set ``proxy_count`` to
+the number of proxies really in front of the service, or clients can choose
+their own address with ``X-Forwarded-For``.
+"""
 from __future__ import annotations
 
 import math
+import secrets
 import time
 
 import peewee
@@ -11,10 +20,17 @@ from .db import database, write_transaction
 from .models import RateLimitHit
 
 WINDOW = 60
+#: one new window in this many also deletes every finished window (keeps the table small)
+PURGE_ONE_IN = 50
 
 
 def hit(bucket: str, limit: int, now: float | None = None) -> None:
-    """Count one request in ``bucket``; raise 429 with ``Retry-After`` past ``limit`` per minute."""
+    """Count one request in ``bucket``; raise 429 with ``Retry-After`` past ``limit`` per minute.
+
+    ``limit <= 0`` disables the limit. The 429 is the seed error shape with
+    ``details.input`` saying when to retry and a ``Retry-After`` header (seconds
+    until the window ends).
+    """
     if limit <= 0:
         return
     now = time.time() if now is None else now
@@ -29,6 +45,11 @@ def hit(bucket: str, limit: int, now: float | None = None) -> None:
             except peewee.IntegrityError:  # another worker created it first
                 RateLimitHit.update(count=RateLimitHit.count + 1).where(
                     RateLimitHit.bucket == bucket, RateLimitHit.window == window).execute()
+            else:
+                # this bucket's older windows go by primary key; now and then, everybody's
+                RateLimitHit.delete().where(RateLimitHit.bucket == bucket, RateLimitHit.window < window).execute()
+                if secrets.randbelow(PURGE_ONE_IN) == 0:
+                    purge(now)
         count = RateLimitHit.select(RateLimitHit.count).where(
             RateLimitHit.bucket == bucket, RateLimitHit.window == window).scalar()
     if count > limit:

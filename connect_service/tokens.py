@@ -1,4 +1,13 @@
-"""Connect tokens (JWT, HS256) and Access Keys (``ak_…``, stored as SHA-256)."""
+"""Connect tokens (JWT, HS256) and Access Keys (``ak_…``, stored as SHA-256).
+
+Connect tokens follow RFC 8725 (JWT BCP): the algorithm is pinned (``HS256``;
+``none``, other HMAC sizes and public-key algorithms are refused before any
+signature check), the key is chosen only by ``kid`` among the configured
+secret and its fallbacks (never from a header such as ``jku``/``x5u``/``jwk``,
+which are refused outright), every claim is required and type-checked, the
+audience (``connect``) and issuer (``public_url``) are checked, and a token may
+live at most 24 h.
+"""
 from __future__ import annotations
 
 import datetime
@@ -47,7 +56,10 @@ def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
 
 
 def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issuer: str) -> ConnectToken:
-    """Verify signature (key chosen by ``kid``), algorithm, every claim and the 24 h lifetime."""
+    """Verify signature (key chosen by ``kid``), algorithm, every claim and the 24 h lifetime.
+
+    Raises :class:`InvalidToken` whose message is a short reason (never the token or a claim value).
+    """
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -56,6 +68,8 @@ def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issu
         raise InvalidToken("unexpected algorithm")
     if any(h in header for h in FORBIDDEN_HEADERS):
         raise InvalidToken("forbidden header")
+    if header.get("typ", "JWT") != "JWT":
+        raise InvalidToken("unexpected token type")
     keys = {signing_kid(k): k for k in [secret_key, *fallbacks] if k}
     key = keys.get(header.get("kid"))
     if key is None:
@@ -67,12 +81,14 @@ def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issu
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(type(exc).__name__) from None
+    if claims["aud"] != AUDIENCE:  # a list containing "connect" is someone else's token too
+        raise InvalidToken("unexpected audience")
     if not all(isinstance(claims[c], str) and claims[c] for c in ("sub", "app", "jti")):
         raise InvalidToken("bad claim type")
-    if not isinstance(claims["iat"], int) or not isinstance(claims["exp"], int):
+    if type(claims["iat"]) is not int or type(claims["exp"]) is not int:  # noqa: E721 (bool is an int)
         raise InvalidToken("bad claim type")
-    if claims["exp"] - claims["iat"] > LIFETIME.total_seconds():
-        raise InvalidToken("lifetime too long")
+    if not 0 < claims["exp"] - claims["iat"] <= LIFETIME.total_seconds():
+        raise InvalidToken("lifetime not within 24 h")
     if claims["iat"] > datetime.datetime.now(datetime.timezone.utc).timestamp() + 60:
         raise InvalidToken("issued in the future")
     expires = datetime.datetime.fromtimestamp(claims["exp"], datetime.timezone.utc)

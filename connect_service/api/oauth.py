@@ -126,8 +126,18 @@ class Authorize(MethodView):
         return {"authorization_url": url, "connection_id": conn.id}
 
 
+def _page_response(description: str) -> dict:
+    """OpenAPI: a browser-facing answer is the HTML result page (the error shape for ``Accept: application/json``)."""
+    return {"description": description, "content": {
+        "text/html": {"schema": {"type": "string"}},
+        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
 @blp.route("/connect/oauth2/callback")
 class Callback(MethodView):
+    @blp.doc(responses={"200": {"description": "the result page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                        "303": {"description": "redirect to the flow's return URL"},
+                        "400": _page_response("the result page naming the problem")})
     @blp.doc(security=[], parameters=[
         {"in": "query", "name": name, "schema": {"type": "string"}} for name in
         ("state", "code", "error", "error_description", "iss")])
@@ -144,7 +154,8 @@ class Callback(MethodView):
 
 @blp.route("/connect/oauth2/start/<string:signed>")
 class CredentialStart(MethodView):
-    @blp.doc(security=[])
+    @blp.doc(security=[], responses={"400": _page_response("the link is invalid or expired, or cannot start"),
+                                     "404": _page_response("the credential is gone or does not use authorization_code")})
     @blp.response(303, description="redirect to the provider's authorization page")
     def get(self, signed):
         """Start the org-level authorization of a credential (its signed ``redirect_url``)"""

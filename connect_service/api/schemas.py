@@ -18,11 +18,12 @@ def validate_hostname(value: str) -> None:
 
 
 def validate_return_url(value: str) -> None:
-    from urllib.parse import urlsplit
+    from ..hosts import url_host
 
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname or "\\" in value or parts.username:
-        raise ma.ValidationError("must be an absolute http(s) URL")
+    try:  # http(s) only; no user-info, whitespace, control characters, backslashes or bad ports
+        url_host(value)
+    except ValueError:
+        raise ma.ValidationError("must be an absolute http(s) URL") from None
 
 
 class HostnameField(NonBlank):

@@ -1,0 +1,61 @@
+"""``POST /v1/connections/{id}/check-host``: may this connection's credential be sent to a URL?
+
+A credential (seed 003) may restrict the hosts its tokens are sent to with
+``allowed_hosts`` (exact hosts or ``*.example.com``). The app's backend calls
+this before sending a connection's secrets to a URL it did not hard-code: the
+answer uses the same normalisation and matching as the service's own
+outbound client (lower case, IDNA, no trailing dot, one-label wildcards, no
+user-info tricks). A connection without a credential, or whose credential has
+no ``allowed_hosts``, is unrestricted.
+"""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import g
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from .. import errors
+from ..hosts import is_host_allowed, url_host
+from ..models import Connection, Credential
+from .common import body_doc, load_body, require_access_key
+
+blp = Blueprint("check_host", __name__, url_prefix="/v1/connections",
+                description="Check a URL against a connection's allowed hosts")
+
+SECURITY = [{"accessKey": []}]
+
+
+class CheckHostSchema(ma.Schema):
+    url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048),
+                           metadata={"example": "https://api.example.com/v1/items"})
+
+
+class CheckHostResultSchema(ma.Schema):
+    allowed = ma.fields.Boolean(required=True)
+    host = ma.fields.String(required=True, metadata={"description": "the URL's host, normalised (lower case, IDNA)"})
+    allowed_hosts = ma.fields.List(ma.fields.String(), required=True,
+                                   metadata={"description": "the credential's patterns; empty = unrestricted"})
+
+
+@blp.route("/<string:conn_id>/check-host")
+class CheckHost(MethodView):
+    decorators = [require_access_key]
+
+    @blp.doc(security=SECURITY, **body_doc(CheckHostSchema))
+    @blp.response(200, CheckHostResultSchema)
+    def post(self, conn_id):
+        """Whether the connection's credential may be sent to ``url`` (its ``allowed_hosts``)"""
+        conn = Connection.get_or_none(Connection.id == conn_id, Connection.org == g.org.id)
+        if conn is None:
+            raise errors.NotFound()
+        data = load_body(CheckHostSchema)
+        try:
+            host = url_host(data["url"].strip())
+        except ValueError as exc:
+            raise errors.BadRequest({"url": f"must be an http(s) URL that names its host plainly: {exc}"}) from None
+        patterns: list[str] = []
+        if conn.credential_id:
+            cred = Credential.get_or_none(Credential.id == conn.credential_id)
+            patterns = list(cred.allowed_hosts or []) if cred else []
+        return {"allowed": is_host_allowed(patterns, data["url"].strip()), "host": host, "allowed_hosts": patterns}
