@@ -14,6 +14,7 @@ from .plugins import get_plugin_manager
 
 #: the only path an app host serves
 APP_HOST_PATHS = {"/v1/connect/tokens"}
+HEALTH_PATHS = {"/healthz", "/readyz"}
 
 
 class _CappedInput:
@@ -126,6 +127,8 @@ def _init_host_routing(app: Flask) -> None:
 
     @app.before_request
     def _route_by_host():
+        if request.path in HEALTH_PATHS:  # probes answer on any host, without a lookup
+            return None
         host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
         if host.startswith("[") or host == public_host and request.path not in APP_HOST_PATHS:
             return None

@@ -119,6 +119,8 @@ def _validate(cfg: dict[str, Any]) -> None:
     cfg["public_url"] = cfg["public_url"].rstrip("/")
     if len(cfg["secret_key"]) < 32:
         raise ConfigError("CONNECT_SECRET_KEY: must be at least 32 characters")
+    if any(len(key) < 32 for key in cfg["secret_key_fallbacks"]):
+        raise ConfigError("CONNECT_SECRET_KEY_FALLBACKS: every key must be at least 32 characters")
     from .crypto import parse_keyring  # local import: crypto imports nothing from here
 
     try:

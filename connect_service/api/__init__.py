@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import marshmallow as ma
 from flask_smorest import Api as _Api
+from flask_smorest import Blueprint as _Blueprint
+from webargs.flaskparser import FlaskParser
 
 from .. import errors
 
@@ -16,6 +18,18 @@ class ErrorDetailSchema(ma.Schema):
 
 class ErrorSchema(ma.Schema):
     error = ma.fields.Nested(ErrorDetailSchema, required=True)
+
+
+class ArgumentsParser(FlaskParser):
+    """Bad query arguments are a 400 (documented and answered), like every other bad input."""
+
+    DEFAULT_VALIDATION_STATUS = 400
+
+
+class Blueprint(_Blueprint):
+    """flask-smorest's Blueprint whose ``arguments`` answer (and document) 400, not 422."""
+
+    ARGUMENTS_PARSER = ArgumentsParser()
 
 
 class Api(_Api):

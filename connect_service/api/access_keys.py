@@ -4,7 +4,7 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 
 from .. import errors
 from ..models import AccessKey, Organization, utcnow

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import marshmallow as ma
 from flask import current_app, g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 from itsdangerous import BadData, URLSafeTimedSerializer
 
 from .. import errors, ratelimit

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 
 from .. import errors
 from ..models import App, WorkflowVersion, utcnow

@@ -13,7 +13,7 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 
 from .. import errors
 from ..hosts import is_host_allowed, url_host

@@ -4,7 +4,7 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 
 from .. import errors, ratelimit
 from ..requirements import (connection_type_name, deployed_requirements, find_requirement, requirement_status, requirement_view,

@@ -7,7 +7,7 @@ import functools
 
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 
 from .. import errors
 from . import schemas

@@ -13,7 +13,7 @@ import time
 import marshmallow as ma
 from flask import g, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 from marshmallow import fields, validate
 
 from .. import errors, refresh

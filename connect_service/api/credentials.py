@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 from marshmallow import fields, validate
 
 from .. import errors, oauth

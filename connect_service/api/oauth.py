@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import marshmallow as ma
 from flask import g, make_response, redirect, render_template, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from . import Blueprint
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .. import errors, oauth
