@@ -126,6 +126,16 @@ def _init_host_routing(app: Flask) -> None:
     public_host = urlsplit(app.config["CONNECT"]["public_url"]).hostname
 
     @app.before_request
+    def _refuse_nul():
+        # A NUL can reach the database from a path id or query argument; PostgreSQL refuses it.
+        if "\x00" in request.path:
+            raise errors.NotFound()
+        bad = sorted({key for key, value in request.args.items(multi=True) if "\x00" in key + value})
+        if bad:
+            raise errors.BadRequest({key.replace("\x00", "") or "query": "must not contain NUL characters"
+                                     for key in bad})
+
+    @app.before_request
     def _route_by_host():
         if request.path in HEALTH_PATHS:  # probes answer on any host, without a lookup
             return None

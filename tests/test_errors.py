@@ -110,3 +110,21 @@ def test_openapi_and_docs(connect):
     assert "/v1/connect/requirements" in spec["paths"]
     assert "/v1/apps" in spec["paths"]
     assert connect.client.get("/docs").status_code == 200
+
+
+def test_nul_characters_are_400_naming_the_field(connect, app_with_key):
+    """PostgreSQL text cannot hold NUL: it is refused as bad input, never a driver error (500)."""
+    r = connect.client.post("/v1/apps", json={"name": "a\x00b", "hostname": "nul.test"}, headers=connect.auth)
+    assert r.status_code == 400 and r.get_json()["error"]["details"] == {"name": "must not contain NUL characters"}
+    r = connect.client.post("/v1/apps", json={"name": "x", "hostname": "nul.test", "return_urls": ["https://a\x00"]},
+                            headers=connect.auth)
+    assert r.status_code == 400 and "return_urls.0" in r.get_json()["error"]["details"]
+    r = connect.client.get("/v1/apps?cursor=a%00", headers=connect.auth)
+    assert r.status_code == 400 and r.get_json()["error"]["details"] == {"cursor": "must not contain NUL characters"}
+    r = connect.client.get("/v1/apps/app%00id", headers=connect.auth)
+    assert r.status_code == 404
+    token = connect.token(app_with_key, "u")
+    rid = connect.requirement_id(app_with_key, "helpdesk")
+    r = connect.submit_credentials(token, rid, "dynamiq.connections.HttpApiKey",
+                                   {"url": "https://h.example", "api_key": "k\x00"})
+    assert r.status_code == 400 and "config.api_key" in r.get_json()["error"]["details"]

@@ -56,7 +56,27 @@ def raw_json_body() -> Any:
         raise errors.BadRequest(BLANK)
     if not isinstance(data, dict):
         raise errors.BadRequest({"input": "must be a JSON object"})
+    nul = _nul_paths(data)
+    if nul:  # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the driver
+        raise errors.BadRequest({path: "must not contain NUL characters" for path in nul[:10]})
     return data
+
+
+def _nul_paths(value: Any, path: str = "") -> list[str]:
+    """Field paths (dots for nesting) of every string key or value that contains a NUL character."""
+    if isinstance(value, str):
+        return [path or "input"] if "\x00" in value else []
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                found.append(path or "input")
+            found += _nul_paths(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _nul_paths(item, f"{path}.{index}" if path else str(index))
+    return found
 
 
 def load_body(schema: ma.Schema | type[ma.Schema]) -> dict[str, Any]:
