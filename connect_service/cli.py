@@ -185,12 +185,19 @@ def demo(bind):
     result = deploy_from_file(DEMO_APP, org.id)
     host = result["app"]["hostname"]
     base = f"http://{bind}"
+    requirements = {r["key"]: r["id"] for r in result["version"]["requirements"]}
     emit({"org_id": org.id, "access_key": plaintext, "app_id": result["app"]["id"], "app_hostname": host,
-          "deployed_version": result["version"]["number"]})
-    click.echo("\nTry it:", err=True)
-    click.echo(f"  curl -s -X POST {base}/v1/connect/tokens -H 'Host: {host}' "
-               f"-H 'Content-Type: application/json' -d '{{\"user_id\": \"alice\"}}'", err=True)
-    click.echo(f"  curl -s {base}/v1/apps -H 'Authorization: Bearer {plaintext}'", err=True)
+          "deployed_version": result["version"]["number"], "requirement_ids": requirements})
+    click.echo("\nTry it (an end user's connect token, her requirements, then her API key):", err=True)
+    click.echo(f"  TOKEN=$(curl -s -X POST {base}/v1/connect/tokens -H 'Host: {host}' "
+               f"-H 'Content-Type: application/json' -d '{{\"user_id\": \"alice\"}}' "
+               f"| python3 -c 'import json,sys; print(json.load(sys.stdin)[\"token\"])')", err=True)
+    click.echo(f"  curl -s {base}/v1/connect/requirements/statuses -H \"Authorization: Bearer $TOKEN\"", err=True)
+    click.echo(f"  curl -s -X POST {base}/v1/connect/requirements/{requirements['helpdesk']}/credentials "
+               f"-H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' "
+               f"-d '{{\"type\": \"dynamiq.connections.HttpApiKey\", \"config\": {{\"url\": "
+               f"\"https://helpdesk.example.com/api\", \"api_key\": \"hd_live_9f3a7c1e2b54\"}}}}'", err=True)
+    click.echo(f"  curl -s {base}/v1/connections -H 'Authorization: Bearer {plaintext}'", err=True)
 
 
 @cli.command("serve")

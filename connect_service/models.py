@@ -28,7 +28,7 @@ class JSONField(pw.TextField):
     """JSON stored as text: identical on SQLite and PostgreSQL."""
 
     def db_value(self, value):
-        return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+        return None if value is None else json.dumps(value, separators=(",", ":"))
 
     def python_value(self, value):
         return None if value is None else json.loads(value)

@@ -11,6 +11,7 @@ from .db import write_transaction
 from .models import App, Connection, Requirement, WorkflowVersion, utcnow
 
 CONNECTION = "connection"
+MAX_VERSION = 2**31 - 1
 
 
 def requirement_public_id(app_id: str, key: str) -> str:
@@ -109,6 +110,8 @@ def create_version(app: App, items: list[dict[str, Any]]) -> WorkflowVersion:
 
 
 def deploy_version(app: App, number: int) -> WorkflowVersion:
+    if not 1 <= number <= MAX_VERSION:  # beyond any stored number (and SQLite's 64-bit integers)
+        raise errors.NotFound()
     version = WorkflowVersion.get_or_none(WorkflowVersion.app == app.id, WorkflowVersion.number == number)
     if version is None:
         raise errors.NotFound()
@@ -144,7 +147,7 @@ def requirement_status(req: Requirement, connections: list[Connection], registry
     for conn in connections:
         if conn.status != "active" or conn.disabled:
             continue
-        if conn.requirement_id == req.public_id:
+        if conn.requirement_id == req.public_id and (cls is None or conn.type == cls.name):
             return "completed"
         if cls is not None and cls.auth == "action_account" and conn.connector_name == cls.connector_name:
             if conn.app_slug == req.spec["data"].get("app_slug"):
@@ -168,8 +171,12 @@ def submit_credentials(app: App, user_id: str, req: Requirement, body: dict[str,
                                           f"POST /v1/connect/requirements/{req.public_id}/accounts"})
     expected = connection_type_name(req)
     details: dict[str, str] = {}
-    if not isinstance(submitted_type, str) or not submitted_type.strip():
+    if submitted_type is None:
         details["type"] = "is required"
+    elif not isinstance(submitted_type, str):
+        details["type"] = "must be a string"
+    elif not submitted_type.strip():
+        details["type"] = "cannot be blank"
     elif submitted_type != expected:
         details["type"] = f"must be {expected!r}, the type this requirement declares"
     if "config" not in body or body.get("config") is None:
@@ -206,6 +213,9 @@ def submit_credentials(app: App, user_id: str, req: Requirement, body: dict[str,
                 conn._new = True
             else:
                 conn._new = False
+                if conn.disabled:
+                    raise errors.Conflict({"input": "the app has disabled this connection; ask the app to "
+                                                    "enable it before submitting new credentials"})
             conn.type = cls.name
             conn.connector_name = cls.connector_name
             conn.integration_id = cls.name

@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 .venv/bin/pip install -q --disable-pip-version-check -e .
 export CONNECT_ENV="${CONNECT_ENV:-development}"
 export CONNECT_INSTANCE_PATH="${CONNECT_INSTANCE_PATH:-$PWD/instance}"
-export CONNECT_PUBLIC_URL="${CONNECT_PUBLIC_URL:-http://127.0.0.1:5000}"
 BIND="${CONNECT_BIND:-127.0.0.1:5000}"
+export CONNECT_PUBLIC_URL="${CONNECT_PUBLIC_URL:-http://$BIND}"
 .venv/bin/connect-service init-db >/dev/null
 .venv/bin/connect-service demo --bind "$BIND"
 echo "Serving on http://$BIND (Ctrl-C to stop)" >&2

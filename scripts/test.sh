@@ -15,12 +15,14 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 
 PG_ADMIN="${CONNECT_TEST_PG_ADMIN_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
-PG_DB="${CONNECT_TEST_PG_DB:-connect_service_test}"
+# A database of this run's own, so two runs on one PostgreSQL never disturb each other.
+PG_DB="${CONNECT_TEST_PG_DB:-connect_service_test_$$}"
 if ! psql "$PG_ADMIN" -qtAc "select 1" >/dev/null 2>&1; then
     echo "PostgreSQL is not reachable at $PG_ADMIN" >&2
     exit 1
 fi
 psql "$PG_ADMIN" -q -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" >/dev/null
+trap 'psql "$PG_ADMIN" -q -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
 echo "== test suite on SQLite" >&2
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

@@ -123,3 +123,29 @@ def test_access_keys_stored_hashed(connect):
         row = AccessKey.get()
         assert row.key_hash == hashlib.sha256(connect.access_key.encode()).hexdigest()
         assert connect.access_key not in repr(row.__data__)
+
+
+@pytest.mark.parametrize("hostname,reason", [("127.0.0.1", "IP address"), ("connect.test", "own host")])
+def test_app_hostname_cannot_shadow_the_service(connect, hostname, reason):
+    r = connect.client.post("/v1/apps", json={"name": "x", "hostname": hostname}, headers=connect.auth)
+    assert r.status_code == 400 and reason in r.get_json()["error"]["details"]["hostname"]
+
+
+def test_versions_list_paginates(connect):
+    app = connect.create_app()
+    for _ in range(3):
+        connect.client.post(f"/v1/apps/{app['id']}/versions", json={"requirements": API_KEY_ONLY}, headers=connect.auth)
+    first = connect.client.get(f"/v1/apps/{app['id']}/versions?limit=2", headers=connect.auth).get_json()
+    assert [v["number"] for v in first["data"]] == [1, 2] and first["next_cursor"] == "2"
+    rest = connect.client.get(f"/v1/apps/{app['id']}/versions?limit=2&cursor=2", headers=connect.auth).get_json()
+    assert [v["number"] for v in rest["data"]] == [3] and rest["next_cursor"] is None
+    assert connect.client.get(f"/v1/apps/{app['id']}/versions?cursor=x", headers=connect.auth).status_code == 400
+
+
+def test_sqlite_runs_in_wal_mode(connect):
+    from connect_service.db import database, is_postgres
+
+    if is_postgres():
+        pytest.skip("journal mode is a SQLite setting; this run uses PostgreSQL")
+    with connect.app.app_context():
+        assert database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -92,3 +92,16 @@ def test_generate_key_needs_nothing(tmp_path):
     cfg = load_config(environ={"CONNECT_ENV": "production", "CONNECT_SECRET_KEY": SECRET,
                                "CONNECT_PUBLIC_URL": "https://c.example", "CONNECT_ENCRYPTION_KEYS": f"{key},{KEY}"})
     assert cfg["encryption_keys"] == [key, KEY]
+
+
+def test_gunicorn_start_fails_with_one_line(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
+    env.update(CONNECT_ENV="production", CONNECT_INSTANCE_PATH=str(tmp_path))
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    proc = subprocess.run([gunicorn, "--bind", "127.0.0.1:0", "--workers", "1", "wsgi:app"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("connect-service:")]
+    assert ours == ["connect-service: CONNECT_SECRET_KEY is required in production (CONNECT_ENV=production)"]

@@ -36,8 +36,9 @@ def test_seed_001_list_requirements_exact_json(connect, seed_app):
     expected["data"][0]["id"] = connect.requirement_id(seed_app, "gmail")
     expected["data"][1]["id"] = connect.requirement_id(seed_app, "helpdesk")
     assert r.get_json() == expected
-    # key order of each object is the seed's
-    assert list(r.get_json()["data"][0]) == ["id", "type", "title", "description", "spec"]
+    # the exact JSON, key order included, of every object
+    assert json.loads(r.get_data(as_text=True), object_pairs_hook=list) == json.loads(
+        json.dumps(expected), object_pairs_hook=list)
 
 
 def test_seed_000_submit_credentials(connect, seed_app):
@@ -156,6 +157,37 @@ def test_malformed_json_is_400(connect, seed_app):
     r = connect.client.post(f"/v1/connect/requirements/{rid}/credentials", data="{not json",
                             content_type="application/json", headers=bearer(token))
     assert r.status_code == 400 and r.get_json()["error"]["details"] == {"input": "is not valid JSON"}
+
+
+def test_type_must_be_a_string_and_user_id_not_blank(connect, seed_app):
+    token = connect.token(seed_app, "u")
+    rid = connect.requirement_id(seed_app, "helpdesk")
+    r = connect.client.post(f"/v1/connect/requirements/{rid}/credentials", json={"type": 1, "config": {}},
+                            headers=bearer(token))
+    assert r.get_json()["error"]["details"]["type"] == "must be a string"
+    r = connect.client.post("/v1/connect/tokens", json={"user_id": "   "}, headers={"Host": seed_app["hostname"]})
+    assert r.status_code == 400 and "user_id" in r.get_json()["error"]["details"]
+
+
+def test_requirement_retyped_in_a_new_version_is_pending_again(connect, seed_app):
+    token = connect.token(seed_app, "u")
+    rid = connect.requirement_id(seed_app, "helpdesk")
+    connect.submit_credentials(token, rid, HTTP_API_KEY, {"url": "https://h.example", "api_key": "k"})
+    retyped = dict(SEED_REQUIREMENTS[1], spec={"type": "connection", "data": {"type": "dynamiq.connections.OpenAI"}})
+    connect.deploy(seed_app, [retyped])
+    assert connect.statuses(token)[rid] == "pending"
+
+
+def test_disabled_connection_refuses_new_credentials(connect, seed_app):
+    token = connect.token(seed_app, "u")
+    rid = connect.requirement_id(seed_app, "helpdesk")
+    connect.submit_credentials(token, rid, HTTP_API_KEY, {"url": "https://h.example", "api_key": "k"})
+    conn_id = connect.client.get(f"/v1/connections?app_id={seed_app['id']}", headers=connect.auth).get_json()["data"][0]["id"]
+    assert connect.client.patch(f"/v1/connections/{conn_id}", json={"disabled": True},
+                                headers=connect.auth).status_code == 200
+    r = connect.submit_credentials(token, rid, HTTP_API_KEY, {"url": "https://h.example", "api_key": "k2"})
+    assert r.status_code == 409 and "disabled" in r.get_json()["error"]["details"]["input"]
+    assert connect.statuses(token)[rid] == "pending"
 
 
 def test_pipedream_requirement_rejects_credentials(connect, seed_app):

@@ -128,3 +128,18 @@ def test_nul_characters_are_400_naming_the_field(connect, app_with_key):
     r = connect.submit_credentials(token, rid, "dynamiq.connections.HttpApiKey",
                                    {"url": "https://h.example", "api_key": "k\x00"})
     assert r.status_code == 400 and "config.api_key" in r.get_json()["error"]["details"]
+
+
+def test_deeply_nested_json_is_400(connect, app_with_key):
+    body = "[" * 100000 + "]" * 100000
+    r = connect.client.post("/v1/apps", data=body, content_type="application/json", headers=connect.auth)
+    assert r.status_code == 400 and r.get_json()["error"]["details"] == {"input": "is nested too deeply"}
+    r = connect.client.post("/v1/connect/tokens", data=body, content_type="application/json",
+                            headers={"Host": app_with_key["hostname"]})
+    assert r.status_code == 400
+
+
+def test_huge_version_number_is_404(connect):
+    app = connect.create_app()
+    r = connect.client.post(f"/v1/apps/{app['id']}/versions/9223372036854775808/deploy", headers=connect.auth)
+    assert r.status_code == 404

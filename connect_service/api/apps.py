@@ -135,12 +135,20 @@ class Versions(MethodView):
         return version_view(create_version(app, data["requirements"]))
 
     @blp.doc(security=SECURITY)
-    @blp.response(200, schemas.list_of(schemas.VersionSchema, paged=False))
-    def get(self, app_id):
-        """List an app's workflow versions"""
+    @blp.arguments(PageArgs, location="query", as_kwargs=True)
+    @blp.response(200, schemas.list_of(schemas.VersionSchema))
+    def get(self, app_id, **args):
+        """List an app's workflow versions, oldest first (the cursor is the last number seen)"""
         app = get_org_app(app_id)
-        versions = WorkflowVersion.select().where(WorkflowVersion.app == app.id).order_by(WorkflowVersion.number)
-        return {"data": [version_view(v) for v in versions]}
+        query = WorkflowVersion.select().where(WorkflowVersion.app == app.id)
+        if args.get("cursor"):
+            if not args["cursor"].isdigit() or len(args["cursor"]) > 10:
+                raise errors.BadRequest({"cursor": "is not a valid cursor"})
+            query = query.where(WorkflowVersion.number > int(args["cursor"]))
+        rows = list(query.order_by(WorkflowVersion.number).limit(args["limit"] + 1))
+        more = len(rows) > args["limit"]
+        rows = rows[:args["limit"]]
+        return {"data": [version_view(v) for v in rows], "next_cursor": str(rows[-1].number) if more else None}
 
 
 @blp.route("/<string:app_id>/versions/<int:number>/deploy")

@@ -52,6 +52,8 @@ def raw_json_body() -> Any:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise errors.BadRequest({"input": "is not valid JSON"}) from None
+    except RecursionError:
+        raise errors.BadRequest({"input": "is nested too deeply"}) from None
     if data is None or data == {}:
         raise errors.BadRequest(BLANK)
     if not isinstance(data, dict):

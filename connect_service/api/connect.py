@@ -7,6 +7,7 @@ from flask.views import MethodView
 from . import Blueprint
 
 from .. import errors, ratelimit
+from ..fields import NonBlank
 from ..requirements import (connection_type_name, deployed_requirements, find_requirement, requirement_status, requirement_view,
                             submit_credentials, user_connections)
 from ..tokens import mint_connect_token
@@ -19,7 +20,7 @@ TOKEN_SECURITY = [{"connectToken": []}]
 
 
 class TokenCreateSchema(ma.Schema):
-    user_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=200),
+    user_id = NonBlank(required=True, validate=ma.validate.Length(min=1, max=200),
                                metadata={"description": "your end user's id"})
 
 

@@ -27,9 +27,24 @@ def validate_return_url(value: str) -> None:
 
 
 class HostnameField(NonBlank):
+    """An app hostname: lowercase DNS name, not an IP address and not the service's own host."""
+
     def _deserialize(self, value, attr, data, **kwargs):
+        import ipaddress
+        from urllib.parse import urlsplit
+
+        from flask import current_app
+
         text = super()._deserialize(value, attr, data, **kwargs).strip().lower().rstrip(".")
         validate_hostname(text)
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            raise ma.ValidationError("must be a DNS name, not an IP address")
+        if text == urlsplit(current_app.config["CONNECT"]["public_url"]).hostname:
+            raise ma.ValidationError("is the service's own host (public_url), which serves the management API")
         return text
 
 
