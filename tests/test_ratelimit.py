@@ -149,7 +149,7 @@ def test_hit_counts_in_the_database_and_purges_old_windows(connect):
         assert info.value.status == 429 and info.value.headers == {"Retry-After": "60"}
 
 
-def wait_for_room_in_window(seconds: float = 15.0) -> None:
+def wait_for_room_in_window(seconds: float = 5.0) -> None:
     """Start a real-clock sequence early in a window so it does not straddle two."""
     left = 60 - time.time() % 60
     if left < seconds:
