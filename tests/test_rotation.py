@@ -312,7 +312,9 @@ def test_gunicorn_exits_non_zero_with_keys_that_cannot_decrypt(connect, app_with
             proc.kill()
             proc.wait()
     assert proc.returncode != 0
-    assert any(line.startswith("CONNECT_ENCRYPTION_KEYS: cannot decrypt existing data") for line in stderr.splitlines())
+    ours = [line for line in stderr.splitlines() if line.startswith("connect-service:")]
+    assert len(ours) == 1 and ours[0].startswith("connect-service: CONNECT_ENCRYPTION_KEYS: cannot decrypt existing data")
+    assert "Traceback" not in stderr
 
 
 # --- with the data the service's own OAuth code writes ---------------------------------------------
