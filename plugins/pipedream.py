@@ -28,11 +28,16 @@ Platform API used (request and response shapes as documented by Pipedream):
   "error_redirect_uri", "webhook_uri"}`` → ``{"token", "expires_at", "connect_link_url"}``:
   https://pipedream.com/docs/connect/api-reference/create-connect-token; the link gets
   ``app=<app_slug>`` added as https://pipedream.com/docs/connect/managed-auth/connect-link says.
-- ``GET /v1/connect/{project_id}/accounts?external_user_id=…&app=…`` →
+  The hosted page lets its link form go to ``https://pipedream.com`` (the link page) and to
+  the origin of the credential's ``api_base_url`` (a test or self-hosted platform) only:
+  :attr:`PipedreamAccount.link_origins`.
+- ``GET /v1/connect/{project_id}/accounts?external_user_id=…&app_id=…&limit=…&after=…`` →
   ``{"data": [{"id", "name", "external_id", "healthy", "dead", "app": {"name_slug", …},
   "created_at", "updated_at"}], "page_info": {"count", "total_count", "start_cursor",
-  "end_cursor"}}``: https://pipedream.com/docs/connect/api-reference/list-accounts
-  (filters by user and app: https://pipedream.com/docs/connect/managed-auth/users).
+  "end_cursor"}}``: https://pipedream.com/docs/connect/api-reference/list-accounts, whose
+  query parameter ``app_id`` takes "the app slug or ID to filter accounts by" (older
+  guides called it ``app``). The plugin filters the answer by ``app.name_slug`` again
+  itself, so an account of another app is never recorded whatever the platform does.
 - ``GET /v1/connect/{project_id}/accounts/{account_id}``:
   https://pipedream.com/docs/connect/api-reference/retrieve-account.
 - ``DELETE /v1/connect/{project_id}/accounts/{account_id}`` when the connection is deleted:
@@ -45,7 +50,14 @@ Platform API used (request and response shapes as documented by Pipedream):
   https://pipedream.com/docs/connect/api.
 
 ``external_user_id`` is ``"cs-" + sha256(app id + "\\n" + user id)`` in hex: stable for a
-user of an app, different between apps, and it reveals neither id to the platform.
+user of an app, different between apps, and it reveals neither id to the platform. The
+``webhook_uri`` handed to the platform does not either: its last segment is an encrypted,
+signed reference (``connect_service.api.accounts``).
+
+Statuses reads look the user's accounts up at most once per ``account_lookup_seconds``
+(default 60) per user and requirement, whatever else happens (starting a link does not
+lift the throttle): a link shows up through the ``CONNECTION_SUCCESS`` webhook at once,
+or through the next lookup after that.
 
 A linked account is a Connection row (type and integration ``pipedream_account``,
 connector ``pipedream``, ``app_slug`` column set, no requirement id) whose encrypted
@@ -274,9 +286,12 @@ class PipedreamClient:
         return self._json(resp)
 
     def list_accounts(self, user: str, app_slug: str) -> list[dict[str, Any]]:
-        """Every account of ``user`` for ``app_slug`` (follows ``page_info`` cursors)."""
+        """Every account of ``user`` the platform lists for ``app_slug`` (follows ``page_info`` cursors).
+
+        Asks with the documented ``app_id`` filter; callers still check each account's app.
+        """
         found: list[dict[str, Any]] = []
-        params = {"external_user_id": user, "app": app_slug, "limit": 100}
+        params = {"external_user_id": user, "app_id": app_slug, "limit": 100}
         for _ in range(MAX_PAGES):
             data = self._json(self._call("GET", self._project_path("/accounts"), params=params))
             page = data.get("data")
@@ -322,16 +337,11 @@ def _lookup_key(app: App, user_id: str, requirement: Requirement) -> str:
     return "pipedream:" + _hashed_key(app.id, user_id, requirement.public_id)
 
 
-def forget_lookup(app: App, user_id: str, requirement: Requirement) -> None:
-    """Let the next statuses read ask the platform at once (the user is about to link an account)."""
-    AccountLookup.delete().where(AccountLookup.key == _lookup_key(app, user_id, requirement)).execute()
-
-
 def claim_lookup(app: App, user_id: str, requirement: Requirement, interval: int) -> bool:
     """True when this worker may ask the platform now (at most once per ``interval`` s per user+requirement).
 
     The time of the last lookup is an ``AccountLookup`` row, compared with the database clock,
-    so every worker and host shares the throttle.
+    so every worker and host shares the throttle. Nothing resets it early.
     """
     key = _lookup_key(app, user_id, requirement)
     now = db_now()
@@ -366,6 +376,19 @@ def _lock_user_app(app: App, user_id: str, app_slug: str) -> None:
     list(AccountLookup.select(AccountLookup.key).where(AccountLookup.key == key).for_update())
 
 
+def app_slug_of(account: dict[str, Any]) -> str | None:
+    """The platform app of an account (``app.name_slug``); None when the answer has no ``app``.
+
+    A malformed ``app`` (not an object with a string ``name_slug``) gives ``""``, which
+    matches no requirement.
+    """
+    app = account.get("app")
+    if app is None:
+        return None
+    slug = app.get("name_slug") if isinstance(app, dict) else None
+    return slug if isinstance(slug, str) else ""
+
+
 def _status_of(account: dict[str, Any]) -> tuple[str, str | None]:
     if account.get("dead"):
         return "error", "the account is dead on Pipedream: the user must connect it again"
@@ -382,7 +405,7 @@ def record_accounts(app: App, user_id: str, app_slug: str, credential: Credentia
     longer listed go to ``error``. Lifecycle hooks run after the transaction commits.
     """
     user = external_user_id(app.id, user_id)
-    accounts = [a for a in accounts if (a.get("app") or {}).get("name_slug", app_slug) == app_slug]
+    accounts = [a for a in accounts if app_slug_of(a) in (app_slug, None)]
     changed: list[Connection] = []  # rows whose status changed (hooks to notify)
     now = utcnow()
     with write_transaction():
@@ -452,6 +475,8 @@ class PipedreamAccount(ConnectionType):
     connector_name = CONNECTOR
     description = "An account (Gmail, Slack, …) the end user links through Pipedream Connect."
     settings_schema = PipedreamSettings
+    #: Pipedream's hosted link page, and the configured platform (a local server in tests)
+    link_origins = ("https://pipedream.com", "{api_base_url}")
 
     @staticmethod
     def _app_slug(requirement: Requirement) -> str:
@@ -482,7 +507,6 @@ class PipedreamAccount(ConnectionType):
         if data.get("expires_at") is not None and expires is None:
             raise errors.BadGateway({"platform": "Pipedream's connect token response has an invalid expires_at"})
         expires = expires or _now() + datetime.timedelta(seconds=CONNECT_TOKEN_SECONDS)
-        forget_lookup(app, user_id, requirement)
         return {"connect_link_url": urlunsplit(parts._replace(query=urlencode(query))), "expires_at": _iso(expires)}
 
     def sync_status(self, app: App, user_id: str, requirement: Requirement) -> None:
@@ -535,7 +559,7 @@ class PipedreamAccount(ConnectionType):
             raise errors.BadGateway({"platform": exc.reason}) from None
         if confirmed is None:
             raise errors.BadRequest({"account.id": "is not an account on Pipedream"})
-        if (confirmed.get("app") or {}).get("name_slug") != slug:
+        if app_slug_of(confirmed) != slug:
             raise errors.BadRequest({"account.app": f"is not {slug!r}, the app this requirement asks for"})
         if account_id not in {a["id"] for a in owned}:
             raise errors.BadRequest({"account.id": "is not an account of this user"})

@@ -9,9 +9,13 @@ and CSRF origin check see exactly what a deployment sees. Chromium is Debian's
 Use from a test module::
 
     from tests.browser import browser_page, chromium, live_service  # noqa: F401  (fixtures)
+
+``framing_parent`` is a second local site (another port of 127.0.0.1) whose page
+``/?src=<url>`` frames ``url``, for the embedding tests.
 """
 from __future__ import annotations
 
+import html
 import os
 import threading
 from dataclasses import dataclass
@@ -115,6 +119,34 @@ def browser_page(chromium):
         yield page
     finally:
         context.close()
+
+
+def _framing_app(environ, start_response):
+    from urllib.parse import parse_qs
+
+    src = parse_qs(environ.get("QUERY_STRING", "")).get("src", [""])[0]
+    # ``data-loads`` counts the frame's load events (a frame the browser refuses to show loads an error page)
+    body = ('<!doctype html><html><head><title>Embedding site</title></head><body data-loads="0">'
+            f'<iframe id="embedded" title="Connect" width="900" height="700" src="{html.escape(src)}" '
+            'onload="document.body.dataset.loads = +document.body.dataset.loads + 1"></iframe>'
+            '</body></html>').encode()
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+@pytest.fixture
+def framing_parent():
+    """Another site on 127.0.0.1 (own port) serving ``/?src=<url>``: a page that frames ``url``; yields its port."""
+    server = make_server("127.0.0.1", 0, _framing_app, threaded=True, request_handler=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="framing-parent", daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def artifact_path(name: str) -> str:

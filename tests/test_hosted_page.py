@@ -36,17 +36,22 @@ class OAuthCrm(ConnectionType):
 
 
 class Linker(ConnectionType):
-    """An action-account type whose link page is at link.example.com."""
+    """An action-account type whose link page is at link.example.com (knobs: ``fail``, ``link_host``)."""
 
     name = "tests.page.Linker"
     title = "Test linker"
     auth = "action_account"
     connector_name = "pagelinker"
+    link_origins = ("https://link.example.com",)
     calls: list = []
+    fail: Exception | None = None  # raised by link_account when set
+    link_host = "link.example.com"
 
     def link_account(self, app, user_id, requirement, *, webhook_uri, success_redirect_uri, error_redirect_uri):
         Linker.calls.append({"user_id": user_id, "success": success_redirect_uri, "error": error_redirect_uri})
-        return {"connect_link_url": f"https://link.example.com/start?user={user_id}",
+        if Linker.fail is not None:
+            raise Linker.fail
+        return {"connect_link_url": f"https://{Linker.link_host}/start?user={user_id}",
                 "expires_at": "2030-01-01T00:00:00Z"}
 
 
@@ -59,6 +64,13 @@ class PagePlugin:
 @pytest.fixture
 def connect_plugins():
     return [PagePlugin()]
+
+
+@pytest.fixture(autouse=True)
+def _reset_linker():
+    Linker.calls, Linker.fail, Linker.link_host = [], None, "link.example.com"
+    yield
+    Linker.calls, Linker.fail, Linker.link_host = [], None, "link.example.com"
 
 
 @pytest.fixture
@@ -377,8 +389,23 @@ def test_json_answers_for_the_script(connect):
                   Accept="application/json", Origin=BASE)
     assert r.status_code == 400
     body = r.get_json()
-    assert set(body["field_errors"]) == {"url"} and body["field_errors"]["url"].startswith("API URL must be")
+    # the service's one error shape (SPEC 4), with the page's sentences as details
+    assert set(body) == {"error"}
+    assert body["error"]["code"] == "bad_request" and body["error"]["message"] == "Bad Request"
+    assert set(body["error"]["details"]) == {"config.url"}
+    assert body["error"]["details"]["config.url"].startswith("API URL must be")
     assert "hd_x" not in r.get_data(as_text=True)
+    # a form-level problem is the detail "input"
+    r = post_form(client, f"{path}/requirements/{uuid.uuid4()}/credentials", {"csrf_token": csrf},
+                  Accept="application/json", Origin=BASE)
+    assert r.status_code == 404
+    assert r.get_json() == {"error": {"code": "not_found", "message": "Not Found", "details": {
+        "input": "This requirement no longer exists. Reload the page."}}}
+    r = post_form(client, url, {"csrf_token": "0" * 64}, Accept="application/json")
+    assert r.status_code == 403 and set(r.get_json()) == {"error"}
+    assert r.get_json()["error"]["code"] == "forbidden" and set(r.get_json()["error"]["details"]) == {"input"}
+    r = post_form(connect.app.test_client(), url, {"csrf_token": csrf}, Accept="application/json")
+    assert r.status_code == 401 and r.get_json()["error"]["message"] == "Unauthorized"
     r = post_form(client, url, {"csrf_token": csrf, "config.url": "https://h.example.com", "config.api_key": "hd_x"},
                   Accept="application/json", Origin=BASE)
     assert r.status_code == 200 and r.get_json()["badge"] == "Connected"
@@ -472,9 +499,10 @@ def test_oauth_connect_link_starts_a_browser_bound_flow(connect):
     assert location.startswith("https://crm.example.com/authorize?")
     query = parse_qs(urlsplit(location).query)
     assert query["client_id"] == ["crm-client"] and query["redirect_uri"] == [f"{BASE}/v1/connect/oauth2/callback"]
-    nonce_cookie = client.get_cookie(oauth.NONCE_COOKIE, domain="connect.test", path=oauth.CALLBACK_PATH)
+    cookie_name = oauth.nonce_cookie_name(query["state"][0])  # one binding cookie per flow
+    nonce_cookie = client.get_cookie(cookie_name, domain="connect.test", path=oauth.CALLBACK_PATH)
     assert nonce_cookie is not None and nonce_cookie.http_only and nonce_cookie.same_site == "Lax"
-    set_cookie = [h for h in r.headers.getlist("Set-Cookie") if h.startswith(oauth.NONCE_COOKIE)][0]
+    set_cookie = [h for h in r.headers.getlist("Set-Cookie") if h.startswith(cookie_name + "=")][0]
     assert "Max-Age=600" in set_cookie and "Path=/v1/connect/oauth2/callback" in set_cookie
     with connect.app.app_context():
         session = AuthorizationSession.get()
@@ -524,16 +552,280 @@ def test_return_from_provider_shows_outcome_on_the_page(connect):
     assert ">Connected<" in crm and "Authorization for CRM account finished." in crm
 
 
+def csp(response) -> dict[str, str]:
+    return dict(d.strip().split(" ", 1) for d in response.headers["Content-Security-Policy"].split(";"))
+
+
 def test_action_account_button_posts_and_redirects_to_the_link(connect):
     app = connect.create_app_with_requirements([LINKED])
     client, path, _ = open_page(connect, app)
-    html = client.get(path, base_url=BASE).get_data(as_text=True)
-    assert "form-action 'self' https:" in client.get(path, base_url=BASE).headers["Content-Security-Policy"]
+    r = client.get(path, base_url=BASE)
+    html = r.get_data(as_text=True)
+    # forms may go to this service and to the link page the type declares, nowhere else
+    assert csp(r)["form-action"] == "'self' https://link.example.com"
     action = f"{path}/accounts/{rid(app, 'mail')}"
-    Linker.calls.clear()
     assert post_form(client, action, {"csrf_token": "bad"}).status_code == 403
     assert Linker.calls == []
     r = post_form(client, action, {"csrf_token": csrf_of(html)})
     assert r.status_code == 303
     assert r.headers["Location"] == "https://link.example.com/start?user=user-1"
-    assert Linker.calls[0]["success"].startswith(f"{BASE}/connect?") and "token" not in Linker.calls[0]["success"]
+    # the platform sends the browser back to this very page, naming the requirement
+    back = f"{BASE}{path}?requirement_id={rid(app, 'mail')}"
+    assert Linker.calls[0]["success"] == back + "&status=success"
+    assert Linker.calls[0]["error"] == back + "&status=error"
+
+
+@pytest.mark.parametrize("url, origin", [
+    ("https://Link.Example.com/start?x=1", "https://link.example.com"),
+    ("http://127.0.0.1:8080/a", "http://127.0.0.1:8080"),
+    ("https://link.example.com:443/", "https://link.example.com"),
+    ("https://user:pw@link.example.com/", "https://link.example.com"),
+    ("https://link.example.com;script-src *", None),  # never anything that could end a CSP directive
+    ("https://link example.com/", None),
+    ("javascript:alert(1)", None),
+    ("//link.example.com/", None),
+])
+def test_origin_of(url, origin):
+    from connect_service.api.accounts import origin_of
+
+    assert origin_of(url) == origin
+
+
+def test_pages_without_action_accounts_allow_forms_to_this_service_only(connect):
+    app = connect.create_app_with_requirements([HELPDESK, CRM])
+    client, path, _ = open_page(connect, app)
+    assert csp(client.get(path, base_url=BASE))["form-action"] == "'self'"
+
+
+def test_link_outside_the_declared_origins_is_not_followed(connect):
+    app = connect.create_app_with_requirements([LINKED])
+    client, path, _ = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    Linker.link_host = "evil.example.net"
+    r = post_form(client, f"{path}/accounts/{rid(app, 'mail')}", {"csrf_token": csrf})
+    assert r.status_code == 502 and "Location" not in r.headers
+    mail = card_html(r.get_data(as_text=True), rid(app, "mail"))
+    assert "The account cannot be linked right now: the platform answered with an unexpected link page." in mail
+    assert "evil.example.net" not in r.get_data(as_text=True)
+
+
+def test_link_from_the_page_comes_back_to_that_page_among_several(connect):
+    """Two apps' pages in one browser: the link of the second one returns to the second one."""
+    app_a = connect.create_app_with_requirements([LINKED])
+    app_b = connect.create_app_with_requirements([LINKED])
+    client, path_a, _ = open_page(connect, app_a)
+    _, path_b, _ = open_page(connect, app_b, client=client)
+    csrf = csrf_of(client.get(path_b, base_url=BASE).get_data(as_text=True))
+    assert post_form(client, f"{path_b}/accounts/{rid(app_b, 'mail')}", {"csrf_token": csrf}).status_code == 303
+    for outcome in ("success", "error"):
+        back = urlsplit(Linker.calls[-1][outcome])
+        assert back.path == path_b  # not the bare /connect, which would pick a page by guessing
+        r = client.get(f"{back.path}?{back.query}", base_url=BASE)
+        assert r.status_code == 200
+        mail = card_html(r.get_data(as_text=True), rid(app_b, "mail"))
+        if outcome == "success":
+            assert "Linking Mail account finished. If it is not marked done yet, reload this page in a minute." \
+                in mail
+        else:
+            assert "Linking Mail account did not complete. Try again." in mail
+        assert 'class="notice' not in client.get(path_a, base_url=BASE).get_data(as_text=True)
+
+
+@pytest.mark.parametrize("connect_config", [{"rate_limit_credentials_per_minute": 1}], indirect=True)
+def test_link_rate_limit_is_shown_on_the_page(connect):
+    app = connect.create_app_with_requirements([LINKED])
+    client, path, _ = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    action = f"{path}/accounts/{rid(app, 'mail')}"
+    assert post_form(client, action, {"csrf_token": csrf}).status_code == 303
+    r = post_form(client, action, {"csrf_token": csrf})
+    assert r.status_code == 429 and r.mimetype == "text/html" and int(r.headers["Retry-After"]) > 0
+    mail = card_html(r.get_data(as_text=True), rid(app, "mail"))
+    assert re.search(r'<p class="form-error" id="fe-[^"]+" role="alert">Too many attempts. Wait a minute and '
+                     r'try again.</p>', mail)
+    r = post_form(client, action, {"csrf_token": csrf}, Accept="application/json")
+    assert r.status_code == 429 and "Retry-After" in r.headers
+    assert r.get_json() == {"error": {"code": "too_many_requests", "message": "Too Many Requests", "details": {
+        "input": "Too many attempts. Wait a minute and try again."}}}
+    assert len(Linker.calls) == 1
+
+
+def test_platform_failure_when_linking_is_shown_on_the_page(connect):
+    from connect_service import errors
+
+    app = connect.create_app_with_requirements([LINKED])
+    client, path, _ = open_page(connect, app)
+    csrf = csrf_of(client.get(path, base_url=BASE).get_data(as_text=True))
+    Linker.fail = errors.BadGateway({"platform": "Test linker answered HTTP 503 <b>down</b>"})
+    action = f"{path}/accounts/{rid(app, 'mail')}"
+    r = post_form(client, action, {"csrf_token": csrf})
+    assert r.status_code == 502 and r.mimetype == "text/html" and "Location" not in r.headers
+    html = r.get_data(as_text=True)
+    mail = card_html(html, rid(app, "mail"))
+    assert ("The account cannot be linked right now: Test linker answered HTTP 503 &lt;b&gt;down&lt;/b&gt;."
+            in mail)
+    assert ">Needs action<" in mail and "<b>down" not in html
+    r = post_form(client, action, {"csrf_token": csrf}, Accept="application/json")
+    assert r.status_code == 502
+    assert r.get_json()["error"] == {"code": "bad_gateway", "message": "Bad Gateway", "details": {
+        "input": "The account cannot be linked right now: Test linker answered HTTP 503 <b>down</b>."}}
+    # a missing configuration (400) keeps its status
+    Linker.fail = errors.BadRequest({"credential": "no credential for connector 'pagelinker'"})
+    r = post_form(client, action, {"csrf_token": csrf})
+    assert r.status_code == 400
+    assert "no credential for connector &#39;pagelinker&#39;" in card_html(r.get_data(as_text=True),
+                                                                         rid(app, "mail"))
+
+
+# --- back without a page session ---------------------------------------------------------------
+
+@pytest.mark.parametrize("query, heading, message", [
+    ("status=success", "Done", "Done \u2014 you can close this window."),
+    ("status=error", "Not completed", "The account was not connected."),
+    ("status=error&error=access_denied", "Not completed", "The account was not connected: access_denied."),
+    # anything that is not a short code is not repeated (no text injection, never markup)
+    ("status=error&error=%3Cscript%3Ealert(1)%3C%2Fscript%3E", "Not completed", "The account was not connected."),
+])
+def test_back_without_a_page_cookie_shows_a_neutral_result(connect, query, heading, message):
+    """A link started through the API without return_to ends at the bare /connect in any browser."""
+    r = connect.app.test_client().get(f"/connect?{query}", base_url=BASE)
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    html = r.get_data(as_text=True)
+    assert f'<h1 id="message-heading">{heading}</h1>' in html
+    assert f'<p class="lead">{message}</p>' in html
+    assert "expired" not in html and "<script>" not in html
+    assert "Set-Cookie" not in r.headers and r.headers["Cache-Control"] == "no-store"
+
+
+def test_back_to_a_page_whose_cookie_is_gone_shows_a_neutral_result(connect):
+    app = connect.create_app_with_requirements([LINKED])
+    _, path, _ = open_page(connect, app)
+    stranger = connect.app.test_client()
+    r = stranger.get(f"{path}?requirement_id={rid(app, 'mail')}&status=success", base_url=BASE)
+    assert r.status_code == 200 and "Done \u2014 you can close this window." in r.get_data(as_text=True)
+    # without a status it is still the expired page
+    for url in (path, "/connect?status=maybe"):
+        r = stranger.get(url, base_url=BASE)
+        assert r.status_code == 401 and "This link has expired." in r.get_data(as_text=True)
+
+
+# --- session cookies ---------------------------------------------------------------------------
+
+def session_cookies(client) -> dict[str, str]:
+    return {c.key: c.value for c in client._cookies.values() if c.key.startswith("connect_session_")}
+
+
+def test_session_cookies_are_pruned_and_capped(connect):
+    from connect_service.testing import TEST_SECRET_KEY
+    from connect_service.tokens import mint_connect_token
+
+    apps = [connect.create_app_with_requirements([HELPDESK]) for _ in range(2)]
+    client = connect.app.test_client()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    minted = []
+    for n in range(11):  # oldest first
+        app = apps[n % 2]
+        token, _ = mint_connect_token(TEST_SECRET_KEY, BASE, app["id"], f"user-{n}",
+                                      now=now - datetime.timedelta(minutes=60 - n))
+        r = client.get(f"/connect?token={token}", base_url=BASE)
+        assert r.status_code == 303
+        minted.append(r.headers["Location"].rsplit("/", 1)[1])
+    assert set(session_cookies(client)) == {f"connect_session_{k}" for k in minted[-8:]}
+
+    # expired, forged and malformed cookies go at the next link; the other valid ones stay
+    expired, _ = mint_connect_token(TEST_SECRET_KEY, BASE, apps[0]["id"], "old",
+                                    now=now - datetime.timedelta(hours=25))
+    client.set_cookie("connect_session_" + "a" * 24, expired, domain="connect.test", path="/connect")
+    client.set_cookie("connect_session_" + "b" * 24, "garbage", domain="connect.test", path="/connect")
+    client.set_cookie("connect_session_x", "y", domain="connect.test", path="/connect")
+    client.set_cookie("unrelated", "kept", domain="connect.test", path="/connect")
+    _, newest, _ = open_page(connect, apps[0], "newest", client=client)
+    cookies = session_cookies(client)
+    assert set(cookies) == {f"connect_session_{k}" for k in [*minted[-7:], newest.rsplit("/", 1)[1]]}
+    assert client.get_cookie("unrelated", domain="connect.test", path="/connect") is not None
+    # a deletion carries the cookie's attributes, so the browser really drops it
+    r = client.get(f"/connect?token={connect.token(apps[1], 'again')}", base_url=BASE)
+    deleted = [h for h in r.headers.getlist("Set-Cookie") if "Max-Age=0" in h]
+    assert len(deleted) == 1 and "Path=/connect" in deleted[0] and "HttpOnly" in deleted[0]
+    # every kept page still opens
+    for name in session_cookies(client):
+        assert client.get(f"/connect/{name.rsplit('_', 1)[1]}", base_url=BASE).status_code == 200
+
+
+def test_reopening_a_link_keeps_one_cookie_for_it(connect):
+    app = connect.create_app_with_requirements([HELPDESK])
+    client, path, _ = open_page(connect, app)
+    for _ in range(3):
+        open_page(connect, app, client=client)
+    assert list(session_cookies(client)) == [f"connect_session_{path.rsplit('/', 1)[1]}"]
+
+
+# --- escaping ----------------------------------------------------------------------------------
+
+XSS = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+
+
+def assert_escaped(html: str) -> None:
+    assert "<script>alert" not in html and "<img src=x" not in html and "onerror=alert(2)>" not in html
+
+
+def test_names_titles_and_descriptions_are_escaped(connect):
+    """Everything an app owner types through the management API is text on the page, never markup."""
+    r = connect.client.post("/v1/apps", headers=connect.auth, json={
+        "name": XSS, "hostname": "xss.apps.test", "visibility": "public"})
+    assert r.status_code == 201, r.get_json()
+    app = r.get_json()
+    requirements = [dict(HELPDESK, title=XSS, description=XSS), dict(CRM, title=XSS, description=XSS),
+                    dict(LINKED, title=XSS, description=XSS)]
+    connect.deploy(app, requirements)
+    make_oauth_credential(connect, app)
+    client, path, _ = open_page(connect, app)
+    html = client.get(path, base_url=BASE).get_data(as_text=True)
+    assert_escaped(html)
+    escaped = "&lt;script&gt;alert(1)&lt;/script&gt;&#34;&gt;&lt;img src=x onerror=alert(2)&gt;"
+    assert f"<h1>{escaped}</h1>" in html and f"<title>{escaped}: connect your accounts</title>" in html
+    assert html.count(f'<p class="desc">{escaped}</p>') == 3
+    csrf = csrf_of(html)
+
+    # an error re-render of the page (the value typed is echoed escaped too)
+    r = post_form(client, f"{path}/requirements/{rid(app, 'helpdesk')}/credentials",
+                  {"csrf_token": csrf, "config.url": XSS, "config.api_key": "k"})
+    assert r.status_code == 400
+    assert_escaped(r.get_data(as_text=True))
+    assert 'value="&lt;script&gt;' in r.get_data(as_text=True)
+    # notices of a return (OAuth and link, success and error, with an error argument)
+    for key in ("crm", "mail"):
+        for query in ("status=success", "status=error&error=%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+                      "status=error&error=access_denied"):
+            html = client.get(f"{path}?requirement_id={rid(app, key)}&{query}", base_url=BASE).get_data(
+                as_text=True)
+            assert_escaped(html)
+            assert 'class="notice notice-' in card_html(html, rid(app, key))
+    # the saved notice and the page-level notice
+    for query in (f"saved={rid(app, 'helpdesk')}", "status=success", "status=error"):
+        assert_escaped(client.get(f"{path}?{query}", base_url=BASE).get_data(as_text=True))
+    r = client.get(f"/connect?status=error&requirement_id={rid(app, 'crm')}", base_url=BASE)
+    assert_escaped(client.get(r.headers["Location"], base_url=BASE).get_data(as_text=True))
+    # a link failure, an OAuth start failure and a refused post
+    Linker.fail = __import__("connect_service").errors.BadGateway({"platform": XSS})
+    r = post_form(client, f"{path}/accounts/{rid(app, 'mail')}", {"csrf_token": csrf})
+    assert r.status_code == 502
+    assert_escaped(r.get_data(as_text=True))
+    r = post_form(client, f"{path}/accounts/{rid(app, 'mail')}", {"csrf_token": "bad"})
+    assert r.status_code == 403
+    assert_escaped(r.get_data(as_text=True))
+
+
+def test_oauth_error_reason_from_the_provider_is_escaped(connect):
+    from connect_service.models import Connection
+
+    app = connect.create_app_with_requirements([CRM])
+    client, path, _ = open_page(connect, app)
+    with connect.app.app_context():
+        Connection.create(org=connect.org_id, app=app["id"], customer_id="user-1", requirement_id=rid(app, "crm"),
+                          type=OAuthCrm.name, connector_name="pagecrm", status="error",
+                          status_reason=f"authorization failed: {XSS}")
+    html = client.get(f"{path}?status=error&requirement_id={rid(app, 'crm')}", base_url=BASE).get_data(
+        as_text=True)
+    assert_escaped(html)
+    assert "authorization failed: &lt;script&gt;alert(1)&lt;/script&gt;" in card_html(html, rid(app, "crm"))

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.browser import artifact_path, browser_page, chromium, live_service  # noqa: F401  (fixtures)
+from tests.browser import artifact_path, browser_page, chromium, framing_parent, live_service  # noqa: F401
 from tests.conftest import HTTP_API_KEY
 from tests.support.oauth_server import OAuthTestServer
 
@@ -238,3 +238,53 @@ def urlsplit_path(url):
     from urllib.parse import urlsplit
 
     return urlsplit(url).path
+
+
+def framed(page, parent_origin, url):
+    """Open the embedding site framing ``url``; wait for the frame's load; return the frame."""
+    from urllib.parse import quote
+
+    page.goto(f"{parent_origin}/?src={quote(url, safe='')}")
+    page.wait_for_function("document.body.dataset.loads >= 1")
+    [frame] = page.main_frame.child_frames
+    return frame
+
+
+def test_framing_works_for_a_same_site_allow_listed_parent_only(live_service, browser_page, framing_parent):
+    """SameSite=Lax: the session cookie travels only into a same-site frame (docs/hosted-page.md)."""
+    page = browser_page
+    same_site = f"http://127.0.0.1:{framing_parent}"  # another port of the service's host: same site
+    cross_site = f"http://localhost:{framing_parent}"  # another host: cross-site
+    app, token, url = connect_url(live_service, [HELPDESK], frame_ancestors=[same_site, cross_site])
+    page_loads = []  # (status) of every /connect/<handle> response, frames included
+    page.on("response", lambda r: page_loads.append(r.status)
+            if re.search(r"/connect/[0-9a-f]{24}$", r.url) else None)
+
+    # 1. same-site and allow-listed: the page shows and works in the frame
+    frame = framed(page, same_site, url)
+    assert re.fullmatch(re.escape(live_service.url) + r"/connect/[0-9a-f]{24}", frame.url)
+    assert frame.get_by_role("heading", level=1).inner_text() == app["name"]
+    helpdesk = frame.locator(f"#req-{live_requirement_id(app, 'helpdesk')}")
+    helpdesk.get_by_label("API URL").fill("https://helpdesk.example.com/api")
+    helpdesk.get_by_label("API key").fill("hd_framed_secret")
+    helpdesk.get_by_role("button", name="Save").click()
+    frame.wait_for_function("el => el.textContent === 'Connected'",
+                            arg=helpdesk.locator("[data-badge]").element_handle())
+    assert live_service.harness.statuses(token)[live_requirement_id(app, "helpdesk")] == "completed"
+
+    # 2. same-site but not allow-listed: served, but the browser refuses to show it (frame-ancestors)
+    page_loads.clear()
+    _, _, other_url = connect_url(live_service, [HELPDESK], frame_ancestors=["https://portal.example.com"])
+    frame = framed(page, same_site, other_url)
+    assert page_loads == [200]
+    assert frame.url.startswith("chrome-error://")
+
+    # 3. cross-site, even allow-listed: the SameSite=Lax cookie does not travel into the frame, so there
+    #    is no page session (401, the expired page, which is not framable either)
+    page_loads.clear()
+    frame = framed(page, cross_site, url)
+    assert page_loads == [401]
+    assert frame.url.startswith("chrome-error://")
+    # the same link opened top-level (or in a popup) works
+    page.goto(url)
+    assert page.get_by_role("heading", level=1).inner_text() == app["name"]

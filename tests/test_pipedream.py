@@ -432,8 +432,45 @@ def test_connection_error_webhook_changes_nothing(connect, pd, seed_app):
     assert connect.statuses(token)[gmail] == "pending"
 
 
-def _sign(value: dict, key: str = "test-secret-key-" + "x" * 32) -> str:
+TEST_KEY = "test-secret-key-" + "x" * 32
+
+
+def _sign(value, key: str = TEST_KEY) -> str:
     return URLSafeTimedSerializer(key, salt="connect-webhook").dumps(value)
+
+
+def _ref(connect, claims: dict, connector: str = "pipedream") -> str:
+    """An encrypted webhook reference, as the service seals one."""
+    return connect.app.extensions["connect_keyring"].encrypt_json(claims, "webhook", "ref", connector)
+
+
+def _payload_of(signed: str) -> str:
+    """What anyone holding the URL can read of a signed value: its (base64, maybe zlib) payload."""
+    import base64
+    import zlib
+
+    body = signed.lstrip(".").split(".")[0]
+    raw = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    return (zlib.decompress(raw) if signed.startswith(".") else raw).decode()
+
+
+def test_webhook_url_names_neither_app_nor_user(connect, pd, seed_app):
+    """The platform sees the webhook URL: it must not learn the app id or the end user's id (an email)."""
+    user = "jane.doe@example.com"
+    gmail = connect.requirement_id(seed_app, "gmail")
+    assert link(connect, connect.token(seed_app, user), gmail).status_code == 201
+    payload = pd.connect_token_requests[-1]["json"]
+    uri = payload["webhook_uri"]
+    signed = uri.rsplit("/", 1)[1]
+    readable = _payload_of(signed)
+    assert readable.startswith('"v1:')  # an encrypted reference, nothing else
+    for secret in (user, "jane", seed_app["id"], gmail, "user_id"):
+        assert secret not in uri and secret not in readable
+    assert all(user not in str(v) for v in payload.values())
+    # and the reference still completes exactly this user's requirement
+    pd.complete_link(pd.connect_tokens[-1]["token"], "gmail", deliver=deliver_into(connect))
+    assert rows(connect)[0].customer_id == user
+    assert connect.statuses(connect.token(seed_app, user))[gmail] == "completed"
 
 
 def test_webhook_refuses_missing_forged_and_expired_values(connect, pd, seed_app, monkeypatch):
@@ -446,24 +483,33 @@ def test_webhook_refuses_missing_forged_and_expired_values(connect, pd, seed_app
                "account": account}
     good = webhook_path(pd)
     signed = good.rsplit("/", 1)[1]
-    claims = {"c": "pipedream", "a": seed_app["id"], "u": "user-1", "r": gmail}
+    claims = {"a": seed_app["id"], "u": "user-1", "r": gmail}
+    with db(connect):
+        ref = _ref(connect, claims)
+        other_connector_ref = _ref(connect, claims, connector="zapier")
+
+    tampered_ref = ref[:-4] + ("A" if ref[-4] != "A" else "B") + ref[-3:]  # still signed, no longer decrypts
 
     import itsdangerous.timed
     real_time = itsdangerous.timed.time.time
     monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real_time() - 6 * 3600)
-    expired = _sign(claims)
+    expired = _sign(ref)
     monkeypatch.undo()
 
     attempts = {
         "missing": "/v1/connect/webhooks/pipedream",
         "missing_slash": "/v1/connect/webhooks/pipedream/",
         "tampered": good[:-3] + ("AAA" if not good.endswith("AAA") else "BBB"),
-        "other_key": f"/v1/connect/webhooks/pipedream/{_sign(claims, 'another-secret-key-' + 'y' * 32)}",
+        "other_key": f"/v1/connect/webhooks/pipedream/{_sign(ref, 'another-secret-key-' + 'y' * 32)}",
         "other_salt": "/v1/connect/webhooks/pipedream/" + URLSafeTimedSerializer(
-            "test-secret-key-" + "x" * 32, salt="something-else").dumps(claims),
-        "other_connector": f"/v1/connect/webhooks/pipedream/{_sign(dict(claims, c='zapier'))}",
+            TEST_KEY, salt="something-else").dumps(ref),
+        "other_connector": f"/v1/connect/webhooks/pipedream/{_sign(other_connector_ref)}",
         "expired": f"/v1/connect/webhooks/pipedream/{expired}",
         "garbage": "/v1/connect/webhooks/pipedream/not-a-signed-value",
+        # the old format, readable claims signed with the right key, is not a reference
+        "plain_claims": f"/v1/connect/webhooks/pipedream/{_sign(dict(claims, c='pipedream'))}",
+        "tampered_ref": f"/v1/connect/webhooks/pipedream/{_sign(tampered_ref)}",
+        "not_a_ref": f"/v1/connect/webhooks/pipedream/{_sign(['v1', ref])}",
     }
     for name, path in attempts.items():
         r = connect.client.post(path, json=payload, base_url="http://connect.test")
@@ -476,7 +522,7 @@ def test_webhook_refuses_missing_forged_and_expired_values(connect, pd, seed_app
     assert pd.account_calls() == 0
     # the genuine value works, and keys listed in secret_key_fallbacks still verify after a rotation
     connect.app.config["SECRET_KEY_FALLBACKS"] = ["old-secret-key-" + "z" * 32]
-    rotated = _sign(claims, "old-secret-key-" + "z" * 32)
+    rotated = _sign(ref, "old-secret-key-" + "z" * 32)
     r = connect.client.post(f"/v1/connect/webhooks/pipedream/{rotated}", json=payload,
                             base_url="http://connect.test")
     assert r.status_code == 200, r.get_json()
@@ -537,7 +583,9 @@ def test_statuses_look_accounts_up_throttled(connect, pd, seed_app):
     assert connect.statuses(token)[gmail] == "pending"
     assert pd.account_calls("GET") == 1
     query = pd.account_requests[-1]["args"]
-    assert (query["external_user_id"], query["app"]) == (user, "gmail")
+    # the filter the list-accounts reference names: app_id, "the app slug or ID to filter accounts by"
+    assert (query["external_user_id"], query["app_id"]) == (user, "gmail")
+    assert "app" not in query
 
     # linked without a webhook (e.g. the webhook was lost): found at the next lookup, not before
     account = pd.add_account(PROJECT, "production", user, "gmail")
@@ -572,15 +620,51 @@ def test_statuses_look_accounts_up_throttled(connect, pd, seed_app):
     assert row.status == "error" and "no longer exists" in row.status_reason
 
 
-def test_starting_a_link_lifts_the_lookup_throttle(connect, pd, seed_app):
+def test_starting_a_link_keeps_the_lookup_throttle(connect, pd, seed_app):
+    """At most one platform lookup per user+requirement per minute, however often links are started."""
     token = connect.token(seed_app, "user-1")
     gmail = connect.requirement_id(seed_app, "gmail")
     assert connect.statuses(token)[gmail] == "pending"
-    assert link(connect, token, gmail).status_code == 201
-    # linked, but the webhook never arrives: the page's next statuses read still finds the account
+    assert pd.account_calls("GET") == 1
+    for _ in range(5):
+        assert link(connect, token, gmail).status_code == 201
+        assert connect.statuses(token)[gmail] == "pending"
+    assert pd.account_calls("GET") == 1 and len(pd.connect_tokens) == 5
+    # linked, but the webhook never arrives: the first lookup of the next minute finds the account
     pd.add_account(PROJECT, "production", external_user_id(seed_app["id"], "user-1"), "gmail")
+    assert connect.statuses(token)[gmail] == "pending"
+    assert pd.account_calls("GET") == 1
+    expire_lookups(connect)
     assert connect.statuses(token)[gmail] == "completed"
     assert pd.account_calls("GET") == 2
+    # the webhook, though, counts at once
+    assert link(connect, token, gmail).status_code == 201
+    pd.complete_link(pd.connect_tokens[-1]["token"], "gmail", name="second@example.com",
+                     deliver=deliver_into(connect))
+    assert len(rows(connect, status="active")) == 2
+
+
+def test_lookup_keeps_only_the_requirements_app(connect, pd, seed_app):
+    """A platform that ignores the app filter (or answers oddly) still completes nothing else."""
+    user = external_user_id(seed_app["id"], "user-1")
+    pd.app_filter = False
+    slack = pd.add_account(PROJECT, "production", user, "slack")
+    for malformed in ("gmail", {"name": "Gmail"}, ["gmail"]):  # not the documented app object
+        odd = pd.add_account(PROJECT, "production", user, "gmail")
+        pd.set_account(odd["id"], app=malformed)
+    token = connect.token(seed_app, "user-1")
+    gmail = connect.requirement_id(seed_app, "gmail")
+    assert connect.statuses(token)[gmail] == "pending"
+    assert rows(connect) == []
+    assert pd.account_requests[-1]["args"]["app_id"] == "gmail"
+    gmail_account = pd.add_account(PROJECT, "production", user, "gmail")
+    expire_lookups(connect)
+    assert connect.statuses(token)[gmail] == "completed"
+    [row] = rows(connect)
+    assert row.app_slug == "gmail"
+    with db(connect):
+        from connect_service.connections import read_settings
+        assert read_settings(row)["account_id"] == gmail_account["id"] != slack["id"]
 
 
 def test_lookup_follows_pages(connect, pd, seed_app):
@@ -651,3 +735,44 @@ def test_credential_created_through_the_api(connect, pd):
     assert pd.connect_token_requests[-1]["headers"]["X-Pd-Environment"] == "development"
     pd.complete_link(pd.connect_tokens[-1]["token"], "gmail", deliver=deliver_into(connect))
     assert connect.statuses(token)[gmail] == "completed"
+
+
+# --- the hosted page ------------------------------------------------------------------------------
+
+def test_hosted_page_links_through_the_platform_only(connect, pd, seed_app):
+    import re
+    from urllib.parse import urlencode
+
+    client = connect.app.test_client()
+    token = connect.token(seed_app, "user-1")
+    r = client.get(f"/connect?token={token}", base_url="http://connect.test")
+    path = r.headers["Location"]
+    r = client.get(path, base_url="http://connect.test")
+    assert r.status_code == 200
+    csp = dict(d.strip().split(" ", 1) for d in r.headers["Content-Security-Policy"].split(";"))
+    # Pipedream's link page and the configured platform (this test's local server), nothing else
+    assert csp["form-action"] == f"'self' https://pipedream.com {pd.url}"
+    csrf = re.search(r'name="csrf_token" value="([0-9a-f]+)"', r.get_data(as_text=True)).group(1)
+    gmail = connect.requirement_id(seed_app, "gmail")
+    r = client.post(f"{path}/accounts/{gmail}", data={"csrf_token": csrf}, base_url="http://connect.test")
+    assert r.status_code == 303
+    assert r.headers["Location"].startswith(pd.url + "/_static/connect.html?")
+    sent = pd.connect_token_requests[-1]["json"]
+    back = f"http://connect.test{path}?{urlencode({'requirement_id': gmail})}"
+    assert sent["success_redirect_uri"] == back + "&status=success"
+    assert sent["error_redirect_uri"] == back + "&status=error"
+    # linked: the webhook records it and the page it returns to shows it
+    pd.complete_link(pd.connect_tokens[-1]["token"], "gmail", deliver=deliver_into(connect))
+    html = client.get(urlsplit(sent["success_redirect_uri"]).path + "?" + urlsplit(
+        sent["success_redirect_uri"]).query, base_url="http://connect.test").get_data(as_text=True)
+    card = html[html.index(f'id="req-{gmail}"'):]
+    card = card[:card.index("</section>")]
+    assert ">Connected<" in card and "Linking Connect your Gmail account finished." in card
+
+
+def test_page_form_action_without_a_credential_is_pipedream_only(connect, pd):
+    app = connect.create_app_with_requirements(SEED_REQUIREMENTS)
+    client = connect.app.test_client()
+    r = client.get(f"/connect?token={connect.token(app, 'user-1')}", base_url="http://connect.test")
+    r = client.get(r.headers["Location"], base_url="http://connect.test")
+    assert "form-action 'self' https://pipedream.com;" in r.headers["Content-Security-Policy"]

@@ -2,122 +2,39 @@
 
 The connect token leaves the URL at once: ``/connect?token=…`` stores it in an
 HttpOnly, SameSite=Lax cookie named after a per-(app, user) handle and
-redirects to ``/connect/<handle>``, so two open links for different apps or
-users never overwrite each other and the URL shown, logged and kept in history
-carries no secret. Every form post is authenticated by that cookie and carries
-a CSRF token derived from it (HMAC with ``secret_key``); posts from another
-origin are refused. The page works without JavaScript; ``static/connect.js``
-only saves forms in place (fetch) so the other forms keep what was typed.
+redirects to ``/connect/<handle>`` (cookies, handles, CSRF: :mod:`.session`), so
+two open links for different apps or users never overwrite each other and the
+URL shown, logged and kept in history carries no secret. Every form post is
+authenticated by that cookie and carries a CSRF token derived from it; posts
+from another origin are refused. The page works without JavaScript;
+``static/connect.js`` only saves forms in place (fetch) so the other forms keep
+what was typed. docs/hosted-page.md describes the whole page.
 """
 from __future__ import annotations
 
-import datetime
-import hashlib
 import hmac
 import json
 import secrets
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from .. import errors
 from ..api.common import connect_identity, registry, settings
-from ..models import App, Connection
+from ..models import Connection
 from ..requirements import find_requirement, submit_credentials
+from .session import PageSession, cookie_sessions, csrf_token, load_session, page_key, post_refusal, store_session
 
 bp = Blueprint("connect_page", __name__, template_folder="templates", static_folder="static",
                static_url_path="/connect/static")
 
-SESSION_COOKIE_PREFIX = "connect_session_"
-OAUTH_NONCE_COOKIE = "connect_oauth_nonce"
-OAUTH_CALLBACK_PATH = "/v1/connect/oauth2/callback"
 #: the only two texts a status badge ever shows
 BADGES = {"completed": "Connected", "pending": "Needs action"}
 EXPIRED_MESSAGE = "This link has expired. Ask the app for a new one."
-
-
-@dataclass
-class PageSession:
-    """The end user behind a page request: the handle in the URL and the token in its cookie."""
-
-    key: str
-    token: str
-    user_id: str
-    app: App
-    expires_at: datetime.datetime
-
-
-# --- handles, cookies, CSRF -----------------------------------------------------------------
-
-def _mac(*parts: str) -> str:
-    message = "\n".join(parts).encode()
-    return hmac.new(settings()["secret_key"].encode(), message, hashlib.sha256).hexdigest()
-
-
-def page_key(app_id: str, user_id: str) -> str:
-    """The non-secret handle of one (app, end user): names the cookie and the clean URL."""
-    return _mac("connect-page-handle", app_id, user_id)[:24]
-
-
-def csrf_token(session: PageSession) -> str:
-    """CSRF token of a page session: an HMAC of its cookie value, so another site cannot compute it."""
-    return _mac("connect-page-csrf", session.token)
-
-
-def _secure() -> bool:
-    return settings()["public_url"].startswith("https://")
-
-
-def _public_origin() -> str:
-    parts = urlsplit(settings()["public_url"])
-    return f"{parts.scheme}://{parts.netloc}"
-
-
-def _session_from(key: str, token: str | None) -> PageSession | None:
-    found = connect_identity(token)
-    if found is None:
-        return None
-    identity, app = found
-    if not hmac.compare_digest(page_key(app.id, identity.user_id), key):
-        return None
-    return PageSession(key=key, token=token, user_id=identity.user_id, app=app, expires_at=identity.expires_at)
-
-
-def load_session(key: str) -> PageSession | None:
-    """The page session for ``/connect/<key>`` from its cookie, or None (missing, expired, forged)."""
-    if not key.isalnum() or len(key) != 24:
-        return None
-    session = _session_from(key, request.cookies.get(SESSION_COOKIE_PREFIX + key))
-    if session is not None:
-        g.page_app = session.app
-    return session
-
-
-def _cookie_sessions() -> list[PageSession]:
-    out = []
-    for name, value in request.cookies.items():
-        if name.startswith(SESSION_COOKIE_PREFIX):
-            session = _session_from(name[len(SESSION_COOKIE_PREFIX):], value)
-            if session is not None:
-                out.append(session)
-    return out
-
-
-def _post_refusal(session: PageSession) -> str | None:
-    """Why a POST must be refused (CSRF token, Origin, Fetch metadata), or None when it may proceed."""
-    sent = request.form.get("csrf_token", "")
-    if not sent or not hmac.compare_digest(sent, csrf_token(session)):
-        return "csrf"
-    origin = request.headers.get("Origin")
-    # a form navigation under Referrer-Policy: no-referrer sends ``Origin: null``; the token still guards it
-    if origin and origin != "null" and origin != _public_origin():
-        return "origin"
-    site = request.headers.get("Sec-Fetch-Site")
-    if site and site not in ("same-origin", "none"):
-        return "origin"
-    return None
+#: what the browser sees back from a provider or platform when no page session is left to show
+RESULT_OK = "Done \u2014 you can close this window."
+RESULT_ERROR = "The account was not connected"
 
 
 def _wants_json() -> bool:
@@ -171,19 +88,30 @@ def _stored_values(session: PageSession, req_id: str, fields: list[dict]) -> dic
     return out
 
 
-def _oauth_notice(session: PageSession, req_id: str, title: str) -> dict[str, str] | None:
+def _error_code_arg() -> str:
+    """The ``error`` query argument when it looks like an OAuth-style code (``access_denied``), else ""."""
+    code = request.args.get("error", "")
+    return code if code and len(code) <= 60 and code.replace("_", "").isalnum() else ""
+
+
+def _return_notice(session: PageSession, req_id: str, title: str, kind: str) -> dict[str, str] | None:
     """The message for a requirement the browser just came back to (``?status=…&requirement_id=…``)."""
     status = request.args.get("status")
     if request.args.get("requirement_id") != req_id or status not in ("success", "error"):
         return None
+    if kind == "action_account":
+        if status == "success":
+            return {"kind": "ok", "text": f"Linking {title} finished. If it is not marked done yet, "
+                                          "reload this page in a minute."}
+        code = _error_code_arg()
+        text = f"Linking {title} did not complete"
+        return {"kind": "error", "text": f"{text}: {code}. Try again." if code else f"{text}. Try again."}
     if status == "success":
         return {"kind": "ok", "text": f"Authorization for {title} finished."}
     conn = Connection.get_or_none(Connection.app == session.app.id, Connection.customer_id == session.user_id,
                                   Connection.requirement_id == req_id)
     reason = conn.status_reason if conn is not None and conn.status == "error" and conn.status_reason else ""
-    code = request.args.get("error", "")
-    if not reason and code and len(code) <= 60 and code.replace("_", "").isalnum():
-        reason = code
+    reason = reason or _error_code_arg()
     text = f"The authorization for {title} did not complete"
     return {"kind": "error", "text": f"{text}: {reason}" if reason else f"{text}. Try again."}
 
@@ -196,6 +124,7 @@ def render_page(session: PageSession, status: int = 200, form_errors: dict[str, 
     items = _statuses(session)
     reg = registry()
     cards = []
+    link_origins: list[str] = []  # where the action-account forms may redirect (CSP form-action)
     for item in items or []:
         cls = reg.get(_type_name(item))
         card = {"id": item["id"], "title": item["title"], "description": item.get("description") or "",
@@ -209,11 +138,13 @@ def render_page(session: PageSession, status: int = 200, form_errors: dict[str, 
             if values is None:
                 values = _stored_values(session, item["id"], card["fields"])
             card["values"] = values
-        notice = notices.get(item["id"]) or _oauth_notice(session, item["id"], item["title"])
+        notice = notices.get(item["id"]) or _return_notice(session, item["id"], item["title"], card["kind"])
         if notice:
             card["notice"] = notice
+        if card["kind"] == "action_account":
+            link_origins.extend(o for o in _link_origins(session, item["id"]) if o not in link_origins)
         cards.append(card)
-    g.page_form_action_https = any(c["kind"] == "action_account" for c in cards)
+    g.page_link_origins = link_origins
     page_notice = None
     if not request.args.get("requirement_id") and request.args.get("status") in ("success", "error"):
         page_notice = ({"kind": "ok", "text": "Welcome back. The list below shows what is done."}
@@ -229,13 +160,28 @@ def render_expired(status: int = 401):
     return render_template("connect_message.html", heading="Link expired", message=EXPIRED_MESSAGE), status
 
 
+def _returning() -> str | None:
+    """``success`` or ``error`` when the browser is back from a provider or platform (``?status=…``)."""
+    status = request.args.get("status")
+    return status if status in ("success", "error") else None
+
+
+def render_result(status: str):
+    """The neutral outcome page for a browser back without a page session (e.g. a link started by API)."""
+    if status == "success":
+        return render_template("connect_message.html", heading="Done", message=RESULT_OK), 200
+    code = _error_code_arg()
+    message = f"{RESULT_ERROR}: {code}." if code else f"{RESULT_ERROR}."
+    return render_template("connect_message.html", heading="Not completed", message=message,
+                           detail="You can close this window and try again."), 200
+
+
 def render_refused(session: PageSession | None, reason: str):
     """403 for a post that failed the CSRF or origin checks (JSON for the script)."""
     text = ("This form has expired or was sent from another site. Reload the page and try again."
             if reason == "csrf" else "This request came from another site and was refused.")
     if _wants_json():
-        return jsonify({"error": {"code": "forbidden", "message": "Forbidden", "details": {"input": text}},
-                        "form_error": text}), 403
+        return errors.error_response(403, {"input": text})
     return render_template("connect_message.html", heading="Request refused", message=text,
                            back_url=url_for("connect_page.page", key=session.key) if session else None), 403
 
@@ -253,17 +199,16 @@ def entry():
         identity, app = found
         key = page_key(app.id, identity.user_id)
         response = redirect(url_for("connect_page.page", key=key), 303)
-        max_age = int((identity.expires_at - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
-        response.set_cookie(SESSION_COOKIE_PREFIX + key, token, max_age=max(max_age, 0), path="/connect",
-                            httponly=True, samesite="Lax", secure=_secure())
+        store_session(response, key, token, identity.expires_at)
         return response
     # Back from a provider (``?status=…&requirement_id=…``): pick the page this browser started from.
-    sessions = _cookie_sessions()
+    sessions = cookie_sessions()
     req_id = request.args.get("requirement_id")
     if req_id and len(sessions) > 1:
         sessions = _sessions_for_requirement(sessions, req_id) or sessions
     if not sessions:
-        return render_expired()
+        returning = _returning()
+        return render_result(returning) if returning else render_expired()
     query = {k: request.args[k] for k in ("status", "requirement_id") if k in request.args}
     target = url_for("connect_page.page", key=sessions[0].key)
     return redirect(f"{target}?{urlencode(query)}" if query else target, 303)
@@ -283,9 +228,11 @@ def _sessions_for_requirement(sessions: list[PageSession], req_id: str) -> list[
 
 @bp.get("/connect/<key>")
 def page(key: str):
+    """The page of one (app, end user); its cookie must be in this browser."""
     session = load_session(key)
     if session is None:
-        return render_expired()
+        returning = _returning()
+        return render_result(returning) if returning else render_expired()
     saved = request.args.get("saved")
     notices = {saved: {"kind": "ok", "text": "Saved."}} if saved else None
     return render_page(session, notices=notices)
@@ -342,7 +289,7 @@ def save_credentials(key: str, req_id: str):
     session = load_session(key)
     if session is None:
         return _expired_for_post()
-    refusal = _post_refusal(session)
+    refusal = post_refusal(session)
     if refusal:
         return render_refused(session, refusal)
     try:
@@ -377,20 +324,20 @@ def save_credentials(key: str, req_id: str):
 
 def _expired_for_post():
     if _wants_json():
-        return jsonify({"error": {"code": "unauthorized", "message": "Unauthorized",
-                                  "details": {"input": EXPIRED_MESSAGE}}, "form_error": EXPIRED_MESSAGE}), 401
+        return errors.error_response(401, {"input": EXPIRED_MESSAGE})
     return render_expired()
 
 
 def _page_error(session: PageSession, req_id: str, field_errors: dict[str, str], status: int,
                 values: dict[str, Any] | None = None, headers: dict[str, str] | None = None):
-    """A failed form action: JSON for the script, else the whole page with the errors in place."""
+    """A failed form action: the error shape for the script, else the whole page with the errors in place.
+
+    JSON ``details`` name each field ``config.<field>`` and the form as a whole ``input``,
+    each with the sentence the page shows.
+    """
     if _wants_json():
-        body = {"error": {"code": errors.error_code(status), "message": "error"},
-                "field_errors": {k: v for k, v in field_errors.items() if k != "_form"},
-                "form_error": field_errors.get("_form")}
-        response = jsonify(body)
-        response.status_code = status
+        details = {("input" if k == "_form" else f"config.{k}"): v for k, v in field_errors.items()}
+        response = errors.error_response(status, details)
     else:
         html, _ = render_page(session, status, form_errors={req_id: field_errors},
                               form_values={req_id: values} if values is not None else None)
@@ -414,17 +361,17 @@ def oauth_start(key: str, req_id: str):
     try:
         req = find_requirement(session.app, req_id)
         # back to this very page (not the bare /connect) so several open pages cannot be confused
-        url, _conn = oauth.start_authorization(session.app, session.user_id, req,
-                                               return_to=f"{settings()['public_url']}/connect/{key}",
-                                               browser_nonce=nonce)
+        started = oauth.start_authorization(session.app, session.user_id, req,
+                                            return_to=f"{settings()['public_url']}/connect/{key}",
+                                            browser_nonce=nonce)
     except errors.NotFound:
         return _page_error(session, req_id, {"_form": "This requirement no longer exists. Reload the page."}, 404)
     except errors.APIError as exc:
         return _page_error(session, req_id, {"_form": _api_problem("This account cannot be connected right now",
                                                                    exc)}, exc.status if exc.status < 500 else 502)
-    response = redirect(url, 302)
-    response.set_cookie(oauth.NONCE_COOKIE, nonce, max_age=int(settings()["oauth_session_seconds"]),
-                        path=oauth.CALLBACK_PATH, httponly=True, samesite="Lax", secure=_secure())
+    response = redirect(started.url, 302)
+    # a cookie per flow (named after its state), so two flows started in this browser both complete
+    oauth.set_nonce_cookie(response, started.nonce_cookie, nonce)
     return response
 
 
@@ -435,7 +382,11 @@ def _api_problem(prefix: str, exc: errors.APIError) -> str:
 
 @bp.post("/connect/<key>/accounts/<req_id>")
 def link_account(key: str, req_id: str):
-    """Send the user to the action connector's link page (same logic as ``POST …/accounts``)."""
+    """Send the user to the action connector's link page (same logic as ``POST …/accounts``).
+
+    The platform sends the browser back to this very page (``/connect/<key>?requirement_id=…``),
+    never to the bare ``/connect``, so several open pages cannot be confused.
+    """
     from .. import ratelimit
     from ..api import accounts
     from ..api.connect import client_address
@@ -443,7 +394,7 @@ def link_account(key: str, req_id: str):
     session = load_session(key)
     if session is None:
         return _expired_for_post()
-    refusal = _post_refusal(session)
+    refusal = post_refusal(session)
     if refusal:
         return render_refused(session, refusal)
     try:
@@ -451,7 +402,8 @@ def link_account(key: str, req_id: str):
         accounts.action_type(req)
         ratelimit.hit(f"accounts:{session.app.id}:{client_address()}",
                       settings()["rate_limit_credentials_per_minute"])
-        link = accounts.start_link(session.app, session.user_id, req)
+        back = f"{settings()['public_url']}/connect/{key}?{urlencode({'requirement_id': req.public_id})}"
+        link = accounts.start_link(session.app, session.user_id, req, internal_return_to=back)
     except errors.NotFound:
         return _page_error(session, req_id, {"_form": "This requirement no longer exists. Reload the page."}, 404)
     except errors.TooManyRequests as exc:
@@ -460,24 +412,34 @@ def link_account(key: str, req_id: str):
     except errors.APIError as exc:
         return _page_error(session, req_id, {"_form": _api_problem("The account cannot be linked right now", exc)},
                            exc.status if exc.status < 500 else 502)
+    if accounts.origin_of(link["connect_link_url"]) not in accounts.link_origins(session.app, req):
+        current_app.logger.warning("hosted page: requirement %s got a link outside its type's link_origins",
+                                   req.public_id)
+        return _page_error(session, req_id, {"_form": "The account cannot be linked right now: the platform "
+                                                      "answered with an unexpected link page."}, 502)
     return redirect(link["connect_link_url"], 303)
 
 
+def _link_origins(session: PageSession, req_id: str) -> list[str]:
+    from ..api import accounts
+
+    try:
+        return accounts.link_origins(session.app, find_requirement(session.app, req_id))
+    except errors.NotFound:
+        return []
+
+
 # --- headers --------------------------------------------------------------------------------
-
-def _origin_of(url: str) -> str | None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return None
-    return f"{parts.scheme}://{parts.netloc.lower()}"
-
 
 def _security_headers(response):
     if request.path != "/connect" and not request.path.startswith("/connect/"):
         return response
     app = g.get("page_app")
-    ancestors = [o for o in (_origin_of(u) for u in (app.frame_ancestors or [] if app else [])) if o]
-    form_action = "'self' https:" if g.get("page_form_action_https") else "'self'"
+    from ..api.accounts import origin_of
+
+    ancestors = [o for o in (origin_of(u) for u in (app.frame_ancestors or [] if app else [])) if o]
+    # the action-account forms redirect to their platform's link page, and only there
+    form_action = " ".join(["'self'", *g.get("page_link_origins", [])])
     policy = [
         "default-src 'self'", "script-src 'self'", "style-src 'self'", "img-src 'self' data:",
         "connect-src 'self'", "object-src 'none'", "base-uri 'none'", f"form-action {form_action}",

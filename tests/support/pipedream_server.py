@@ -11,9 +11,11 @@ request and response shapes Pipedream documents:
   body ``{"external_user_id", "success_redirect_uri"?, "error_redirect_uri"?, "webhook_uri"?,
   "allowed_origins"?}`` → ``{"token", "expires_at", "connect_link_url"}``
   (https://pipedream.com/docs/connect/api-reference/create-connect-token).
-* ``GET /v1/connect/{project_id}/accounts?external_user_id=&app=&limit=&after=`` →
+* ``GET /v1/connect/{project_id}/accounts?external_user_id=&app_id=&limit=&after=`` →
   ``{"data": [account…], "page_info": {"count", "total_count", "start_cursor", "end_cursor"}}``
-  (https://pipedream.com/docs/connect/api-reference/list-accounts).
+  (https://pipedream.com/docs/connect/api-reference/list-accounts: ``app_id`` is "the app
+  slug or ID to filter accounts by"). Like a platform that does not know it, the server
+  ignores any other query parameter, an ``app=`` filter included.
 * ``GET /v1/connect/{project_id}/accounts/{account_id}`` → the account, 404 when unknown
   (https://pipedream.com/docs/connect/api-reference/retrieve-account).
 * ``DELETE /v1/connect/{project_id}/accounts/{account_id}`` → 204
@@ -42,7 +44,8 @@ Usage::
 
 Knobs: ``down`` (every endpoint answers 503 with an HTML body), ``fail`` (``{endpoint name:
 HTTP status}`` for ``oauth_token``, ``create_token``, ``list_accounts``, ``get_account``,
-``delete_account``), ``access_token_lifetime`` (3600 s), ``page_size`` (default ``limit``), ``max_page_size`` (100).
+``delete_account``), ``access_token_lifetime`` (3600 s), ``page_size`` (default ``limit``), ``max_page_size`` (100),
+``app_filter`` (True; False lists every app's accounts whatever ``app_id`` says).
 Records: ``oauth_requests``, ``connect_token_requests`` (each with ``headers`` and ``json``),
 ``account_requests`` (``{"method", "path", "args", "authorization", "environment"}``),
 ``webhook_deliveries`` and ``errors`` (unexpected exceptions inside the server).
@@ -73,6 +76,12 @@ APPS = {
     "slack": {"id": "app_OkrhR2", "name_slug": "slack", "name": "Slack", "auth_type": "oauth"},
     "openai": {"id": "app_OkrhR3", "name_slug": "openai", "name": "OpenAI (ChatGPT)", "auth_type": "keys"},
 }
+
+
+def _app_keys(account: dict[str, Any]) -> tuple[Any, ...]:
+    """The values an ``app_id`` filter matches: the account's app slug and id (a malformed app: itself)."""
+    app = account.get("app")
+    return (app.get("name_slug"), app.get("id")) if isinstance(app, dict) else (app,)
 
 
 def _now() -> datetime.datetime:
@@ -106,6 +115,7 @@ class PipedreamTestServer:
         self.access_token_lifetime = 3600
         self.page_size = 10
         self.max_page_size = 100
+        self.app_filter = True
         self.oauth_requests: list[dict[str, Any]] = []
         self.connect_token_requests: list[dict[str, Any]] = []
         self.account_requests: list[dict[str, Any]] = []
@@ -352,7 +362,7 @@ class PipedreamTestServer:
                 return failed
             environment = request.headers["x-pd-environment"]
             user = request.args.get("external_user_id")
-            app_filter = request.args.get("app")
+            app_filter = request.args.get("app_id") if server.app_filter else None
             try:
                 limit = min(max(int(request.args.get("limit", server.page_size)), 1), server.max_page_size)
             except ValueError:
@@ -361,8 +371,7 @@ class PipedreamTestServer:
                 matching = [dict(e["account"]) for e in server.accounts.values()
                             if e["project_id"] == project_id and e["environment"] == environment
                             and (user is None or e["external_user_id"] == user)
-                            and (app_filter is None or app_filter in (e["account"]["app"]["name_slug"],
-                                                                     e["account"]["app"]["id"]))]
+                            and (app_filter is None or app_filter in _app_keys(e["account"]))]
             matching.sort(key=lambda a: a["id"])
             after = request.args.get("after")
             if after:

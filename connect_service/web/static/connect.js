@@ -25,17 +25,21 @@
     if (formError) { formError.textContent = ""; formError.hidden = true; }
   }
 
-  function showErrors(form, fieldErrors, formErrorText) {
+  /* The service's error shape: {"error": {"code", "message", "details": {"config.<field>" | "input": text}}}.
+     A detail naming a field of this form goes next to it; every other one is the form's error. */
+  function showErrors(form, details, fallback) {
     var first = null;
-    Object.keys(fieldErrors || {}).forEach(function (name) {
-      var box = fieldBox(form, name);
-      if (!box) { formErrorText = formErrorText || fieldErrors[name]; return; }
+    var formErrorText = "";
+    Object.keys(details || {}).forEach(function (path) {
+      var box = path.indexOf("config.") === 0 ? fieldBox(form, path.slice(7).split(".")[0]) : null;
+      if (!box) { formErrorText = formErrorText || details[path]; return; }
       box.classList.add("has-error");
       var input = box.querySelector("input, select, textarea");
       if (input) { input.setAttribute("aria-invalid", "true"); first = first || input; }
       var msg = box.querySelector(".field-error");
-      if (msg) { msg.textContent = fieldErrors[name]; msg.hidden = false; }
+      if (msg) { msg.textContent = details[path]; msg.hidden = false; }
     });
+    if (!first && !formErrorText) formErrorText = fallback;
     var formError = form.querySelector(".form-error");
     if (formErrorText && formError) { formError.textContent = formErrorText; formError.hidden = false; }
     if (first) first.focus();
@@ -74,7 +78,10 @@
       headers: { "Accept": "application/json" },
       body: new URLSearchParams(new FormData(form))
     }).then(function (response) {
-      return response.json().then(function (data) { return { ok: response.ok, data: data }; });
+      // a body that is not JSON (a proxy's error page) still ends in a message on the form
+      return response.json().catch(function () { return {}; }).then(function (data) {
+        return { ok: response.ok, data: data };
+      });
     }).then(function (result) {
       var data = result.data || {};
       if (result.ok) {
@@ -85,9 +92,8 @@
         for (var i = 0; i < secrets.length; i++) secrets[i].value = "";
         setNotice(card, data.message || "Saved.");
       } else {
-        showErrors(form, data.field_errors, data.form_error ||
-                   (data.error && data.error.details && data.error.details.input) ||
-                   "Saving failed. Check the form and try again.");
+        showErrors(form, data.error && data.error.details,
+                   "Saving failed (" + ((data.error && data.error.message) || "error") + "). Try again.");
       }
     }).catch(function () {
       showErrors(form, {}, "The service could not be reached. Check your connection and try again.");
