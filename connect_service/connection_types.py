@@ -71,6 +71,14 @@ class ConnectionType:
     ``settings_schema`` (marshmallow ``Schema`` subclass)
         Connector-specific ``settings`` of a credential (e.g. a platform's
         project id), for connectors that have any.
+    ``link_origins`` (tuple of str)
+        For ``action_account`` types: the origins (``https://host[:port]``) of
+        the pages :meth:`link_account` sends the end user to. The hosted page
+        lets its link forms go there (CSP ``form-action``) and nowhere else, and
+        shows an error instead of redirecting to a link outside them. An entry
+        may hold ``{name}`` placeholders filled from the serving credential's
+        ``settings`` (e.g. ``"{api_base_url}"`` for a self-hosted or test
+        platform). Default: none (the page cannot send the browser anywhere).
 
     Worked example: a database type with a port default and a check beyond
     the schema::
@@ -104,6 +112,7 @@ class ConnectionType:
     provider: ClassVar[OAuth2Provider | None] = None
     description: ClassVar[str] = ""
     settings_schema: ClassVar[type[Schema] | None] = None
+    link_origins: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_definition(cls) -> None:

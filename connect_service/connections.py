@@ -93,8 +93,20 @@ def notify_failed(conn: Connection, reason: str) -> None:
     _registry().notify("connection_failed", connection=hook_view(conn), reason=reason)
 
 
-def mark_error(conn: Connection, reason: str) -> None:
-    Connection.update(status="error", status_reason=reason[:500], updated_at=utcnow()).where(
-        Connection.id == conn.id).execute()
+def mark_error(conn: Connection, reason: str, *, generation: int | None = None) -> bool:
+    """Move ``conn`` to ``error`` with ``reason`` and fire ``connection_failed``; True when it did.
+
+    With ``generation`` (the ``refresh_generation`` the caller's decision was
+    based on) the update is conditional: when a refresh or re-authorization
+    stored a token meanwhile, nothing changes, no hook fires and the answer
+    is False.
+    """
+    query = Connection.update(status="error", status_reason=reason[:500], updated_at=utcnow()).where(
+        Connection.id == conn.id)
+    if generation is not None:
+        query = query.where(Connection.refresh_generation == generation)
+    if query.execute() != 1:
+        return False
     conn.status, conn.status_reason = "error", reason[:500]
     notify_failed(conn, reason)
+    return True

@@ -178,6 +178,10 @@ class AuthorizationSession(BaseModel):
     consumed_at = pw.DateTimeField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
 
+    class Meta:
+        # the purge of long-expired sessions (oauth.purge_authorization_sessions) walks this index
+        indexes = ((("expires_at",), False),)
+
 
 class RateLimitHit(BaseModel):
     """Fixed one-minute windows counted in the database, shared by every worker."""

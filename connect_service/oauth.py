@@ -19,10 +19,10 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
-import string
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import jwt
@@ -35,7 +35,7 @@ from oauthlib.oauth2 import WebApplicationClient
 from . import errors
 from .connection_types import ConnectionType, OAuth2Provider, ProviderError
 from .connections import mark_error, notify_activated, read_settings, seal_settings
-from .db import write_transaction
+from .db import db_now, is_postgres, write_transaction
 from .http import GuardedClient, OutboundError
 from .models import App, AuthorizationSession, Connection, Credential, Requirement, new_id, utcnow
 
@@ -46,11 +46,20 @@ __all__ = [
     "begin_authorization", "complete_authorization", "CallbackOutcome", "token_settings", "request_refresh",
     "request_client_credentials", "revoke_tokens", "exchange_code", "client_secret", "set_client_secret",
     "effective_auth_method", "effective_pkce_method", "credential_scopes", "select_credential",
-    "credential_available_to", "callback_url", "hash_secret", "NONCE_COOKIE",
+    "credential_available_to", "callback_url", "hash_secret", "NONCE_COOKIE", "nonce_cookie_name",
+    "set_nonce_cookie", "AuthorizationStart", "url_placeholder_problem", "purge_authorization_sessions",
+    "MAX_TOKEN_LIFETIME_SECONDS",
 ]
 
-#: the cookie that binds a hosted-page (or signed start URL) flow to the browser that began it
+#: prefix of the per-flow cookie that binds a hosted-page (or signed start URL) flow to the browser
+#: that began it; the full name is :func:`nonce_cookie_name` of the flow's state
 NONCE_COOKIE = "connect_oauth_nonce"
+#: the longest access-token lifetime believed (10 years): larger ``expires_in``/JWT ``exp`` are clamped
+MAX_TOKEN_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+#: expired authorization sessions are deleted this long after their expiry (so a late callback
+#: still reads "expired" rather than "unknown"), at most this many per start / refresh-due run
+SESSION_PURGE_GRACE = datetime.timedelta(hours=1)
+SESSION_PURGE_ON_START = 20
 CALLBACK_PATH = "/v1/connect/oauth2/callback"
 #: parameters the service itself sets on an authorization URL; ``additionalParams`` may not repeat them
 RESERVED_PARAMS = frozenset({
@@ -99,11 +108,17 @@ def oauth_client() -> GuardedClient:
     """The guarded HTTP client for token and revocation endpoints, built from settings.
 
     Uses ``allowed_private_hosts`` (loopback/private hosts that may be
-    reached, e.g. ``127.0.0.1`` in tests) and ``http_timeout_seconds``.
+    reached, e.g. ``127.0.0.1`` in tests) and ``http_timeout_seconds``. A
+    whole call may take at most half of ``refresh_lease_seconds``
+    (``max_total_time``) and each socket operation at most a quarter of it,
+    so a provider that trickles its answer cannot keep a refresh running
+    after its lease expired and another worker took over.
     """
     cfg = _settings()
+    lease = float(cfg.get("refresh_lease_seconds") or 60)
+    timeout = min(float(cfg.get("http_timeout_seconds") or 10.0), lease / 4)
     return GuardedClient(allowed_private_hosts=cfg.get("allowed_private_hosts") or (),
-                         timeout=float(cfg.get("http_timeout_seconds") or 10.0))
+                         timeout=timeout, max_total_time=min(60.0, lease / 2))
 
 
 def connection_type_for(credential: Credential) -> type[ConnectionType] | None:
@@ -111,18 +126,46 @@ def connection_type_for(credential: Credential) -> type[ConnectionType] | None:
     return _registry().by_connector(credential.connector_name)
 
 
-class _Blank(dict):
-    def __missing__(self, key):  # leave unknown placeholders visible instead of raising
-        return "{" + key + "}"
+#: a URL placeholder: ``{client_id}`` or ``{<settings key>}`` (e.g. Microsoft's ``{tenant}``)
+PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
+
+
+def _placeholder_values(credential: Credential) -> dict[str, str]:
+    settings = credential.settings if isinstance(credential.settings, dict) else {}
+    values = {k: quote(str(v), safe="") for k, v in settings.items()
+              if isinstance(v, (str, int)) and not isinstance(v, bool)}
+    values["client_id"] = quote(credential.oauth_client_id or "", safe="")
+    return values
 
 
 def _fill(url: str | None, credential: Credential) -> str | None:
+    """Replace the known ``{name}`` placeholders (URL-encoded values); never raises.
+
+    Only :data:`PLACEHOLDER` matches with a known name are replaced; anything
+    else, including other braces, stays as it is (credentials are refused at
+    save time when their URLs hold any, see :func:`url_placeholder_problem`).
+    """
     if not url or "{" not in url:
         return url
-    values = _Blank({k: quote(str(v), safe="") for k, v in (credential.settings or {}).items()
-                     if isinstance(v, (str, int))})
-    values["client_id"] = quote(credential.oauth_client_id or "", safe="")
-    return string.Formatter().vformat(url, (), values)
+    values = _placeholder_values(credential)
+    return PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), url)
+
+
+def url_placeholder_problem(url: str | None, credential: Credential) -> str | None:
+    """Why ``url`` may not be stored on ``credential``, or ``None`` when its braces are fine.
+
+    A credential URL may hold ``{client_id}`` and ``{<key>}`` for the
+    credential's scalar ``settings`` keys (e.g. ``{tenant}``); any other
+    ``{`` or ``}`` is refused (the API answers 400 naming the field).
+    """
+    if not url or ("{" not in url and "}" not in url):
+        return None
+    values = _placeholder_values(credential)
+    rest = PLACEHOLDER.sub(lambda m: "" if m.group(1) in values else m.group(0), url)
+    if "{" in rest or "}" in rest:
+        names = ", ".join("{" + name + "}" for name in sorted(values))
+        return f"may contain {{ and }} only in the placeholders {names}"
+    return None
 
 
 def provider_for(credential: Credential) -> OAuth2Provider:
@@ -311,15 +354,24 @@ def select_credential(app: App, connector_name: str, credential_id: str | None =
                                     f"{connector_name!r})"})
 
 
-def _pending_connection(where: list, values: dict[str, Any]) -> Connection:
+def _pending_connection(where: list, values: dict[str, Any], lock: peewee.Query | None = None) -> Connection:
     """Find the connection matching ``where`` or create it pending; an active one is left active.
 
     Re-authorizing an active connection keeps its old tokens working until
     the callback succeeds; a pending or failed one is reset to pending.
+
+    Find-then-create is serialized so concurrent starts share one row: on
+    SQLite by the write transaction itself (``BEGIN IMMEDIATE``), on
+    PostgreSQL by locking ``lock`` (the app or credential row the
+    connection belongs to) with ``SELECT … FOR NO KEY UPDATE`` first, which
+    does not block inserts that merely reference that row. The unique
+    index on (app, customer, requirement) still backs up requirement flows.
     """
     for _ in range(3):
         try:
             with write_transaction():
+                if lock is not None and is_postgres():
+                    list(lock.for_update("FOR NO KEY UPDATE"))
                 conn = Connection.select().where(*where).order_by(Connection.created_at).first()
                 now = utcnow()
                 if conn is None:
@@ -335,17 +387,70 @@ def _pending_connection(where: list, values: dict[str, Any]) -> Connection:
     raise errors.Conflict()
 
 
+class AuthorizationStart(NamedTuple):
+    """A started flow: send the browser to ``url``; ``connection`` completes at the callback.
+
+    ``nonce_cookie`` is the name of the per-flow cookie that must carry the
+    ``browser_nonce`` given to the start (see :func:`set_nonce_cookie`).
+    """
+
+    url: str
+    connection: Connection
+    nonce_cookie: str
+
+
+def nonce_cookie_name(state: str) -> str:
+    """The browser-binding cookie of the flow with ``state``: ``connect_oauth_nonce_<sha256(state)[:16]>``.
+
+    One cookie per flow, so two flows started in the same browser never
+    overwrite each other's binding; the callback finds it by its state.
+    """
+    return f"{NONCE_COOKIE}_{hash_secret(state)[:16]}"
+
+
+def set_nonce_cookie(response, name: str, nonce: str) -> None:
+    """Set the browser-binding cookie ``name`` = ``nonce`` on a redirect to the provider.
+
+    HttpOnly, SameSite=Lax (it must come back on the provider's top-level
+    redirect), scoped to the callback path, ``Secure`` when the public URL
+    is https, and living as long as an authorization session.
+    """
+    cfg = _settings()
+    response.set_cookie(name, nonce, max_age=int(cfg["oauth_session_seconds"]), path=CALLBACK_PATH,
+                        httponly=True, samesite="Lax", secure=cfg["public_url"].startswith("https://"))
+
+
+def purge_authorization_sessions(limit: int = 500) -> int:
+    """Delete up to ``limit`` authorization sessions that expired over an hour ago; return how many.
+
+    Consumed sessions are covered too: each one expires ``oauth_session_seconds``
+    after its start. Called with a small limit on every start and from
+    ``refresh-due``, so the table stays bounded without a separate job. On
+    PostgreSQL rows another purge is deleting are skipped, not waited for.
+    """
+    cutoff = utcnow() - SESSION_PURGE_GRACE
+    doomed = (AuthorizationSession.select(AuthorizationSession.id)
+              .where(AuthorizationSession.expires_at < cutoff)
+              .order_by(AuthorizationSession.expires_at).limit(max(1, int(limit))))
+    if is_postgres():
+        doomed = doomed.for_update("FOR UPDATE", skip_locked=True)
+    with write_transaction():
+        return AuthorizationSession.delete().where(AuthorizationSession.id.in_(doomed)).execute()
+
+
 def begin_authorization(credential: Credential, connection: Connection, *, return_to: str | None = None,
                         browser_nonce: str | None = None, scopes: list[str] | None = None,
                         prompt: str | None = None, additional_params: str | None = None,
-                        disable_offline_access: bool = False) -> str:
-    """Store an AuthorizationSession for ``connection`` and return its authorization URL.
+                        disable_offline_access: bool = False) -> AuthorizationStart:
+    """Store an AuthorizationSession for ``connection``; return its URL (an :class:`AuthorizationStart`).
 
     ``state`` is 256 random bits kept only as a SHA-256; the PKCE verifier is
     encrypted; ``redirect_uri`` is :func:`callback_url`; the session expires
     after ``oauth_session_seconds``. ``browser_nonce`` (kept as a SHA-256)
-    binds the session to the browser holding the :data:`NONCE_COOKIE` cookie.
-    The URL is built before anything is stored, so a 400 leaves no row.
+    binds the session to the browser holding it in the per-flow cookie
+    named ``AuthorizationStart.nonce_cookie``. The URL is built before
+    anything is stored, so a 400 leaves no row. Each start also purges a
+    few long-expired sessions (:func:`purge_authorization_sessions`).
     """
     provider = provider_for(credential)
     if not provider.token_url:
@@ -375,12 +480,13 @@ def begin_authorization(credential: Credential, connection: Connection, *, retur
         session.verifier_encrypted = _keyring().encrypt_json(verifier, "authorization_session", "verifier",
                                                              session.id)
     session.save(force_insert=True)
-    return url
+    purge_authorization_sessions(SESSION_PURGE_ON_START)
+    return AuthorizationStart(url, connection, nonce_cookie_name(state))
 
 
 def start_authorization(app: App, user_id: str, requirement: Requirement, *, return_to: str | None = None,
-                        browser_nonce: str | None = None) -> tuple[str, Connection]:
-    """Start the OAuth2 flow for one end user's requirement; return ``(authorization_url, connection)``.
+                        browser_nonce: str | None = None) -> AuthorizationStart:
+    """Start the OAuth2 flow for one end user's requirement; return its :class:`AuthorizationStart`.
 
     Picks the credential (:func:`select_credential`), creates or reuses the
     user's connection for the requirement (pending; an active one stays
@@ -389,7 +495,8 @@ def start_authorization(app: App, user_id: str, requirement: Requirement, *, ret
     an OAuth2 connection or no credential serves it. ``return_to`` is
     trusted: callers validate it (the API demands an exact ``return_urls``
     match; the hosted page passes its own URL). ``browser_nonce`` binds the
-    flow to the browser carrying it in the :data:`NONCE_COOKIE` cookie.
+    flow to the browser carrying it in the cookie named
+    ``AuthorizationStart.nonce_cookie``.
     """
     from .requirements import CONNECTION, connection_type_name
 
@@ -411,9 +518,9 @@ def start_authorization(app: App, user_id: str, requirement: Requirement, *, ret
         {"org": app.org_id, "app": app.id, "customer_id": user_id, "requirement_id": requirement.public_id,
          "type": cls.name, "connector_name": cls.connector_name, "integration_id": cls.name,
          "credential": credential.id},
+        lock=App.select(App.id).where(App.id == app.id),
     )
-    url = begin_authorization(credential, conn, return_to=return_to, browser_nonce=browser_nonce)
-    return url, conn
+    return begin_authorization(credential, conn, return_to=return_to, browser_nonce=browser_nonce)
 
 
 def pending_connection_for(credential: Credential, cls: type[ConnectionType], *, app: App | None,
@@ -427,12 +534,14 @@ def pending_connection_for(credential: Credential, cls: type[ConnectionType], *,
     where.append(Connection.customer_id.is_null() if customer_id is None else Connection.customer_id == customer_id)
     if app is None:
         where += [Connection.app.is_null(), Connection.credential == credential.id]
+        lock = Credential.select(Credential.id).where(Credential.id == credential.id)
     else:
         where += [Connection.app == app.id, Connection.connector_name == cls.connector_name]
+        lock = App.select(App.id).where(App.id == app.id)
     values = {"org": credential.org_id, "app": app.id if app else None, "customer_id": customer_id,
               "requirement_id": None, "type": cls.name, "connector_name": cls.connector_name,
               "integration_id": cls.name, "credential": credential.id}
-    return _pending_connection(where, values)
+    return _pending_connection(where, values, lock=lock)
 
 
 # --------------------------------------------------------------------------- token endpoint
@@ -448,7 +557,8 @@ def _decode_body(resp) -> dict[str, Any]:
     if ctype == "application/x-www-form-urlencoded":  # GitHub without Accept, some old servers
         return dict(parse_qsl(text, keep_blank_values=True))
     try:
-        data = json.loads(text)
+        # NaN/Infinity stay strings: the raw answer is echoed in API responses, which must be strict JSON
+        data = json.loads(text, parse_constant=str)
     except ValueError:
         raise ProviderUnavailable("server_error", f"the token endpoint answered HTTP {status} "
                                                   f"with a body that is not JSON") from None
@@ -553,7 +663,7 @@ def _iso(value: datetime.datetime) -> str:
     return _naive_utc(value).replace(microsecond=0).isoformat() + "Z"
 
 
-def _jwt_exp(access_token: Any) -> int | None:
+def _jwt_exp(access_token: Any) -> float | None:
     if not isinstance(access_token, str) or access_token.count(".") != 2:
         return None
     try:
@@ -562,55 +672,92 @@ def _jwt_exp(access_token: Any) -> int | None:
                                                     "verify_nbf": False})
     except jwt.PyJWTError:
         return None
-    exp = claims.get("exp")
-    return int(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    if isinstance(exp, bool) or not isinstance(exp, (int, float)):
+        return None
+    if isinstance(exp, float) and math.isnan(exp):
+        return None
+    return exp  # may be huge or infinite: _expiry_from_exp clamps it
+
+
+def _lifetime_seconds(raw: Any) -> int | None:
+    """``expires_in`` as whole seconds in 1..MAX_TOKEN_LIFETIME_SECONDS, or None when unusable.
+
+    Larger values (``1e12``, ``"inf"``) are clamped to the maximum; zero,
+    negative, NaN and non-numbers are unusable.
+    """
+    if raw is None or raw == "" or isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):  # any size: no float conversion that could overflow
+        value: float = raw if raw < MAX_TOKEN_LIFETIME_SECONDS else MAX_TOKEN_LIFETIME_SECONDS
+    else:
+        try:
+            value = float(raw)
+        except (TypeError, ValueError, OverflowError):
+            return None
+    if math.isnan(value) or value < 1:
+        return None
+    return int(min(value, MAX_TOKEN_LIFETIME_SECONDS))
+
+
+def _expiry_from_exp(exp: float, now: datetime.datetime) -> datetime.datetime:
+    """A JWT ``exp`` (Unix seconds) as naive UTC, clamped to [epoch, now + MAX_TOKEN_LIFETIME_SECONDS]."""
+    epoch = datetime.datetime(1970, 1, 1)
+    latest = (now - epoch).total_seconds() + MAX_TOKEN_LIFETIME_SECONDS
+    return epoch + datetime.timedelta(seconds=int(min(max(exp, 0), latest)))
 
 
 def token_settings(token: dict[str, Any], *, previous: dict[str, Any] | None, provider: OAuth2Provider,
-                   credential: Credential | None, now: datetime.datetime) -> tuple[dict[str, Any], datetime.datetime]:
+                   credential: Credential | None, now: datetime.datetime, new_grant: bool = False,
+                   requested_scope: str | None = None) -> tuple[dict[str, Any], datetime.datetime]:
     """Seed 002 settings ``{"oauth": {"credentials": {...}, ...}}`` and the access token's expiry.
 
     - a refresh token in ``token`` (rotation) replaces the old one; a
-      response without one keeps ``previous``'s;
+      *refresh* response without one keeps ``previous``'s. A ``new_grant``
+      (a code exchange or a client_credentials fetch) never inherits the
+      previous grant's refresh token or scope: the user may have signed in
+      as another account;
     - ``expires_in`` missing or unusable → the access token's JWT ``exp``
       (read without verification) → ``provider.default_token_lifetime`` →
-      the ``default_token_lifetime_seconds`` setting: never "never expires";
-    - ``scope`` missing → the previous scope; ``created_at`` and
-      ``metadata`` carry over from ``previous``.
+      the ``default_token_lifetime_seconds`` setting: never "never expires".
+      ``expires_in`` and ``exp`` are clamped to
+      :data:`MAX_TOKEN_LIFETIME_SECONDS`, so no provider answer can overflow;
+    - ``scope`` missing → ``requested_scope`` when given (RFC 6749 §5.1:
+      omitted means "as requested"), else the previous scope (§6, refresh);
+      ``created_at`` and ``metadata`` carry over from ``previous``.
 
-    Returns ``(settings, expires_at)`` with ``expires_at`` naive UTC (the
-    ``Connection.expires_at`` column).
+    ``now`` should be the database clock (:func:`connect_service.db.db_now`):
+    refresh decisions compare the expiry with it. Returns ``(settings,
+    expires_at)`` with ``expires_at`` naive UTC (the ``Connection.expires_at``
+    column).
     """
     now = _naive_utc(now)
     prev_oauth = (previous or {}).get("oauth") if isinstance(previous, dict) else None
     prev_oauth = prev_oauth if isinstance(prev_oauth, dict) else {}
     prev_creds = prev_oauth.get("credentials") if isinstance(prev_oauth.get("credentials"), dict) else {}
+    inherited = {} if new_grant else prev_creds
 
-    expires_at: datetime.datetime | None = None
-    raw_expires = token.get("expires_in")
-    try:
-        expires_in = int(float(raw_expires)) if raw_expires not in (None, "") else None
-    except (TypeError, ValueError):
-        expires_in = None
-    if expires_in is not None and expires_in > 0:
+    expires_in = _lifetime_seconds(token.get("expires_in"))
+    if expires_in is not None:
         expires_at = now + datetime.timedelta(seconds=expires_in)
     else:
         exp = _jwt_exp(token.get("access_token"))
         if exp is not None:
-            expires_at = datetime.datetime.fromtimestamp(exp, datetime.timezone.utc).replace(tzinfo=None)
+            expires_at = _expiry_from_exp(exp, now)
         else:
-            lifetime = provider.default_token_lifetime or int(_settings()["default_token_lifetime_seconds"])
-            expires_at = now + datetime.timedelta(seconds=int(lifetime))
+            lifetime = _lifetime_seconds(provider.default_token_lifetime) \
+                or _lifetime_seconds(_settings()["default_token_lifetime_seconds"]) or 3600
+            expires_at = now + datetime.timedelta(seconds=lifetime)
         expires_in = max(0, int((expires_at - now).total_seconds()))
 
     scope = token.get("scope")
     if isinstance(scope, (list, tuple)):
         scope = " ".join(str(s) for s in scope)
     if not scope:
-        scope = prev_creds.get("scope")
+        scope = requested_scope if requested_scope is not None else inherited.get("scope")
     credentials = {
         "access_token": token["access_token"],
-        "refresh_token": token.get("refresh_token") or prev_creds.get("refresh_token"),
+        "refresh_token": token.get("refresh_token") or inherited.get("refresh_token"),
         "scope": scope,
         "expires_in": expires_in,
         "expires_at": _iso(expires_at),
@@ -629,15 +776,24 @@ def token_settings(token: dict[str, Any], *, previous: dict[str, Any] | None, pr
 
 
 def store_tokens(conn: Connection, credential: Credential, token: dict[str, Any], *,
-                 keep_previous: bool = True) -> Connection:
-    """Write a fresh token into ``conn`` (re-read in the transaction), mark it active, bump its generation."""
+                 keep_previous: bool = True, requested_scope: str | None = None) -> Connection:
+    """Write a *new grant*'s token into ``conn`` (re-read in the transaction), activate it, bump its generation.
+
+    For code exchanges and client_credentials fetches, not refreshes: the
+    previous grant's refresh token and scope are never carried over (a
+    response without a refresh token leaves none). ``keep_previous`` keeps
+    the previous settings' ``created_at`` and ``metadata``; ``requested_scope``
+    is stored when the response names no scope. Times come from the
+    database clock, which the refresh logic compares them with.
+    """
     provider = provider_for(credential)
     with write_transaction():
         current = Connection.get_by_id(conn.id)
         previous = read_settings(current) if keep_previous and current.credential_id == credential.id else None
-        now = utcnow()
+        now = db_now()
         settings, expires_at = token_settings(token, previous=previous, provider=provider,
-                                              credential=credential, now=now)
+                                              credential=credential, now=now, new_grant=True,
+                                              requested_scope=requested_scope)
         Connection.update(
             settings_encrypted=seal_settings(current, settings), expires_at=expires_at, status="active",
             status_reason=None, credential=credential.id, updated_at=now, last_refreshed_at=now,
@@ -668,7 +824,9 @@ def _fail(conn: Connection, was_active: bool, reason: str) -> None:
     if was_active:  # a failed re-authorization leaves the working connection alone
         log.info("re-authorization of %s failed; connection stays active", conn.id)
         return
-    mark_error(conn, reason)
+    # Only when nothing stored a token since this callback looked (another flow may have just won).
+    if not mark_error(conn, reason, generation=conn.refresh_generation):
+        log.info("authorization of %s failed, but a concurrent one succeeded; keeping it", conn.id)
 
 
 def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | None = None) -> CallbackOutcome:
@@ -740,7 +898,7 @@ def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | No
     except OutboundError as exc:
         _fail(conn, was_active, f"token endpoint unreachable: {exc.reason}")
         return outcome(f"The token endpoint could not be reached ({exc.reason}: {exc.url}).", exc.code)
-    fresh = store_tokens(conn, credential, token)
+    fresh = store_tokens(conn, credential, token, requested_scope=session.scope or None)
     return CallbackOutcome(True, "Connected. You can close this window.", 200, connection=fresh,
                            return_to=session.return_to)
 

@@ -19,7 +19,11 @@ How a refresh runs (``refresh_connection`` on a read, ``run_refresh_due`` from c
 A provider that is down (transport error or 5xx) leaves the connection
 ``active`` and raises :class:`ProviderUnavailable`; ``invalid_grant`` re-reads
 the row first (another worker or a re-authorization may have replaced the
-refresh token) and only then marks the connection ``error``.
+refresh token) and only then marks the connection ``error`` — with an
+``UPDATE … WHERE refresh_generation = <seen>``, so a re-authorization that
+lands between the re-read and the write is never overwritten.
+The token HTTP client gives up after half the lease (``max_total_time``), so
+a provider that trickles its answer cannot outlive the lease.
 """
 from __future__ import annotations
 
@@ -238,10 +242,11 @@ def _run_claimed(conn_id: str, owner: str, seen: _Observed) -> Connection:
         credential = Credential.get_by_id(conn.credential_id)
         provider = oauth.provider_for(credential)
         token_url = getattr(provider, "token_url", None) or credential.oauth_token_url
+        client_credentials = credential.oauth_grant_type == "client_credentials"
         try:
-            if credential.oauth_grant_type == "client_credentials":
-                scopes = (creds.get("scope") or "").split() or None
-                token = oauth.request_client_credentials(credential, scopes)
+            if client_credentials:
+                # a new token for what the credential asks for now, not for the scope the last one got
+                token = oauth.request_client_credentials(credential)
             else:
                 token = oauth.request_refresh(credential, creds["refresh_token"])
         except OutboundError as exc:
@@ -254,8 +259,10 @@ def _run_claimed(conn_id: str, owner: str, seen: _Observed) -> Connection:
             return _rejected(conn, owner, seen, exc)
 
         now = db_now()
-        new_settings, expires_at = oauth.token_settings(token, previous=settings, provider=provider,
-                                                        credential=credential, now=now)
+        new_settings, expires_at = oauth.token_settings(
+            token, previous=settings, provider=provider, credential=credential, now=now,
+            new_grant=client_credentials,
+            requested_scope=" ".join(oauth.credential_scopes(credential)) if client_credentials else None)
         merged = dict(settings)
         merged.update(new_settings)
         # One write: new access token, rotated refresh token, expiry, generation, lease released.
@@ -289,8 +296,13 @@ def _rejected(conn: Connection, owner: str, seen: _Observed, exc: ProviderError)
         # e.g. invalid_client: an admin must fix the credential; the end user's grant may be fine
         raise ProviderUnavailable(conn.id, f"the provider refused the refresh: {exc.code}")
     reason = f"token refresh failed: {exc.code}" + (f" ({exc.description})" if exc.description else "")
-    connections.mark_error(fresh, reason + "; the user must reconnect")  # before the lease goes: no retry
+    # Before the lease goes (no retry), and only if no re-authorization stored a token since we looked.
+    marked = connections.mark_error(fresh, reason + "; the user must reconnect", generation=seen.generation)
     release(conn.id, owner)
+    if not marked:
+        log.info("refresh token was rejected but the connection was re-authorized meanwhile",
+                 extra={"fields": {"connection_id": conn.id}})
+        return _reload(conn.id)
     raise RefreshRejected(conn.id, fresh.status_reason, exc.code)
 
 
@@ -325,12 +337,26 @@ def refresh_claimed_or_skip(conn_id: str, generation: int, owner: str) -> str:
     return "refreshed" if after.refresh_generation != generation else "skipped"
 
 
+def _purge_sessions(batches: int = 20, batch_size: int = 500) -> int:
+    """Delete long-expired OAuth authorization sessions in bounded batches (at most batches × batch_size)."""
+    from . import oauth
+
+    total = 0
+    for _ in range(batches):
+        deleted = oauth.purge_authorization_sessions(batch_size)
+        total += deleted
+        if deleted < batch_size:
+            break
+    return total
+
+
 def run_refresh_due(margin: int | None = None, batch_size: int = 100,
                     echo: Callable[[str], Any] = print) -> int:
     """Refresh every OAuth connection expiring within ``margin`` seconds; return the exit code.
 
     Safe to run from cron on several hosts at once: each connection is claimed
-    with a lease before its provider call. Progress goes to ``echo`` (stderr
+    with a lease before its provider call. Afterwards long-expired OAuth
+    authorization sessions are deleted (bounded batches). Progress goes to ``echo`` (stderr
     in the CLI); the summary ``{"refreshed", "failed", "skipped"}`` is printed
     as one JSON line on stdout. Exit code 1 when any refresh failed.
     """
@@ -367,5 +393,8 @@ def run_refresh_due(margin: int | None = None, batch_size: int = 100,
             echo(f"refresh-due: processed {sum(counts.values())} "
                  f"(refreshed {counts['refreshed']}, failed {counts['failed']}, skipped {counts['skipped']}) "
                  f"in {time.monotonic() - started:.1f}s")
+        purged = _purge_sessions()
+        if purged:
+            echo(f"refresh-due: deleted {purged} expired authorization sessions")
     click.echo(json.dumps(counts))
     return 1 if counts["failed"] else 0

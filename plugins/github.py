@@ -4,7 +4,11 @@ Endpoints from GitHub's "Authorizing OAuth apps": authorization
 ``https://github.com/login/oauth/authorize``, token
 ``https://github.com/login/oauth/access_token`` (JSON with
 ``Accept: application/json``; errors come back with HTTP 200 and an
-``error`` field, which the default parser treats as errors). Scopes are
+``error`` field in GitHub's own vocabulary: :meth:`GitHubProvider.parse_token_response`
+maps a dead refresh token (``bad_refresh_token``) and a bad or used code
+(``bad_verification_code``) to RFC 6749 ``invalid_grant``, and wrong client
+credentials to ``invalid_client``, so a revoked grant marks the connection
+``error`` instead of looking like an outage). Scopes are
 space-separated; there is no offline ask (OAuth-app tokens do not expire;
 GitHub-App user tokens come with ``expires_in`` and a refresh token). PKCE
 S256 is supported since July 2025. The client authenticates in the body.
@@ -17,7 +21,14 @@ answering 204 — implemented by :meth:`GitHubProvider.revoke`.
 from __future__ import annotations
 
 from connect_service import ConnectionType, OAuth2Provider, hookimpl
-from connect_service.connection_types import basic_authorization
+from connect_service.connection_types import ProviderError, basic_authorization
+
+#: GitHub token-endpoint error codes -> the RFC 6749 code the service acts on
+GITHUB_ERRORS = {
+    "bad_refresh_token": "invalid_grant",
+    "bad_verification_code": "invalid_grant",
+    "incorrect_client_credentials": "invalid_client",
+}
 
 
 class GitHubProvider(OAuth2Provider):
@@ -29,6 +40,19 @@ class GitHubProvider(OAuth2Provider):
     offline_access = None
     token_endpoint_auth_method = "client_secret_post"
     supports_pkce = True
+
+    def parse_token_response(self, status, data):
+        """The default parsing, with GitHub's error codes (sent with HTTP 200) mapped to RFC 6749's.
+
+        ``bad_refresh_token`` / ``bad_verification_code`` become
+        ``invalid_grant`` and ``incorrect_client_credentials`` becomes
+        ``invalid_client``; GitHub's code stays in the description.
+        """
+        code = data.get("error") if isinstance(data, dict) else None
+        if isinstance(code, str) and code in GITHUB_ERRORS:
+            text = str(data.get("error_description") or "")[:200]
+            raise ProviderError(GITHUB_ERRORS[code], f"{code}: {text}" if text else code)
+        return super().parse_token_response(status, data)
 
     def revoke(self, client, *, access_token, refresh_token, client_id, client_secret, auth_method=None):
         """Delete the app authorization's token (GitHub REST ``DELETE /applications/{client_id}/token``)."""

@@ -301,3 +301,88 @@ def test_secrets_read_sets_last_fetched_at(connect, oauth_server, credential):
     r = connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true", headers=connect.auth)
     assert r.get_json()["last_fetched_at"] is not None
     assert stored(connect.app, conn_id)[0].last_fetched_at is not None
+
+
+# --- import limits and the credential's read_access -------------------------------------------
+
+@pytest.mark.parametrize("creds, field", [
+    ({"expires_in": 10 ** 12}, "expires_in"),
+    ({"expires_in": 2 ** 63}, "expires_in"),
+    ({"expires_in": 10 ** 20}, "expires_in"),
+    ({"expires_in": -1}, "expires_in"),
+    ({"expires_at": "9999-12-31T23:59:59Z"}, "expires_at"),
+    ({"expires_at": "0001-01-01T00:00:00+01:00"}, "expires_at"),
+])
+def test_import_with_an_absurd_expiry_is_400_naming_the_field(connect, credential, creds, field):
+    body = oauth_body(credential.id, {"access_token": "at", "refresh_token": "rt"})
+    body["data"]["settings"]["oauth"]["credentials"].update(creds)
+    r = connect.client.post("/v1/connections", json=body, headers=connect.auth)
+    assert r.status_code == 400, r.get_json()
+    assert list(r.get_json()["error"]["details"]) == [f"data.settings.oauth.credentials.{field}"]
+
+
+def test_import_expiry_limits_and_a_huge_jwt_exp_is_clamped(connect, credential):
+    import jwt as pyjwt
+
+    from connect_service.db import db_now
+    from connect_service.oauth import MAX_TOKEN_LIFETIME_SECONDS
+
+    ten_years = datetime.timedelta(seconds=MAX_TOKEN_LIFETIME_SECONDS)
+    body = oauth_body(credential.id, {"access_token": "at", "expires_in": MAX_TOKEN_LIFETIME_SECONDS})
+    r = connect.client.post("/v1/connections", json=body, headers=connect.auth)
+    assert r.status_code == 200, r.get_json()
+    # no expires_in, a JWT whose exp is in the year 31 million: at most ten years
+    huge = pyjwt.encode({"exp": 10 ** 15}, "k" * 32, algorithm="HS256")
+    body = oauth_body(credential.id, {"access_token": huge})
+    body["data"]["settings"]["oauth"]["credentials"].pop("expires_in")
+    r = connect.client.post("/v1/connections", json=body, headers=connect.auth)
+    assert r.status_code == 200, r.get_json()
+    row, _ = stored(connect.app, r.get_json()["id"])
+    with connect.app.app_context(), database.connection_context():
+        now = db_now()
+    assert now + ten_years - datetime.timedelta(minutes=5) <= row.expires_at <= now + ten_years
+
+
+def test_import_expiry_is_based_on_the_database_clock(connect, credential, monkeypatch):
+    """This host's clock runs two hours ahead; expires_at must still be database time + expires_in."""
+    from connect_service.api import connections as connections_api
+    from connect_service.db import db_now
+
+    skewed = lambda: utcnow() + datetime.timedelta(hours=2)  # noqa: E731
+    monkeypatch.setattr(connections_api, "utcnow", skewed)
+    r = connect.client.post("/v1/connections", json=oauth_body(credential.id, {"access_token": "at",
+                                                                               "expires_in": 600}),
+                            headers=connect.auth)
+    assert r.status_code == 200, r.get_json()
+    row, saved = stored(connect.app, r.get_json()["id"])
+    with connect.app.app_context(), database.connection_context():
+        after = db_now()
+    assert row.expires_at <= after + datetime.timedelta(seconds=600)
+    assert saved["expires_in"] == 600
+
+
+def test_import_for_an_app_needs_a_credential_available_to_it(connect, oauth_server, app_with_key):
+    from connect_service.models import Credential
+
+    other_app = connect.create_app()
+    owned_by_other = create_credential(connect.app, connect.org_id, oauth_server)
+    with connect.app.app_context(), database.connection_context():
+        Credential.update(app=other_app["id"], read_access="APP").where(
+            Credential.id == owned_by_other.id).execute()
+    for body in (oauth_body(owned_by_other.id, {"access_token": "at"}, app_id=app_with_key["id"]),
+                 api_key_body(owned_by_other.id, {"url": "https://x.example.com", "api_key": "k"},
+                              app_id=app_with_key["id"])):
+        r = connect.client.post("/v1/connections", json=body, headers=connect.auth)
+        assert r.status_code == 400, r.get_json()
+        assert list(r.get_json()["error"]["details"]) == ["connector_config_id"]
+        assert "read_access" in r.get_json()["error"]["details"]["connector_config_id"]
+    # its own app may import with it; so may another app once the credential is shared with it
+    r = connect.client.post("/v1/connections", json=oauth_body(owned_by_other.id, {"access_token": "at"},
+                                                               app_id=other_app["id"]), headers=connect.auth)
+    assert r.status_code == 200, r.get_json()
+    with connect.app.app_context(), database.connection_context():
+        Credential.update(read_access="SPECIFIC_APPS", shared_app_slugs=[app_with_key["slug"]]).where(
+            Credential.id == owned_by_other.id).execute()
+    r = connect.client.post("/v1/connections", json=oauth_body(owned_by_other.id, {"access_token": "at"},
+                                                               app_id=app_with_key["id"]), headers=connect.auth)
+    assert r.status_code == 200, r.get_json()

@@ -290,3 +290,79 @@ def test_action_account_client_credentials_are_not_fetched(connect, server):
                          "oauth_client_secret": "pd-secret", "oauth_grant_type": "client_credentials",
                          "settings": {}}, expect=400)
     assert "settings.project_id" in details(err)
+
+
+# --------------------------------------------------------------------------- URL placeholders
+
+
+@pytest.mark.parametrize("field", ["oauth_url", "oauth_token_url"])
+@pytest.mark.parametrize("url", [
+    "https://auth.example.com/{0}/authorize", "https://auth.example.com/{x.y}/a", "https://auth.example.com/{/a",
+    "https://auth.example.com/a}", "https://auth.example.com/{client_id!r}/a",
+    "https://auth.example.com/{client_id:>50}/a", "https://auth.example.com/{client_id:>999999999}/a",
+    "https://auth.example.com/{tenant}/a",  # the generic connector has no tenant setting
+    "https://auth.example.com/{{client_id}}/a",
+])
+def test_url_braces_other_than_known_placeholders_are_400_naming_the_field(connect, field, url):
+    err = post(connect, {**SEED, field: url}, expect=400)
+    assert list(details(err)) == [field]
+    assert "{client_id}" in details(err)[field]
+    created = post(connect, SEED)
+    r = connect.client.patch(f"/v1/credentials/{created['id']}", json={field: url}, headers=connect.auth)
+    assert r.status_code == 400 and list(r.get_json()["error"]["details"]) == [field]
+    err = post(connect, {**SEED, "settings": {"revoke_url": url}}, expect=400)
+    assert list(details(err)) == ["settings.revoke_url"]
+
+
+def test_known_placeholders_are_filled_url_encoded(connect):
+    body = post(connect, {"name": "ms", "connector_name": "microsoft", "oauth_client_id": "ms client",
+                          "oauth_client_secret": "s", "settings": {"tenant": "contoso.example"},
+                          "oauth_url": "https://login.example.com/{tenant}/authorize?app={client_id}",
+                          "oauth_token_url": "https://login.example.com/{tenant}/token"})
+    assert body["oauth_url"] == "https://login.example.com/contoso.example/authorize?app=ms%20client"
+    assert body["oauth_token_url"] == "https://login.example.com/contoso.example/token"
+
+
+def test_stored_urls_with_odd_braces_never_break_filling(connect):
+    """Rows saved before braces were checked: filling leaves anything unknown as it is, never raises."""
+    from connect_service import oauth
+
+    cred = Credential(id="ccfg_b", org="org_b", connector_name="oauth2", oauth_client_id="cid",
+                      oauth_url="https://a.example.com/{0}/{client_id:>50}/{/{client_id}",
+                      oauth_token_url="https://a.example.com/{x.y}/token/{client_id}")
+    with connect.app.app_context():
+        provider = oauth.provider_for(cred)
+    assert provider.authorize_url == "https://a.example.com/{0}/{client_id:>50}/{/cid"
+    assert provider.token_url == "https://a.example.com/{x.y}/token/cid"
+
+
+# --------------------------------------------------------------------------- one org-level connection
+
+
+def test_parallel_client_credentials_fetches_share_one_org_connection(connect, server):
+    """Concurrent saves of a credential that has no org-level connection yet create exactly one."""
+    import threading
+
+    body = post(connect, cc_body(server, oauth_scope="read"))
+    for attempt in range(3):
+        with connect.app.app_context(), database.connection_context():
+            Connection.delete().where(Connection.credential == body["id"]).execute()
+        barrier = threading.Barrier(6)
+        codes = []
+
+        def save():
+            client = connect.app.test_client()
+            barrier.wait()
+            codes.append(client.patch(f"/v1/credentials/{body['id']}", json={"oauth_scope": "read"},
+                                      headers=connect.auth).status_code)
+
+        threads = [threading.Thread(target=save) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * 6
+        with connect.app.app_context(), database.connection_context():
+            rows = list(Connection.select().where(Connection.credential == body["id"]))
+        assert len(rows) == 1, f"attempt {attempt}: {len(rows)} org-level connections"
+        assert rows[0].status == "active" and rows[0].app_id is None and rows[0].customer_id is None

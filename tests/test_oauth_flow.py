@@ -467,8 +467,12 @@ def test_hosted_page_sessions_require_the_browser_nonce_cookie(connect, server):
         app_row = App.get_by_id(app["id"])
         req = (Requirement.select().join(WorkflowVersion)
                .where(WorkflowVersion.app == app_row.id, Requirement.public_id == req_id).get())
-        url, conn = oauth.start_authorization(app_row, "u", req, return_to=f"{PUBLIC}/connect",
-                                              browser_nonce="nonce-from-the-page")
+        started = oauth.start_authorization(app_row, "u", req, return_to=f"{PUBLIC}/connect",
+                                            browser_nonce="nonce-from-the-page")
+    url, conn = started.url, started.connection
+    state = parse_qs(urlsplit(url).query)["state"][0]
+    assert started.nonce_cookie == oauth.nonce_cookie_name(state) == \
+        f"connect_oauth_nonce_{oauth.hash_secret(state)[:16]}"
     location = browser_to_callback(url)
 
     stranger = connect.app.test_client()
@@ -477,7 +481,7 @@ def test_hosted_page_sessions_require_the_browser_nonce_cookie(connect, server):
     assert server.token_calls() == 0
 
     owner = connect.app.test_client()
-    owner.set_cookie(oauth.NONCE_COOKIE, "nonce-from-the-page", domain="connect.test", path=oauth.CALLBACK_PATH)
+    owner.set_cookie(started.nonce_cookie, "nonce-from-the-page", domain="connect.test", path=oauth.CALLBACK_PATH)
     r = owner.get(location)
     assert r.status_code == 303
     target = urlsplit(r.headers["Location"])
@@ -556,3 +560,213 @@ def test_token_settings_rules(connect):
         _, exp4 = oauth.token_settings({"access_token": "a4", "expires_in": None}, previous=None,
                                        provider=OAuth2Provider(), credential=cred, now=later)
         assert exp4 == later + datetime.timedelta(seconds=3600)
+
+
+# --------------------------------------------------------------------------- review findings: flow robustness
+
+
+@pytest.mark.parametrize("expires_in", [10 ** 12, 1e30, "inf", "Infinity", 2 ** 64])
+def test_absurd_expires_in_at_the_callback_is_clamped_not_a_500(connect, server, monkeypatch, expires_in):
+    from connect_service.db import db_now
+    from connect_service.oauth import MAX_TOKEN_LIFETIME_SECONDS
+
+    monkeypatch.setattr(server, "extra_token_fields", {"expires_in": expires_in})
+    cred, app, token, req_id, body, result = full_flow(connect, server, OAUTH2)
+    assert result.status_code == 200, result.data[:300]
+    conn, settings = connection(connect, body["connection_id"])
+    assert conn.status == "active"
+    assert settings["oauth"]["credentials"]["expires_in"] == MAX_TOKEN_LIFETIME_SECONDS
+    with db(connect):
+        now = db_now()
+    assert conn.expires_at <= now + datetime.timedelta(seconds=MAX_TOKEN_LIFETIME_SECONDS)
+
+
+def test_reauthorization_without_a_refresh_token_does_not_keep_the_old_grants(connect, server):
+    cred, app, token, req_id, body, result = full_flow(connect, server, OAUTH2)
+    conn_id = body["connection_id"]
+    old = connection(connect, conn_id)[1]["oauth"]["credentials"]
+    assert old["refresh_token"] and old["scope"]
+    # the provider now issues no refresh token; the end user signs in as somebody else
+    server.add_client(cred["oauth_client_id"], cred["_secret"], [CALLBACK], grant_types=("authorization_code",))
+    server.user = {"sub": "user-2", "email": "other@example.com"}
+    try:
+        r = authorize(connect, token, req_id)
+        assert connect.client.get(browser_to_callback(r.get_json()["authorization_url"])).status_code == 200
+    finally:
+        server.user = {"sub": "user-1", "email": "user@example.com"}
+    conn, settings = connection(connect, conn_id)
+    new = settings["oauth"]["credentials"]
+    assert "refresh_token" not in new["raw"]
+    assert new["refresh_token"] is None  # not the other account's old one
+    assert new["access_token"] != old["access_token"] and conn.status == "active"
+    # a connection without a refresh token cannot be force-refreshed
+    r = connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true&refresh=force", headers=connect.auth)
+    assert r.status_code == 409 and "no refresh token" in r.get_json()["error"]["details"]["refresh"]
+    assert server.token_calls("refresh_token") == 0
+
+
+def test_a_failed_callback_does_not_overwrite_a_concurrent_successful_one(connect, server, monkeypatch):
+    """Flow 1's code exchange fails while flow 2 (same connection) completes: the connection stays active."""
+    import threading
+
+    from connect_service import oauth
+
+    make_credential(connect, server)
+    app = connect.create_app_with_requirements([requirement(OAUTH2)])
+    token = connect.token(app, "u")
+    req_id = connect.requirement_id(app, "account")
+    first = authorize(connect, token, req_id).get_json()
+    second = authorize(connect, token, req_id).get_json()
+    assert first["connection_id"] == second["connection_id"]
+    first_location = browser_to_callback(first["authorization_url"])
+    second_location = browser_to_callback(second["authorization_url"])
+    real_exchange = oauth.exchange_code
+    results, calls = [], []
+
+    def exchange(credential, session, code):
+        calls.append(code)
+        if len(calls) == 1:  # flow 1: flow 2's whole callback lands while our provider call is in flight
+            other = threading.Thread(target=lambda: results.append(connect.app.test_client().get(second_location)))
+            other.start()
+            other.join()
+            raise oauth.ProviderError("invalid_grant", "the code expired")
+        return real_exchange(credential, session, code)
+
+    monkeypatch.setattr(oauth, "exchange_code", exchange)
+    failed = connect.client.get(first_location)
+    assert failed.status_code == 400 and b"invalid_grant" in failed.data
+    assert results[0].status_code == 200
+    conn, settings = connection(connect, first["connection_id"])
+    assert conn.status == "active" and conn.status_reason is None
+    assert server.token_is_active(settings["oauth"]["credentials"]["access_token"])
+    assert connect.hooks.of("connection_failed") == []
+    assert connect.statuses(token)[req_id] == "completed"
+
+
+def test_callback_times_come_from_the_database_clock(connect, server, monkeypatch):
+    """This host's clock runs two hours ahead: expiry and last refresh are still database time."""
+    from connect_service import oauth
+    from connect_service.db import db_now
+
+    skewed = lambda: datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) \
+        + datetime.timedelta(hours=2)  # noqa: E731
+    monkeypatch.setattr(oauth, "utcnow", skewed)
+    cred, app, token, req_id, body, result = full_flow(connect, server, OAUTH2)
+    assert result.status_code == 200
+    conn, settings = connection(connect, body["connection_id"])
+    with db(connect):
+        now = db_now()
+    assert conn.last_refreshed_at <= now
+    assert conn.expires_at - conn.last_refreshed_at == datetime.timedelta(seconds=3600)
+    # so a refresh decision right now sees an hour left, not three
+    assert conn.expires_at <= now + datetime.timedelta(seconds=3600)
+
+
+def test_expired_sessions_are_purged_in_bounded_batches_on_start(connect, server):
+    from connect_service import oauth
+
+    cred = make_credential(connect, server)
+    app = connect.create_app_with_requirements([requirement(OAUTH2)])
+    token = connect.token(app, "u")
+    req_id = connect.requirement_id(app, "account")
+    first = authorize(connect, token, req_id).get_json()
+    long_ago = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(days=2)
+    just_now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) - datetime.timedelta(minutes=5)
+    with db(connect):
+        AuthorizationSession.insert_many([
+            {"id": f"oas_old{i}", "state_hash": f"old{i}", "connection": first["connection_id"],
+             "credential": cred["id"], "redirect_uri": CALLBACK, "token_url": server.token_url,
+             "expires_at": long_ago, "consumed_at": long_ago if i % 2 else None, "created_at": long_ago}
+            for i in range(oauth.SESSION_PURGE_ON_START + 5)]).execute()
+        AuthorizationSession.create(id="oas_recent", state_hash="recent", connection=first["connection_id"],
+                                    credential=cred["id"], redirect_uri=CALLBACK, token_url=server.token_url,
+                                    expires_at=just_now)
+
+    authorize(connect, token, req_id)
+    with db(connect):
+        old_left = AuthorizationSession.select().where(AuthorizationSession.id.startswith("oas_old")).count()
+        assert old_left == 5  # one start deletes a bounded batch
+        assert AuthorizationSession.get_or_none(AuthorizationSession.id == "oas_recent") is not None
+    authorize(connect, token, req_id)
+    with db(connect):
+        assert AuthorizationSession.select().where(AuthorizationSession.id.startswith("oas_old")).count() == 0
+        # the live sessions and the recently expired one stay: a late callback still reads "expired"
+        assert AuthorizationSession.select().count() == 4
+
+
+# --------------------------------------------------------------------------- two flows in one browser
+
+
+def test_two_credential_flows_started_in_one_browser_both_complete(connect, server):
+    first, second = make_credential(connect, server), make_credential(connect, server)
+    browser = connect.app.test_client()
+    starts = [browser.get(cred["redirect_url"]) for cred in (first, second)]
+    names = []
+    for start in starts:
+        assert start.status_code == 303
+        state = parse_qs(urlsplit(start.headers["Location"]).query)["state"][0]
+        (set_cookie,) = start.headers.getlist("Set-Cookie")
+        from connect_service import oauth
+
+        names.append(oauth.nonce_cookie_name(state))
+        assert set_cookie.startswith(names[-1] + "=")
+        for attribute in ("HttpOnly", "SameSite=Lax", "Path=/v1/connect/oauth2/callback", "Max-Age=600"):
+            assert attribute in set_cookie
+    assert len(set(names)) == 2
+    locations = [browser_to_callback(start.headers["Location"]) for start in starts]
+    for location, name in zip(locations, names):  # the first flow finishes after the second started
+        done = browser.get(location)
+        assert done.status_code == 200 and b"Connected" in done.data, done.data[:300]
+        assert browser.get_cookie(name, domain="connect.test", path="/v1/connect/oauth2/callback") is None
+    for cred in (first, second):
+        got = connect.client.get(f"/v1/credentials/{cred['id']}", headers=connect.auth).get_json()
+        assert connection(connect, got["connection_id"])[0].status == "active"
+
+
+def test_two_hosted_page_flows_started_in_one_browser_both_complete(connect, server):
+    import re
+    from html import unescape
+
+    make_credential(connect, server)
+    app = connect.create_app_with_requirements([requirement(OAUTH2, "crm"), requirement(OAUTH2, "mail")])
+    token = connect.token(app, "u")
+    browser = connect.app.test_client()
+    page = browser.get(f"/connect?token={token}", base_url=PUBLIC)
+    assert page.status_code == 303
+    html = browser.get(page.headers["Location"], base_url=PUBLIC).get_data(as_text=True)
+    starts = [unescape(href) for href in re.findall(r'href="([^"]*/oauth2/[^"]+/start[^"]*)"', html)]
+    assert len(starts) == 2, html
+    providers = [browser.get(start, base_url=PUBLIC) for start in starts]
+    assert [r.status_code for r in providers] == [302, 302]
+    locations = [browser_to_callback(r.headers["Location"]) for r in providers]
+    for location in locations:
+        done = browser.get(location)
+        assert done.status_code == 303, done.data[:300]
+        assert "status=success" in done.headers["Location"]
+    assert set(connect.statuses(token).values()) == {"completed"}
+    assert server.token_calls("authorization_code") == 2
+
+
+def test_concurrent_starts_of_a_credential_redirect_url_share_one_connection(connect, server):
+    """Parallel opens of the signed start link (PostgreSQL included) find-or-create one org-level row."""
+    import threading
+
+    for attempt in range(3):
+        cred = make_credential(connect, server)
+        barrier = threading.Barrier(8)
+        codes = []
+
+        def start():
+            client = connect.app.test_client()
+            barrier.wait()
+            codes.append(client.get(cred["redirect_url"]).status_code)
+
+        threads = [threading.Thread(target=start) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [303] * 8
+        with db(connect):
+            count = Connection.select().where(Connection.credential == cred["id"]).count()
+        assert count == 1, f"attempt {attempt}: {count} org-level connections"

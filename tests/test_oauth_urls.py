@@ -373,3 +373,62 @@ def test_revocation_without_endpoint_or_unreachable_is_false(connect):
         gone = Credential(id="ccfg_g", org="o", connector_name="oauth2", oauth_client_id="c",
                           settings={"revoke_url": "http://127.0.0.1:9/revoke"})
         assert oauth.revoke_tokens(gone, settings) is False
+
+
+# --------------------------------------------------------------------------- provider quirks, client limits
+
+
+@pytest.mark.parametrize("github_error, code", [
+    ("bad_refresh_token", "invalid_grant"), ("bad_verification_code", "invalid_grant"),
+    ("incorrect_client_credentials", "invalid_client"), ("unsupported_grant_type", "unsupported_grant_type"),
+])
+def test_github_errors_with_http_200_map_to_rfc_6749_codes(connect, github_error, code):
+    provider = _provider(connect, "github")
+    with pytest.raises(oauth.ProviderError) as raised:
+        provider.parse_token_response(200, {"error": github_error, "error_description": "The token is dead.",
+                                            "error_uri": "https://docs.github.com/"})
+    assert raised.value.code == code
+    assert (github_error if github_error != code else "The token is dead.") in raised.value.description
+    assert provider.parse_token_response(200, {"access_token": "gho_x", "token_type": "bearer"})["access_token"]
+
+
+@pytest.mark.parametrize("lease, timeout, expected_total, expected_timeout", [
+    (60, 10.0, 30.0, 10.0), (10, 10.0, 5.0, 2.5), (600, 10.0, 60.0, 10.0),
+])
+def test_token_client_gives_up_well_within_the_refresh_lease(connect, lease, timeout, expected_total,
+                                                             expected_timeout):
+    connect.app.config["CONNECT"]["refresh_lease_seconds"] = lease
+    connect.app.config["CONNECT"]["http_timeout_seconds"] = timeout
+    with connect.app.app_context():
+        client = oauth.oauth_client()
+    assert client.max_total_time == expected_total <= lease / 2
+    assert max(client.timeout) == expected_timeout
+
+
+def test_concurrent_initialise_for_one_customer_creates_one_connection(connect, app):
+    """Parallel seed-004 initialises (PostgreSQL included) find-or-create a single pending connection."""
+    import threading
+
+    cred = create_credential(connect, "dropbox")
+    for attempt in range(4):
+        customer = f"cust-race-{attempt}"
+        barrier = threading.Barrier(8)
+        codes = []
+
+        def go():
+            client = connect.app.test_client()
+            payload = {"authorizeUrl": cred["oauth_url"], "clientId": cred["oauth_client_id"],
+                       "credential": {"id": cred["id"], "organisationId": connect.org_id}, "customerId": customer}
+            barrier.wait()
+            codes.append(client.post(f"/v1/embed/{app['id']}/connector/dropbox/oauth2/initialise", json=payload,
+                                     headers=connect.auth).status_code)
+
+        threads = [threading.Thread(target=go) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert codes == [200] * 8
+        with connect.app.app_context(), database.connection_context():
+            count = Connection.select().where(Connection.app == app["id"], Connection.customer_id == customer).count()
+        assert count == 1, f"attempt {attempt}: {count} connections"

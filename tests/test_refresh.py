@@ -502,3 +502,263 @@ def test_two_refresh_due_runners_in_parallel_do_not_double_refresh(connect, oaut
         row, saved = stored(connect.app, conn_id)
         assert row.refresh_generation == 1 and row.status == "active"
         assert oauth_server.token_is_active(saved["access_token"])
+
+
+# --- review findings: absurd expiries, provider quirks, races, scopes, slow providers ----------------
+
+@pytest.mark.parametrize("expires_in", [10 ** 12, 1e30, "inf", "NaN"])
+def test_absurd_expires_in_in_a_refresh_response_is_clamped_not_a_500(connect, oauth_server, expired,
+                                                                      monkeypatch, expires_in):
+    from connect_service.db import db_now
+    from connect_service.oauth import MAX_TOKEN_LIFETIME_SECONDS
+
+    conn_id, old = expired
+    monkeypatch.setattr(oauth_server, "extra_token_fields", {"expires_in": expires_in})
+    r = read_secrets(connect, conn_id)
+    assert r.status_code == 200, r.get_json()
+    assert access_token(r) != old["access_token"]
+    row, saved = stored(connect.app, conn_id)
+    with connect.app.app_context(), database.connection_context():
+        now = db_now()
+    if expires_in == "NaN":  # unusable: the plugin's default lifetime
+        assert saved["expires_in"] == 1800
+    else:
+        assert saved["expires_in"] == MAX_TOKEN_LIFETIME_SECONDS
+        assert now + datetime.timedelta(days=3600) < row.expires_at \
+            <= now + datetime.timedelta(seconds=MAX_TOKEN_LIFETIME_SECONDS)
+
+
+def test_token_settings_never_overflows(connect):
+    import jwt as pyjwt
+
+    from connect_service import OAuth2Provider, oauth
+
+    now = datetime.datetime(2026, 1, 1)
+    ten_years = now + datetime.timedelta(seconds=oauth.MAX_TOKEN_LIFETIME_SECONDS)
+    cred = Credential(id="ccfg_t", org="o", connector_name="oauth2", oauth_client_id="cid")
+    jwt_with = lambda exp: pyjwt.encode({"exp": exp}, "k" * 32, algorithm="HS256")  # noqa: E731
+    cases = [({"access_token": "a", "expires_in": "inf"}, ten_years),
+             ({"access_token": "a", "expires_in": 1e30}, ten_years),
+             ({"access_token": "a", "expires_in": 10 ** 400}, ten_years),
+             ({"access_token": jwt_with(10 ** 15)}, ten_years),
+             ({"access_token": jwt_with(10 ** 30)}, ten_years),
+             ({"access_token": jwt_with(10 ** 400)}, ten_years),
+             ({"access_token": jwt_with(-10 ** 15)}, datetime.datetime(1970, 1, 1)),
+             ({"access_token": jwt_with(1)}, datetime.datetime(1970, 1, 1, 0, 0, 1)),
+             ({"access_token": "a", "expires_in": "nan"}, now + datetime.timedelta(seconds=3600)),
+             ({"access_token": "a", "expires_in": True}, now + datetime.timedelta(seconds=3600))]
+    with connect.app.app_context():
+        for token, expected in cases:
+            settings, expires_at = oauth.token_settings(token, previous=None, provider=OAuth2Provider(),
+                                                        credential=cred, now=now)
+            assert expires_at == expected, token
+            assert settings["oauth"]["credentials"]["expires_in"] == max(0, int((expected - now).total_seconds()))
+
+
+class _GitHubLikeTokenEndpoint:
+    """Answers every token request like GitHub does for a dead refresh token: HTTP 200 with an error body."""
+
+    def __init__(self):
+        import http.server
+        import json
+
+        outer = self
+        self.calls = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.calls += 1
+                body = json.dumps({"error": "bad_refresh_token", "error_description":
+                                   "The refresh token passed is incorrect or expired.",
+                                   "error_uri": "https://docs.github.com/"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/login/oauth/access_token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_github_dead_refresh_token_marks_the_connection_error(connect, oauth_server):
+    endpoint = _GitHubLikeTokenEndpoint()
+    try:
+        with connect.app.app_context(), database.connection_context():
+            cred = Credential(org=connect.org_id, name="GitHub", connector_name="github",
+                              oauth_token_url=endpoint.url, oauth_client_id="gh-client")
+            cred.oauth_client_secret_encrypted = connect.app.extensions["connect_keyring"].encrypt_json(
+                "gh-secret", "credential", "oauth_client_secret", cred.id)
+            cred.save(force_insert=True)
+        conn_id = create_oauth_connection(connect.app, connect.org_id, cred,
+                                          {"access_token": "gho_old", "refresh_token": "ghr_dead"},
+                                          expires_at=past())
+        with connect.app.app_context(), database.connection_context():
+            Connection.update(type="dynamiq.connections.GitHub", connector_name="github",
+                              integration_id="dynamiq.connections.GitHub").where(Connection.id == conn_id).execute()
+        r = read_secrets(connect, conn_id)
+        assert r.status_code == 502
+        assert r.get_json()["error"]["details"]["status"] == "error"
+        assert "invalid_grant" in r.get_json()["error"]["details"]["refresh"]
+        row, _ = stored(connect.app, conn_id)
+        assert row.status == "error" and "bad_refresh_token" in row.status_reason
+        # not retried as an outage: the next read answers the error connection without a provider call
+        r = read_secrets(connect, conn_id)
+        assert r.status_code == 200 and r.get_json()["status"] == "error"
+        assert endpoint.calls == 1
+    finally:
+        endpoint.close()
+
+
+def test_invalid_grant_racing_a_reauthorization_does_not_mark_error(connect, oauth_server, expired, monkeypatch):
+    """The re-authorization lands after the refresher re-read the row but before it writes ``error``."""
+    from connect_service import oauth, refresh
+
+    conn_id, old = expired
+    oauth_server.revoke_family(old["refresh_token"])  # the old grant is dead at the provider
+    fresh = issue_tokens(oauth_server)
+    real_observe = refresh._observe
+    observed = []
+
+    def observe(conn):
+        seen = real_observe(conn)
+        observed.append(seen)
+        if len(observed) == 2:  # inside _rejected, after its re-read: the user re-authorizes right now
+            credential = Credential.get_by_id(conn.credential_id)
+            oauth.store_tokens(conn, credential, fresh)
+        return seen
+
+    monkeypatch.setattr(refresh, "_observe", observe)
+    r = read_secrets(connect, conn_id)
+    assert len(observed) == 2
+    assert r.status_code == 200, r.get_json()
+    assert access_token(r) == fresh["access_token"]
+    row, saved = stored(connect.app, conn_id)
+    assert row.status == "active" and row.status_reason is None
+    assert saved["refresh_token"] == fresh["refresh_token"] and row.refresh_lease_until is None
+    assert connect.hooks.of("connection_failed") == []
+
+
+def test_client_credentials_renewal_asks_for_the_credentials_scope(connect, oauth_server):
+    cred = create_credential(connect.app, connect.org_id, oauth_server, grant_type="client_credentials")
+    assert cred.oauth_scope == "read write"
+    first = requests.post(oauth_server.token_url, data={"grant_type": "client_credentials", "scope": "read"},
+                          auth=(CLIENT_ID, CLIENT_SECRET), timeout=5).json()
+    conn_id = create_oauth_connection(connect.app, connect.org_id, cred, first, expires_at=past(),
+                                      customer_id=None)
+    assert stored(connect.app, conn_id)[1]["scope"] == "read"
+    oauth_server.extra_token_fields = {"scope": ""}  # the provider does not echo the scope
+    try:
+        r = read_secrets(connect, conn_id)
+    finally:
+        oauth_server.extra_token_fields = {}
+    assert r.status_code == 200, r.get_json()
+    call = oauth_server.token_requests[-1]
+    assert call["grant_type"] == "client_credentials" and call["form"]["scope"] == "read write"
+    assert r.get_json()["settings"]["oauth"]["credentials"]["scope"] == "read write"
+
+
+class _TricklingTokenEndpoint:
+    """Sends headers at once, then one body byte per tick, until the client gives up.
+
+    At every tick it looks at the connection's lease in the database (database clock), so the
+    test can tell whether the provider call outlived the lease, without timing thresholds.
+    """
+
+    def __init__(self, flask_app, conn_id_holder):
+        import http.server
+
+        from connect_service.db import db_now
+
+        outer = self
+        self.outlived_lease = False
+        self.ticks = 0
+        self.finished = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                try:
+                    while True:
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        outer.ticks += 1
+                        time.sleep(0.1)
+                        with flask_app.app_context(), database.connection_context():
+                            row = Connection.get_by_id(conn_id_holder[0])
+                            if row.refresh_lease_until is None:
+                                break  # the client gave up and released its lease: all good
+                            if row.refresh_lease_until <= db_now():
+                                outer.outlived_lease = True  # another worker could take over now
+                                break
+                except OSError:
+                    pass  # the client closed the connection
+                finally:
+                    outer.finished.set()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_trickling_token_endpoint_cannot_outlive_the_refresh_lease(connect, oauth_server):
+    connect.app.config["CONNECT"]["refresh_lease_seconds"] = 3
+    holder = []
+    endpoint = _TricklingTokenEndpoint(connect.app, holder)
+    try:
+        cred = create_credential(connect.app, connect.org_id, oauth_server, token_url=endpoint.url)
+        holder.append(create_oauth_connection(connect.app, connect.org_id, cred,
+                                              {"access_token": "at-1", "refresh_token": "rt-1"},
+                                              expires_at=past()))
+        r = read_secrets(connect, holder[0])
+        assert r.status_code == 502, r.get_json()
+        assert "timed out" in r.get_json()["error"]["details"]["refresh"]
+        assert endpoint.finished.wait(30)
+        assert endpoint.ticks > 1 and not endpoint.outlived_lease
+        row, saved = stored(connect.app, holder[0])
+        assert row.status == "active" and row.refresh_lease_until is None and saved["refresh_token"] == "rt-1"
+    finally:
+        endpoint.close()
+
+
+def test_refresh_due_purges_long_expired_authorization_sessions(connect, oauth_server, credential):
+    from connect_service.models import AuthorizationSession
+
+    conn_id = create_oauth_connection(connect.app, connect.org_id, credential, issue_tokens(oauth_server),
+                                      expires_at=future())
+    now = utcnow()
+    with connect.app.app_context(), database.connection_context():
+        hours = lambda n: datetime.timedelta(hours=n)  # noqa: E731
+        for name, expires_at, consumed_at in (("old", now - hours(72), None),
+                                              ("used", now - hours(2), now - hours(3)),
+                                              ("late", now - datetime.timedelta(minutes=1), None),
+                                              ("live", now + datetime.timedelta(minutes=9), None)):
+            AuthorizationSession.create(id=f"oas_{name}", state_hash=name, connection=conn_id,
+                                        credential=credential.id, redirect_uri=REDIRECT_URI,
+                                        token_url=oauth_server.token_url, expires_at=expires_at,
+                                        consumed_at=consumed_at)
+    result = run_cli(connect)
+    assert result.exit_code == 0, result.output
+    assert "deleted 2 expired authorization sessions" in result.stderr
+    with connect.app.app_context(), database.connection_context():
+        assert sorted(s.id for s in AuthorizationSession.select()) == ["oas_late", "oas_live"]

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from test_refresh import (CONNECTOR, TYPE_NAME, connect_plugins, create_oauth_connection, credential, future,  # noqa: F401
-                          issue_tokens, oauth_server, past, stored)
+                          issue_tokens, oauth_server, past, read_secrets, stored)
 
 pytestmark = pytest.mark.slow
 
@@ -250,3 +250,51 @@ def test_two_refresh_due_processes_in_parallel_refresh_each_connection_once(conn
         row, saved = stored(connect.app, conn_id)
         assert row.refresh_generation == 1 and row.status == "active"
         assert oauth_server.token_is_active(saved["access_token"])
+
+
+def test_no_database_lock_is_held_while_the_token_endpoint_is_called(connect, oauth_server, credential,
+                                                                     monkeypatch):
+    """A slow token endpoint holds a refresh in flight; a PATCH of the same row completes meanwhile.
+
+    The test server's ``token_delay`` sleep is replaced by a gate the test opens, so "in flight" is
+    a fact, not a timing guess: were a row lock (PostgreSQL) or the write lock (SQLite) held during
+    the provider call, the PATCH could not finish before the gate opens.
+    """
+    import types
+
+    from tests.support import oauth_server as server_module
+
+    old = issue_tokens(oauth_server)
+    conn_id = create_oauth_connection(connect.app, connect.org_id, credential, old, expires_at=past())
+    arrived, gate = threading.Event(), threading.Event()
+
+    def gated_sleep(seconds):
+        arrived.set()
+        gate.wait(120)
+
+    monkeypatch.setattr(server_module, "time", types.SimpleNamespace(time=time.time, sleep=gated_sleep))
+    oauth_server.token_delay = 1  # the sleep is the gate above
+    read, patched = [], []
+    reader = threading.Thread(target=lambda: read.append(read_secrets(connect, conn_id)))
+    reader.start()
+    try:
+        assert arrived.wait(60), "the refresh never reached the token endpoint"
+        patcher = threading.Thread(target=lambda: patched.append(connect.app.test_client().patch(
+            f"/v1/connections/{conn_id}", json={"metadata": {"note": "edited mid-refresh"}},
+            headers=connect.auth)))
+        patcher.start()
+        patcher.join(60)  # a hang guard only: without a lock the PATCH returns at once
+        patch_finished_in_flight = not patcher.is_alive() and reader.is_alive() and not gate.is_set()
+    finally:
+        gate.set()
+        reader.join(60)
+    patcher.join(60)
+    assert patch_finished_in_flight, "the PATCH waited for the provider call: a database lock was held"
+    assert patched[0].status_code == 200, patched[0].get_json()
+    assert read[0].status_code == 200, read[0].get_json()
+    assert read[0].get_json()["settings"]["oauth"]["credentials"]["access_token"] != old["access_token"]
+    row, saved = stored(connect.app, conn_id)
+    # both writes landed: the refresh's token columns and the PATCH's metadata
+    assert row.metadata == {"note": "edited mid-refresh"} and row.refresh_generation == 1
+    assert saved["access_token"] == read[0].get_json()["settings"]["oauth"]["credentials"]["access_token"]
+    assert oauth_server.token_calls("refresh_token") == 1

@@ -16,13 +16,14 @@ from flask.views import MethodView
 from . import Blueprint
 from marshmallow import fields, validate
 
-from .. import errors, refresh
+from .. import errors, oauth, refresh
 from ..connection_types import ProviderError
 from ..connections import hook_view, notify_activated, read_settings, seal_settings, to_public
 from ..db import db_now, write_transaction
 from ..fields import NonBlank
 from ..http import OutboundError
 from ..models import App, Connection, Credential, utcnow
+from ..oauth import MAX_TOKEN_LIFETIME_SECONDS
 from . import schemas
 from .common import PageArgs, body_doc, iso, load_body, paginate, registry, require_access_key
 
@@ -47,7 +48,12 @@ class ConnectionDataSchema(ma.Schema):
 
 
 class ConnectionCreateSchema(ma.Schema):
-    connector_config_id = NonBlank(required=True, metadata={"description": "a credential id (`ccfg_…`)"})
+    connector_config_id = NonBlank(required=True, metadata={
+        "description": "a credential id (`ccfg_…`) of your organization, available to `app_id` when given "
+                       "(its read_access). OAuth connectors: the client registration whose tokens these are "
+                       "(refreshes use it; its connector_name must equal data.connector_name). Credentials "
+                       "types (API keys): only records which registration the connection is filed under; "
+                       "nothing of the credential is used"})
     customer_id = fields.String(required=True, allow_none=True, validate=validate.Length(min=1, max=200),
                                 metadata={"description": "your end user's id (null: app- or org-level)"})
     data = fields.Nested(ConnectionDataSchema, required=True)
@@ -70,8 +76,10 @@ class OAuthCredentialsSchema(ma.Schema):
 
     access_token = NonBlank(required=True)
     refresh_token = fields.String(allow_none=True)
-    expires_in = fields.Integer(allow_none=True, validate=validate.Range(min=0))
-    expires_at = fields.DateTime(allow_none=True)
+    expires_in = fields.Integer(allow_none=True, validate=validate.Range(
+        min=0, max=MAX_TOKEN_LIFETIME_SECONDS, error="must be between 0 and {max} seconds (10 years)"))
+    expires_at = fields.DateTime(allow_none=True, metadata={
+        "description": "ISO 8601; at most 10 years ahead (a past time means: refresh at the next read)"})
     scope = fields.String(allow_none=True)
     token_type = fields.String(allow_none=True)
     id_token = fields.String(allow_none=True)
@@ -85,6 +93,20 @@ class OAuthImportSchema(ma.Schema):
 
     credentials = fields.Nested(OAuthCredentialsSchema, required=True)
     metadata = fields.Dict(allow_none=True)
+
+    @ma.validates_schema(skip_on_field_errors=True)
+    def _expiry_in_range(self, data, **kwargs):
+        given = (data.get("credentials") or {}).get("expires_at")
+        if given is None:
+            return
+        try:
+            naive = given.astimezone(datetime.timezone.utc).replace(tzinfo=None) if given.tzinfo else given
+        except (OverflowError, ValueError):
+            naive = None
+        latest = utcnow() + datetime.timedelta(seconds=MAX_TOKEN_LIFETIME_SECONDS)
+        if naive is None or naive > latest:
+            message = "must be a valid time at most 10 years from now"
+            raise ma.ValidationError({"credentials": {"expires_at": [message]}})
 
 
 class OAuthSettingsSchema(ma.Schema):
@@ -180,14 +202,12 @@ def _resolve_connector(connector_name: str):
 
 def _oauth_settings(credential: Credential, raw_settings: dict) -> tuple[dict, object]:
     """Imported tokens -> stored settings and expiry, through the same code the OAuth flow uses."""
-    from .. import oauth
-
     try:
         loaded = OAuthSettingsSchema().load(raw_settings)
     except ma.ValidationError as exc:
         raise errors.BadRequest(errors.flatten_messages(exc.messages, "data.settings")) from None
     creds = loaded["oauth"]["credentials"]
-    now = utcnow()
+    now = db_now()  # the refresh logic compares expires_at with the database clock
     token = {key: value for key, value in creds.items()
              if value is not None and key not in ("expires_at", "raw", "client_id")}
     given_expiry = creds.get("expires_at")
@@ -245,6 +265,9 @@ class Connections(MethodView):
             app = App.get_or_none(App.id == data["app_id"], App.org == g.org.id)
             if app is None:
                 raise errors.BadRequest({"app_id": "is not an app of this organization"})
+            if not oauth.credential_available_to(credential, app):
+                raise errors.BadRequest({"connector_config_id": "is not available to this app (see the "
+                                                                "credential's read_access)"})
         connector_name = data["data"]["connector_name"]
         cls, is_oauth = _resolve_connector(connector_name)
         conn = Connection(org=g.org.id, app=app, customer_id=data.get("customer_id"), credential=credential,
@@ -342,8 +365,6 @@ def revoke_at_provider(conn: Connection) -> bool:
 
     A provider that is down or refuses does not block the deletion (logged, no secrets).
     """
-    from .. import oauth
-
     cls = registry().get(conn.type)
     if cls is not None and cls.auth == "action_account":  # e.g. delete the linked platform account
         return bool(cls().revoke_connection(conn))

@@ -271,6 +271,16 @@ def _apply(cred: Credential, data: dict[str, Any], creating: bool) -> None:
         secret = data["oauth_client_secret"]
         oauth.set_client_secret(cred, secret if secret else None)
 
+    # URLs may hold {client_id} and {<settings key>} placeholders, and no other braces
+    revoke_url = (cred.settings or {}).get("revoke_url") if isinstance(cred.settings, dict) else None
+    for field, url in (("oauth_url", cred.oauth_url), ("oauth_token_url", cred.oauth_token_url),
+                       ("settings.revoke_url", revoke_url if isinstance(revoke_url, str) else None)):
+        problem = oauth.url_placeholder_problem(url, cred)
+        if problem:
+            details[field] = problem
+    if details:
+        raise errors.BadRequest(details)
+
     # what the connector needs to work at all
     provider = oauth.provider_for(cred)
     if cls.auth == "oauth2":
@@ -308,14 +318,15 @@ def _owns_token(cred: Credential) -> bool:
 
 
 def _store_org_token(cred: Credential, token: dict[str, Any]) -> None:
+    """Store a client_credentials token in the credential's one org-level connection.
+
+    Find-or-create goes through :func:`oauth.pending_connection_for`, which
+    serializes on the credential row, so concurrent saves never create two.
+    """
     cls = registry().by_connector(cred.connector_name)
-    conn = org_level_connection(cred)
-    if conn is None:
-        now = utcnow()
-        conn = Connection.create(org=cred.org_id, app=None, customer_id=None, requirement_id=None, type=cls.name,
-                                 connector_name=cls.connector_name, integration_id=cls.name, credential=cred.id,
-                                 status="pending", created_at=now, updated_at=now)
-    oauth.store_tokens(conn, cred, token, keep_previous=False)
+    conn = oauth.pending_connection_for(cred, cls, app=None, customer_id=None)
+    oauth.store_tokens(conn, cred, token, keep_previous=False,
+                       requested_scope=" ".join(oauth.credential_scopes(cred)) or None)
 
 
 @blp.route("")

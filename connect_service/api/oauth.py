@@ -91,12 +91,6 @@ def _finish(outcome: oauth.CallbackOutcome):
     return resp
 
 
-def _set_nonce_cookie(resp, nonce: str) -> None:
-    secure = settings()["public_url"].startswith("https://")
-    resp.set_cookie(oauth.NONCE_COOKIE, nonce, max_age=int(settings()["oauth_session_seconds"]),
-                    path=oauth.CALLBACK_PATH, httponly=True, samesite="Lax", secure=secure)
-
-
 # --------------------------------------------------------------------------- endpoints
 
 
@@ -122,8 +116,8 @@ class Authorize(MethodView):
         return_to = request.args.get("return_to")
         if return_to is not None and not oauth.is_exact_return_url(g.app, return_to):
             raise errors.BadRequest({"return_to": "must exactly match one of the app's return_urls"})
-        url, conn = oauth.start_authorization(g.app, g.connect.user_id, req, return_to=return_to)
-        return {"authorization_url": url, "connection_id": conn.id}
+        started = oauth.start_authorization(g.app, g.connect.user_id, req, return_to=return_to)
+        return {"authorization_url": started.url, "connection_id": started.connection.id}
 
 
 def _page_response(description: str) -> dict:
@@ -144,11 +138,14 @@ class Callback(MethodView):
     @blp.response(200, description="the result page, or a 303 redirect to the flow's return URL")
     def get(self):
         """OAuth2 redirect target: validates state, exchanges the code, stores the tokens"""
-        outcome = oauth.complete_authorization(request.args.to_dict(flat=True),
-                                               browser_nonce=request.cookies.get(oauth.NONCE_COOKIE))
+        params = request.args.to_dict(flat=True)
+        # each flow has its own binding cookie, named after its state: parallel flows never collide
+        cookie = oauth.nonce_cookie_name(params["state"]) if params.get("state") else None
+        nonce = request.cookies.get(cookie) if cookie else None
+        outcome = oauth.complete_authorization(params, browser_nonce=nonce)
         resp = _finish(outcome)
-        if request.cookies.get(oauth.NONCE_COOKIE) is not None and outcome.error_code != "browser_mismatch":
-            resp.delete_cookie(oauth.NONCE_COOKIE, path=oauth.CALLBACK_PATH, httponly=True, samesite="Lax")
+        if nonce is not None and outcome.error_code != "browser_mismatch":
+            resp.delete_cookie(cookie, path=oauth.CALLBACK_PATH, httponly=True, samesite="Lax")
         return resp
 
 
@@ -175,13 +172,13 @@ class CredentialStart(MethodView):
         try:
             conn = oauth.pending_connection_for(credential, cls, app=None, customer_id=None)
             nonce = secrets.token_urlsafe(32)
-            url = oauth.begin_authorization(credential, conn, browser_nonce=nonce)
+            started = oauth.begin_authorization(credential, conn, browser_nonce=nonce)
         except errors.APIError as exc:
             detail = "; ".join(f"{k} {v}" for k, v in (exc.details or {}).items()) or exc.message
             return _page(False, f"The credential cannot start a sign-in: {detail}", 400)
-        resp = redirect(url, 303)
+        resp = redirect(started.url, 303)
         resp.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
-        _set_nonce_cookie(resp, nonce)
+        oauth.set_nonce_cookie(resp, started.nonce_cookie, nonce)
         return resp
 
 
@@ -252,5 +249,5 @@ class Initialise(MethodView):
                                       code_challenge=None, code_challenge_method=None, **options)
         conn = oauth.pending_connection_for(credential, cls, app=app, customer_id=data.get("customerId"))
         return_to = (app.return_urls or [None])[0]
-        url = oauth.begin_authorization(credential, conn, return_to=return_to, **options)
-        return {"url": url}
+        started = oauth.begin_authorization(credential, conn, return_to=return_to, **options)
+        return {"url": started.url}
