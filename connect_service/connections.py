@@ -6,11 +6,14 @@ the associated data (table, column, row id) is always the same.
 from __future__ import annotations
 
 import copy
+import logging
 from typing import Any
 
 from flask import current_app
 
 from .models import Connection, utcnow
+
+log = logging.getLogger(__name__)
 
 TABLE = "connection"
 COLUMN = "settings"
@@ -110,3 +113,40 @@ def mark_error(conn: Connection, reason: str, *, generation: int | None = None) 
     conn.status, conn.status_reason = "error", reason[:500]
     notify_failed(conn, reason)
     return True
+
+
+def revoke_at_provider(conn: Connection) -> bool:
+    """Best effort RFC 7009 revocation of an OAuth connection's tokens; True when the provider confirmed.
+
+    A provider that is down or refuses does not block the deletion (logged, no secrets).
+    """
+    from . import oauth
+    from .connection_types import ProviderError
+    from .http import OutboundError
+    from .models import Credential
+
+    cls = _registry().get(conn.type)
+    if cls is not None and cls.auth == "action_account":  # e.g. delete the linked platform account
+        return bool(cls().revoke_connection(conn))
+    if conn.credential_id is None:
+        return False
+    settings = read_settings(conn)
+    if not isinstance(settings.get("oauth"), dict):
+        return False
+    credential = Credential.get_or_none(Credential.id == conn.credential_id)
+    if credential is None:
+        return False
+    try:
+        return bool(oauth.revoke_tokens(credential, settings))
+    except (OutboundError, ProviderError) as exc:
+        log.warning("token revocation failed; deleting anyway",
+                    extra={"fields": {"connection_id": conn.id, "error": type(exc).__name__}})
+        return False
+
+
+def delete_connection(conn: Connection) -> None:
+    """Revoke at the provider where it can (best effort), delete the row, then notify ``connection_revoked``."""
+    revoke_at_provider(conn)
+    snapshot = hook_view(conn)
+    Connection.delete().where(Connection.id == conn.id).execute()
+    _registry().notify("connection_revoked", connection=snapshot)

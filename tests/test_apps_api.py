@@ -149,3 +149,25 @@ def test_sqlite_runs_in_wal_mode(connect):
         pytest.skip("journal mode is a SQLite setting; this run uses PostgreSQL")
     with connect.app.app_context():
         assert database.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_deleting_an_app_deletes_its_connections_and_own_credentials(connect):
+    """Connections go through the same path as DELETE /v1/connections/{id} (hook fired, secrets gone)."""
+    from connect_service.models import Connection, Credential
+
+    app = connect.create_app_with_requirements(API_KEY_ONLY)
+    token = connect.token(app, "u")
+    r = connect.submit_credentials(token, connect.requirement_id(app, "helpdesk"), "dynamiq.connections.HttpApiKey",
+                                   {"url": "https://h.example", "api_key": "k"})
+    assert r.status_code == 201
+    cred = connect.client.post("/v1/credentials", headers=connect.auth, json={
+        "name": "own", "mode": "OAUTH", "connector_name": "oauth2", "app_id": app["id"], "read_access": "APP",
+        "oauth_url": "https://idp.example.com/authorize", "oauth_token_url": "https://idp.example.com/token",
+        "oauth_client_id": "c", "oauth_client_secret": "s", "oauth_grant_type": "authorization_code"})
+    assert cred.status_code == 201, cred.get_json()
+    assert connect.client.delete(f"/v1/apps/{app['id']}", headers=connect.auth).status_code == 204
+    with connect.app.app_context():
+        assert Connection.select().count() == 0
+        assert Credential.select().count() == 0
+    assert [c["connection"]["customer_id"] for c in connect.hooks.of("connection_revoked")] == ["u"]
+    assert connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"] == []

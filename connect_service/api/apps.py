@@ -6,7 +6,7 @@ from flask.views import MethodView
 from . import Blueprint
 
 from .. import errors
-from ..models import App, WorkflowVersion, utcnow
+from ..models import App, Connection, Credential, WorkflowVersion, utcnow
 from ..requirements import create_version, deploy_version, validate_requirements, version_view
 from . import schemas
 from .common import PageArgs, body_doc, iso, load_body, paginate, registry, require_access_key
@@ -117,8 +117,18 @@ class AppItem(MethodView):
     @blp.doc(security=SECURITY)
     @blp.response(204)
     def delete(self, app_id):
-        """Delete an app with its versions and connections"""
-        get_org_app(app_id).delete_instance(recursive=True)
+        """Delete an app: its connections (revoked at the provider where possible), own credentials, versions"""
+        from ..connections import delete_connection
+        from .credentials import delete_credential
+
+        app = get_org_app(app_id)
+        for conn in Connection.select().where(Connection.app == app.id):
+            delete_connection(conn)
+        for cred in Credential.select().where(Credential.app == app.id, Credential.read_access == "APP"):
+            delete_credential(cred)
+        # credentials that merely named this app as their team stay, organization-owned
+        Credential.update(app=None).where(Credential.app == app.id).execute()
+        app.delete_instance(recursive=True)
 
 
 @blp.route("/<string:app_id>/versions")

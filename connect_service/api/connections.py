@@ -17,11 +17,9 @@ from . import Blueprint
 from marshmallow import fields, validate
 
 from .. import errors, oauth, refresh
-from ..connection_types import ProviderError
-from ..connections import hook_view, notify_activated, read_settings, seal_settings, to_public
+from ..connections import delete_connection, notify_activated, seal_settings, to_public
 from ..db import db_now, write_transaction
 from ..fields import NonBlank
-from ..http import OutboundError
 from ..models import App, Connection, Credential, utcnow
 from ..oauth import MAX_TOKEN_LIFETIME_SECONDS
 from . import schemas
@@ -353,33 +351,5 @@ class ConnectionItem(MethodView):
     @blp.response(204)
     def delete(self, conn_id):
         """Revoke the tokens at the provider where it can, then delete the connection"""
-        conn = get_org_connection(conn_id)
-        revoke_at_provider(conn)
-        snapshot = hook_view(conn)
-        Connection.delete().where(Connection.id == conn.id).execute()
-        registry().notify("connection_revoked", connection=snapshot)
-
-
-def revoke_at_provider(conn: Connection) -> bool:
-    """Best effort RFC 7009 revocation of an OAuth connection's tokens; True when the provider confirmed.
-
-    A provider that is down or refuses does not block the deletion (logged, no secrets).
-    """
-    cls = registry().get(conn.type)
-    if cls is not None and cls.auth == "action_account":  # e.g. delete the linked platform account
-        return bool(cls().revoke_connection(conn))
-    if conn.credential_id is None:
-        return False
-    settings = read_settings(conn)
-    if not isinstance(settings.get("oauth"), dict):
-        return False
-    credential = Credential.get_or_none(Credential.id == conn.credential_id)
-    if credential is None:
-        return False
-    try:
-        return bool(oauth.revoke_tokens(credential, settings))
-    except (OutboundError, ProviderError) as exc:
-        log.warning("token revocation failed; deleting anyway",
-                    extra={"fields": {"connection_id": conn.id, "error": type(exc).__name__}})
-        return False
+        delete_connection(get_org_connection(conn_id))
 

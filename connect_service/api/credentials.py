@@ -22,7 +22,7 @@ from . import Blueprint
 from marshmallow import fields, validate
 
 from .. import errors, oauth
-from ..connections import read_settings
+from ..connections import delete_connection
 from ..db import write_transaction
 from ..fields import NonBlank
 from ..hosts import normalize_host, validate_allowed_host_pattern
@@ -112,6 +112,18 @@ class CredentialOutSchema(ma.Schema):
 
 def slug_of(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:100] or "credential"
+
+
+def delete_credential(cred: Credential) -> None:
+    """Delete a credential after revoking and removing its own org-level connection.
+
+    End-user connections it served keep their rows (``connector_config_id``
+    becomes null: they can no longer refresh until reconnected).
+    """
+    conn = org_level_connection(cred)
+    if conn is not None:
+        delete_connection(conn)
+    cred.delete_instance()
 
 
 def org_level_connection(credential: Credential) -> Connection | None:
@@ -395,8 +407,4 @@ class CredentialItem(MethodView):
     def delete(self, credential_id):
         """Delete a credential; its own org-level connection is revoked and removed"""
         cred = get_org_credential(credential_id)
-        conn = org_level_connection(cred)
-        if conn is not None:
-            oauth.revoke_tokens(cred, read_settings(conn))
-            conn.delete_instance()
-        cred.delete_instance()
+        delete_credential(cred)
