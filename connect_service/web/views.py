@@ -280,18 +280,26 @@ def _split_details(details: dict[str, str], fields: list[dict]) -> dict[str, str
     return out
 
 
+def _post_session(key: str):
+    """``(session, None)`` for an acceptable form post, else ``(None, response)``: expired link or refused post."""
+    session = load_session(key)
+    if session is None:
+        return None, _expired_for_post()
+    refusal = post_refusal(session)
+    if refusal:
+        return None, render_refused(session, refusal)
+    return session, None
+
+
 @bp.post("/connect/<key>/requirements/<req_id>/credentials")
 def save_credentials(key: str, req_id: str):
     """Save a credentials form (same logic as ``POST /v1/connect/requirements/{id}/credentials``)."""
     from .. import ratelimit
     from ..api.connect import client_address
 
-    session = load_session(key)
-    if session is None:
-        return _expired_for_post()
-    refusal = post_refusal(session)
-    if refusal:
-        return render_refused(session, refusal)
+    session, refused = _post_session(key)
+    if refused is not None:
+        return refused
     try:
         req = find_requirement(session.app, req_id)
     except errors.NotFound:
@@ -391,12 +399,9 @@ def link_account(key: str, req_id: str):
     from ..api import accounts
     from ..api.connect import client_address
 
-    session = load_session(key)
-    if session is None:
-        return _expired_for_post()
-    refusal = post_refusal(session)
-    if refusal:
-        return render_refused(session, refusal)
+    session, refused = _post_session(key)
+    if refused is not None:
+        return refused
     try:
         req = find_requirement(session.app, req_id)
         accounts.action_type(req)
