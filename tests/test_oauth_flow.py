@@ -770,3 +770,14 @@ def test_concurrent_starts_of_a_credential_redirect_url_share_one_connection(con
         with db(connect):
             count = Connection.select().where(Connection.credential == cred["id"]).count()
         assert count == 1, f"attempt {attempt}: {count} org-level connections"
+
+
+def test_deleting_a_credential_sends_its_users_back_to_reconnect(connect, server):
+    """Without its client registration a connection can never refresh: error, requirement pending again."""
+    cred, app, token, req_id, body, result = full_flow(connect, server, OAUTH2)
+    assert connect.statuses(token)[req_id] == "completed"
+    assert connect.client.delete(f"/v1/credentials/{cred['id']}", headers=connect.auth).status_code in (200, 204)
+    conn = connect.client.get(f"/v1/connections/{body['connection_id']}", headers=connect.auth).get_json()
+    assert conn["status"] == "error" and "credential" in conn["status_reason"]
+    assert connect.statuses(token)[req_id] == "pending"
+    assert [c["connection"]["id"] for c in connect.hooks.of("connection_failed")] == [body["connection_id"]]

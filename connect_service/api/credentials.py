@@ -22,7 +22,7 @@ from . import Blueprint
 from marshmallow import fields, validate
 
 from .. import errors, oauth
-from ..connections import delete_connection
+from ..connections import delete_connection, mark_error
 from ..db import write_transaction
 from ..fields import NonBlank
 from ..hosts import normalize_host, validate_allowed_host_pattern
@@ -117,12 +117,15 @@ def slug_of(name: str) -> str:
 def delete_credential(cred: Credential) -> None:
     """Delete a credential after revoking and removing its own org-level connection.
 
-    End-user connections it served keep their rows (``connector_config_id``
-    becomes null: they can no longer refresh until reconnected).
+    End-user OAuth connections it served keep their rows but move to
+    ``error`` (their requirement is pending again, so the end user
+    reconnects): without the client registration they can never refresh.
     """
     conn = org_level_connection(cred)
     if conn is not None:
         delete_connection(conn)
+    for served in Connection.select().where(Connection.credential == cred.id, Connection.status != "error"):
+        mark_error(served, "its OAuth client registration (credential) was deleted; reconnect")
     cred.delete_instance()
 
 
