@@ -21,13 +21,25 @@ if ! psql "$PG_ADMIN" -qtAc "select 1" >/dev/null 2>&1; then
     echo "PostgreSQL is not reachable at $PG_ADMIN" >&2
     exit 1
 fi
-psql "$PG_ADMIN" -q -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" >/dev/null
+psql "$PG_ADMIN" -q -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" -c "CREATE DATABASE $PG_DB" >/dev/null
 trap 'psql "$PG_ADMIN" -q -c "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true' EXIT
 
-echo "== test suite on SQLite" >&2
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
-echo "== test suite on PostgreSQL ($PG_DB)" >&2
-# The fuzzer explores the API itself on the first run; on PostgreSQL a smaller sample checks the
+# The two passes are independent (own databases, random ports) and each mostly uses one core:
+# run them side by side, then show both outputs and fail if either failed.
+LOGS="$(mktemp -d)"
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" >"$LOGS/sqlite.log" 2>&1 &
+SQLITE_PID=$!
+# The fuzzer explores the API itself on the SQLite pass; on PostgreSQL a smaller sample checks the
 # same operations against the other database.
 CONNECT_FUZZ_EXAMPLES="${CONNECT_FUZZ_EXAMPLES_PG:-10}" CONNECT_TEST_DATABASE_URL="${PG_ADMIN%/*}/$PG_DB" \
-    .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+    .venv/bin/python -m pytest -q -p no:cacheprovider "$@" >"$LOGS/postgresql.log" 2>&1 &
+PG_PID=$!
+status=0
+wait "$SQLITE_PID" || status=1
+wait "$PG_PID" || status=1
+echo "== test suite on SQLite"
+cat "$LOGS/sqlite.log"
+echo "== test suite on PostgreSQL ($PG_DB)"
+cat "$LOGS/postgresql.log"
+rm -rf "$LOGS"
+exit "$status"
