@@ -83,7 +83,8 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
-from werkzeug.serving import WSGIRequestHandler, make_server
+
+from .serving import BackgroundWSGIServer
 
 __all__ = ["OAuthTestServer", "TestClient", "IssuedToken", "DEFAULT_SCOPE"]
 
@@ -317,11 +318,6 @@ class _BearerValidator(BearerTokenValidator):
             return self.owner._by_access.get(token_string)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code="-", size="-"):
-        pass
-
-
 # --------------------------------------------------------------------------- the server
 
 
@@ -337,7 +333,7 @@ def _flat(multidict) -> dict:
     return out
 
 
-class OAuthTestServer:
+class OAuthTestServer(BackgroundWSGIServer):
     """In-process OAuth 2.0 authorization server for tests (see module docstring)."""
 
     def __init__(self, issuer_path: str | None = None, host: str = "127.0.0.1", port: int = 0):
@@ -384,46 +380,15 @@ class OAuthTestServer:
         self._pending_expiry: dict[str, tuple[float, float]] = {}
         self._family_counter = itertools.count(1)
 
-        self._server = None
-        self._thread: threading.Thread | None = None
         self.app = self._build_app()
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "OAuthTestServer":
-        if self._server is not None:
-            return self
-        self._server = make_server(
-            self.host, self._port, self.app, threaded=True, request_handler=_QuietHandler
-        )
-        self.port = self._server.server_port
-        self.url = f"http://{self.host}:{self.port}"
+    thread_name = "oauth-test-server"
+
+    def _started(self) -> None:
         if self.issuer is None:
             self.issuer = self.url + self.issuer_path
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"oauth-test-server-{self.port}",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> "OAuthTestServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # ------------------------------------------------------------------ URLs
 

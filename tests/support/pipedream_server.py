@@ -63,7 +63,8 @@ from urllib.parse import urlencode
 
 import requests
 from flask import Flask, jsonify, request
-from werkzeug.serving import WSGIRequestHandler, make_server
+
+from .serving import BackgroundWSGIServer
 
 __all__ = ["PipedreamTestServer"]
 
@@ -92,12 +93,7 @@ def _iso(value: datetime.datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code="-", size="-"):
-        pass
-
-
-class PipedreamTestServer:
+class PipedreamTestServer(BackgroundWSGIServer):
     """In-process Pipedream Connect API for tests (see the module docstring)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
@@ -122,38 +118,11 @@ class PipedreamTestServer:
         self.webhook_deliveries: list[dict[str, Any]] = []
         self.errors: list[str] = []
         self._lock = threading.Lock()
-        self._server = None
-        self._thread: threading.Thread | None = None
         self.app = self._build_app()
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "PipedreamTestServer":
-        if self._server is not None:
-            return self
-        self._server = make_server(self.host, self._port, self.app, threaded=True, request_handler=_QuietHandler)
-        self.port = self._server.server_port
-        self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name=f"pipedream-test-server-{self.port}", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = None
-        self._thread = None
-
-    def __enter__(self) -> "PipedreamTestServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    thread_name = "pipedream-test-server"
 
     # ------------------------------------------------------------------ setup helpers
 
