@@ -59,7 +59,7 @@ def public_settings(conn: Connection, settings: dict[str, Any]) -> dict[str, Any
 
 def to_public(conn: Connection, include_secrets: bool = False) -> dict[str, Any]:
     """The seed 002 response shape (plus ``status``, ``app_id``, ``type``, ``requirement_id``)."""
-    from .api.common import iso
+    from .timestamps import iso
 
     settings = read_settings(conn)
     return {

@@ -125,7 +125,7 @@ def deploy_version(app: App, number: int) -> WorkflowVersion:
 
 
 def version_view(version: WorkflowVersion) -> dict[str, Any]:
-    from .api.common import iso
+    from .timestamps import iso
 
     reqs = Requirement.select().where(Requirement.version == version.id).order_by(Requirement.position)
     return {

@@ -1,43 +1,24 @@
-"""Helpers every API module shares: body loading, pagination, timestamps, auth."""
+"""Helpers every API module shares: body loading and pagination."""
 from __future__ import annotations
 
 import base64
 import datetime
-import functools
 import json
 from typing import Any
 
 import marshmallow as ma
-from flask import current_app, g, request
+from flask import request
 
 from .. import errors
-from ..crypto import Keyring
-from ..models import AccessKey, App, utcnow
-from ..plugins import Registry
-from ..tokens import InvalidToken, hash_access_key, verify_connect_token
+# re-exported while the API modules move over to the domain-level homes of these names
+from ..auth import (authenticate_access_key, bearer, connect_identity, require_access_key,  # noqa: F401
+                    require_connect_token)
+from ..extensions import keyring, registry, settings  # noqa: F401
+from ..timestamps import iso  # noqa: F401
 
 BLANK = {"input": "cannot be blank"}
 
 
-def settings() -> dict[str, Any]:
-    return current_app.config["CONNECT"]
-
-
-def keyring() -> Keyring:
-    return current_app.extensions["connect_keyring"]
-
-
-def registry() -> Registry:
-    return current_app.extensions["connect_registry"]
-
-
-def iso(value: datetime.datetime | None) -> str | None:
-    """ISO 8601 UTC with a ``Z``, seconds precision (``2026-11-23T08:30:00Z``)."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(datetime.timezone.utc).replace(tzinfo=None)
-    return value.replace(microsecond=0).isoformat() + "Z"
 
 
 def raw_json_body() -> Any:
@@ -127,72 +108,3 @@ def paginate(query, model, args: dict[str, Any]) -> tuple[list, str | None]:
     rows = list(query.order_by(model.created_at, model.id).limit(limit + 1))
     next_cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
     return rows[:limit], next_cursor
-
-
-# --- authentication -------------------------------------------------------------------------
-
-def bearer() -> str | None:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
-        return None
-    return value.strip()
-
-
-def authenticate_access_key(token: str | None):
-    """Return the ``AccessKey`` row for a valid, unrevoked ``ak_`` key, else None."""
-    if not token or not token.startswith("ak_"):
-        return None
-    key = (AccessKey.select(AccessKey, AccessKey.org).join(AccessKey.org.rel_model)
-           .where(AccessKey.key_hash == hash_access_key(token), AccessKey.revoked_at.is_null()).first())
-    if key is None:
-        return None
-    now = utcnow()
-    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
-        AccessKey.update(last_used_at=now).where(AccessKey.id == key.id).execute()
-    return key
-
-
-def require_access_key(view):
-    """Management API views: ``Authorization: Bearer ak_…`` of an org, else 401."""
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        key = authenticate_access_key(bearer())
-        if key is None:
-            raise errors.Unauthorized()
-        g.org = key.org
-        g.access_key = key
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def connect_identity(token: str | None):
-    """Verify a connect token and load its app; None when anything is wrong."""
-    if not token or token.startswith("ak_"):
-        return None
-    cfg = settings()
-    try:
-        identity = verify_connect_token(token, cfg["secret_key"], cfg["secret_key_fallbacks"], cfg["public_url"])
-    except InvalidToken:
-        return None
-    app = App.get_or_none(App.id == identity.app_id)
-    if app is None:
-        return None
-    return identity, app
-
-
-def require_connect_token(view):
-    """End-user views: ``Authorization: Bearer <connect token>``, else 401."""
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        found = connect_identity(bearer())
-        if found is None:
-            raise errors.Unauthorized()
-        g.connect, g.app = found
-        g.org_id = g.app.org_id
-        return view(*args, **kwargs)
-
-    return wrapper

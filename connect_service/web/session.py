@@ -23,7 +23,8 @@ from urllib.parse import urlsplit
 
 from flask import Response, g, request
 
-from ..api.common import connect_identity, settings
+from ..auth import connect_identity
+from ..extensions import settings
 from ..models import App
 
 SESSION_COOKIE_PREFIX = "connect_session_"

@@ -21,7 +21,8 @@ from urllib.parse import urlencode
 from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, url_for
 
 from .. import errors
-from ..api.common import connect_identity, registry, settings
+from ..auth import connect_identity
+from ..extensions import registry, settings
 from ..models import Connection
 from ..requirements import find_requirement, submit_credentials
 from .session import PageSession, cookie_sessions, csrf_token, load_session, page_key, post_refusal, store_session
