@@ -645,12 +645,10 @@ def test_a_failed_callback_does_not_overwrite_a_concurrent_successful_one(connec
 
 def test_callback_times_come_from_the_database_clock(connect, server, monkeypatch):
     """This host's clock runs two hours ahead: expiry and last refresh are still database time."""
-    from connect_service import oauth
     from connect_service.db import db_now
+    from tests.support.clock import skew_host_clock
 
-    skewed = lambda: datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) \
-        + datetime.timedelta(hours=2)  # noqa: E731
-    monkeypatch.setattr(oauth, "utcnow", skewed)
+    skew_host_clock(monkeypatch, datetime.timedelta(hours=2))
     cred, app, token, req_id, body, result = full_flow(connect, server, OAUTH2)
     assert result.status_code == 200
     conn, settings = connection(connect, body["connection_id"])
