@@ -620,7 +620,7 @@ def test_a_failed_callback_does_not_overwrite_a_concurrent_successful_one(connec
     assert first["connection_id"] == second["connection_id"]
     first_location = browser_to_callback(first["authorization_url"])
     second_location = browser_to_callback(second["authorization_url"])
-    real_exchange = oauth.exchange_code
+    real_exchange = oauth.grants.exchange_code
     results, calls = [], []
 
     def exchange(credential, session, code):
@@ -632,7 +632,7 @@ def test_a_failed_callback_does_not_overwrite_a_concurrent_successful_one(connec
             raise oauth.ProviderError("invalid_grant", "the code expired")
         return real_exchange(credential, session, code)
 
-    monkeypatch.setattr(oauth, "exchange_code", exchange)
+    monkeypatch.setattr(oauth.grants, "exchange_code", exchange)
     failed = connect.client.get(first_location)
     assert failed.status_code == 400 and b"invalid_grant" in failed.data
     assert results[0].status_code == 200

@@ -304,7 +304,7 @@ def test_invalid_grant_after_another_worker_won_returns_the_winners_token(connec
     from connect_service import oauth, refresh
 
     conn_id, old = expired
-    real = oauth.request_refresh
+    real = oauth.grants.request_refresh
     winner = {}
 
     def slow_worker_a(credential_row, refresh_token):
@@ -314,7 +314,7 @@ def test_invalid_grant_after_another_worker_won_returns_the_winners_token(connec
             winner["conn"] = refresh.refresh_connection(conn_id, force=True)
         return real(credential_row, refresh_token)
 
-    monkeypatch.setattr(oauth, "request_refresh", slow_worker_a)
+    monkeypatch.setattr(oauth.grants, "request_refresh", slow_worker_a)
     r = read_secrets(connect, conn_id)
     assert r.status_code == 200, r.get_json()
     assert oauth_server.token_calls("refresh_token") == 2
@@ -332,7 +332,7 @@ def test_invalid_grant_after_reauthorization_keeps_new_tokens(connect, oauth_ser
     from connect_service.connections import read_settings, seal_settings
 
     conn_id, old = expired
-    real = oauth.request_refresh
+    real = oauth.grants.request_refresh
     fresh = issue_tokens(oauth_server)
 
     def reauthorized_meanwhile(credential_row, refresh_token):
@@ -345,7 +345,7 @@ def test_invalid_grant_after_reauthorization_keeps_new_tokens(connect, oauth_ser
         oauth_server.revoke(refresh_token)  # the old grant is gone at the provider
         return real(credential_row, refresh_token)
 
-    monkeypatch.setattr(oauth, "request_refresh", reauthorized_meanwhile)
+    monkeypatch.setattr(oauth.grants, "request_refresh", reauthorized_meanwhile)
     r = read_secrets(connect, conn_id)
     assert r.status_code == 200, r.get_json()
     assert access_token(r) == fresh["access_token"]

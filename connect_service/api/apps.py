@@ -118,7 +118,7 @@ class AppItem(MethodView):
     @blp.response(204)
     def delete(self, app_id):
         """Delete an app: its connections (revoked at the provider where possible), own credentials, versions"""
-        from ..connections import delete_connection
+        from ..lifecycle import delete_connection
         from .credentials import delete_credential
 
         app = get_org_app(app_id)

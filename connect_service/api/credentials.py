@@ -22,16 +22,14 @@ from . import Blueprint
 from marshmallow import fields, validate
 
 from .. import errors, oauth
-from ..connections import delete_connection, mark_error
+from ..connections import mark_error
 from ..db import write_transaction
 from ..fields import NonBlank
 from ..hosts import normalize_host, validate_allowed_host_pattern
-from ..http import OutboundError
-from ..connection_types import ProviderError
+from ..lifecycle import delete_connection
 from ..models import App, Connection, Credential, new_id, utcnow
 from . import schemas
 from .common import PageArgs, body_doc, iso, load_body, paginate, raw_json_body, registry, require_access_key, settings
-from .oauth import credential_start_url
 
 blp = Blueprint("credentials", __name__, url_prefix="/v1/credentials", description="OAuth2 credentials (seed 003)")
 SECURITY = [{"accessKey": []}]
@@ -142,7 +140,7 @@ def credential_view(cred: Credential) -> dict[str, Any]:
     return {
         "id": cred.id, "name": cred.name, "slug": cred.slug, "mode": cred.mode,
         "connector_name": cred.connector_name,
-        "redirect_url": credential_start_url(cred) if cred.oauth_grant_type == "authorization_code" else "",
+        "redirect_url": oauth.credential_start_url(cred) if cred.oauth_grant_type == "authorization_code" else "",
         "app_id": cred.app_id, "folder_id": None, "read_access": cred.read_access,
         "shared_app_slugs": list(cred.shared_app_slugs or []), "description": cred.description or "",
         "allowed_hosts": list(cred.allowed_hosts or []), "metadata": cred.metadata or {},
@@ -314,36 +312,6 @@ def _apply(cred: Credential, data: dict[str, Any], creating: bool) -> None:
         raise errors.BadRequest(details)
 
 
-def _fetch_client_credentials(cred: Credential) -> dict[str, Any]:
-    """The client_credentials token, or a 400 naming the token endpoint."""
-    try:
-        return oauth.request_client_credentials(cred)
-    except OutboundError as exc:
-        raise errors.BadRequest({"oauth_token_url": f"could not reach the token endpoint: {exc.reason} ({exc.url})"
-                                 }) from None
-    except ProviderError as exc:
-        text = f"{exc.code}: {exc.description}" if exc.description else exc.code
-        raise errors.BadRequest({"oauth_token_url": f"the token endpoint refused the request: {text}"}) from None
-
-
-def _owns_token(cred: Credential) -> bool:
-    """client_credentials credentials whose token the service keeps in an org-level connection."""
-    cls = registry().by_connector(cred.connector_name)
-    return cred.oauth_grant_type == "client_credentials" and cls is not None and cls.auth != "action_account"
-
-
-def _store_org_token(cred: Credential, token: dict[str, Any]) -> None:
-    """Store a client_credentials token in the credential's one org-level connection.
-
-    Find-or-create goes through :func:`oauth.pending_connection_for`, which
-    serializes on the credential row, so concurrent saves never create two.
-    """
-    cls = registry().by_connector(cred.connector_name)
-    conn = oauth.pending_connection_for(cred, cls, app=None, customer_id=None)
-    oauth.store_tokens(conn, cred, token, keep_previous=False,
-                       requested_scope=" ".join(oauth.credential_scopes(cred)) or None)
-
-
 @blp.route("")
 class Credentials(MethodView):
     decorators = [require_access_key]
@@ -355,13 +323,13 @@ class Credentials(MethodView):
         data = _merge(load_body(CredentialSchema), None)
         cred = Credential(id=new_id("ccfg"), org=g.org.id, mode="OAUTH", oauth_grant_type="authorization_code")
         _apply(cred, data, creating=True)
-        token = _fetch_client_credentials(cred) if _owns_token(cred) else None
+        token = oauth.fetch_client_credentials(cred) if oauth.owns_org_token(cred) else None
         now = utcnow()
         cred.created_at = cred.updated_at = now
         with write_transaction():
             cred.save(force_insert=True)
         if token is not None:
-            _store_org_token(cred, token)
+            oauth.store_org_token(cred, token)
         return credential_view(cred)
 
     @blp.doc(security=SECURITY)
@@ -396,13 +364,13 @@ class CredentialItem(MethodView):
         data = _merge(data, cred)
         _apply(cred, data, creating=False)
         changed = {k if k != "oauth_token_endpoint_auth_method" else "token_endpoint_auth_method" for k in data}
-        token = _fetch_client_credentials(cred) if _owns_token(cred) and (
+        token = oauth.fetch_client_credentials(cred) if oauth.owns_org_token(cred) and (
             changed & TOKEN_FIELDS or org_level_connection(cred) is None) else None
         cred.updated_at = utcnow()
         with write_transaction():
             cred.save()
         if token is not None:
-            _store_org_token(cred, token)
+            oauth.store_org_token(cred, token)
         return credential_view(cred)
 
     @blp.doc(security=SECURITY)
