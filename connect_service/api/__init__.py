@@ -1,5 +1,16 @@
-"""flask-smorest API: one blueprint per resource, one error shape."""
+"""flask-smorest API: one blueprint per resource, one error shape, one body parser.
+
+Every view that takes a body declares it with ``@blp.arguments(Schema)``; the
+rules every body follows (blank, media type, JSON, NUL characters, field
+errors as a 400 naming each field) live in :class:`ArgumentsParser`, once.
+"""
 from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+from collections.abc import Mapping
+from typing import Any
 
 import marshmallow as ma
 from flask_smorest import Api as _Api
@@ -7,6 +18,8 @@ from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser
 
 from .. import errors
+
+BLANK = {"input": "cannot be blank"}
 
 
 class ErrorDetailSchema(ma.Schema):
@@ -20,14 +33,79 @@ class ErrorSchema(ma.Schema):
     error = ma.fields.Nested(ErrorDetailSchema, required=True)
 
 
+class OptionalBody:
+    """Mix into a body schema whose body may be left out: an absent or empty body loads as ``{}``.
+
+    Declare the view with ``@blp.arguments(Schema, required=False)`` so the docs agree.
+    """
+
+
+def json_body(request, optional: bool = False) -> dict[str, Any]:
+    """The request body as a JSON object, or an error naming what is wrong with it.
+
+    Blank (absent, empty, whitespace, ``null``, ``{}``) is a 400 unless
+    ``optional`` (then an absent or whitespace body is ``{}``); another media
+    type is a 415; NUL characters are refused here because PostgreSQL text
+    cannot hold them (a driver error would be a 500).
+    """
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if optional:
+            return {}
+        raise errors.BadRequest(BLANK)
+    mimetype = request.mimetype or ""
+    if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
+        raise errors.UnsupportedMediaType({"input": "send the body as application/json"})
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.BadRequest({"input": "is not valid JSON"}) from None
+    except RecursionError:
+        raise errors.BadRequest({"input": "is nested too deeply"}) from None
+    if data is None or data == {}:
+        raise errors.BadRequest(BLANK)
+    if not isinstance(data, dict):
+        raise errors.BadRequest({"input": "must be a JSON object"})
+    nul = _nul_paths(data)
+    if nul:
+        raise errors.BadRequest({path: "must not contain NUL characters" for path in nul[:10]})
+    return data
+
+
+def _nul_paths(value: Any, path: str = "") -> list[str]:
+    """Field paths (dots for nesting) of every string key or value that contains a NUL character."""
+    if isinstance(value, str):
+        return [path or "input"] if "\x00" in value else []
+    found: list[str] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                found.append(path or "input")
+            found += _nul_paths(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _nul_paths(item, f"{path}.{index}" if path else str(index))
+    return found
+
+
 class ArgumentsParser(FlaskParser):
-    """Bad query arguments are a 400 (documented and answered), like every other bad input."""
+    """webargs parser behind ``@blp.arguments``: the body rules, and every bad argument a 400."""
 
     DEFAULT_VALIDATION_STATUS = 400
 
+    def load_json(self, req, schema):
+        return json_body(req, optional=isinstance(schema, OptionalBody))
+
+    def handle_error(self, error, req, schema, *, error_status_code, error_headers):
+        messages = error.messages
+        if isinstance(messages, Mapping) and len(messages) == 1 and next(iter(messages)) in self.__location_map__:
+            messages = next(iter(messages.values()))  # webargs files messages under the location ("json", "query")
+        raise errors.BadRequest(errors.flatten_messages(messages), headers=error_headers)
+
 
 class Blueprint(_Blueprint):
-    """flask-smorest's Blueprint whose ``arguments`` answer (and document) 400, not 422."""
+    """flask-smorest's Blueprint whose ``arguments`` follow :class:`ArgumentsParser` (and document 400, not 422)."""
 
     ARGUMENTS_PARSER = ArgumentsParser()
 
@@ -49,9 +127,6 @@ BLUEPRINT_MODULES = [
 
 
 def init_app(app) -> Api:
-    import importlib
-    import importlib.util
-
     app.config.setdefault("API_TITLE", "connect-service")
     app.config.setdefault("API_VERSION", "v1")
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")

@@ -4,19 +4,19 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
-from . import Blueprint
+from . import Blueprint, OptionalBody
 
 from .. import errors
 from ..models import AccessKey, Organization, utcnow
 from ..tokens import generate_access_key
 from . import schemas
-from .common import PageArgs, iso, paginate, raw_json_body, require_access_key
+from .common import PageArgs, iso, paginate, require_access_key
 
 blp = Blueprint("access_keys", __name__, url_prefix="/v1/access-keys", description="Access Keys")
 SECURITY = [{"accessKey": []}]
 
 
-class AccessKeyCreateSchema(ma.Schema):
+class AccessKeyCreateSchema(OptionalBody, ma.Schema):
     name = ma.fields.String(load_default="", validate=ma.validate.Length(max=200))
 
 
@@ -47,19 +47,11 @@ def create_access_key(org: Organization, name: str = "") -> tuple[AccessKey, str
 class AccessKeys(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY, requestBody={"required": False, "content": {
-        "application/json": {"schema": AccessKeyCreateSchema}}})
+    @blp.doc(security=SECURITY)
+    @blp.arguments(AccessKeyCreateSchema, required=False)
     @blp.response(201, AccessKeySchema)
-    def post(self):
+    def post(self, data):
         """Create an Access Key (the plaintext ``key`` is shown only in this response)"""
-        from flask import request
-
-        data = {}
-        if request.get_data(cache=True).strip():
-            try:
-                data = AccessKeyCreateSchema().load(raw_json_body())
-            except ma.ValidationError as exc:
-                raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
         key, plaintext = create_access_key(g.org, data.get("name", ""))
         return key_view(key, plaintext)
 

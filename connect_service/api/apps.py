@@ -9,7 +9,7 @@ from .. import errors
 from ..models import App, Connection, Credential, WorkflowVersion, utcnow
 from ..requirements import create_version, deploy_version, validate_requirements, version_view
 from . import schemas
-from .common import PageArgs, body_doc, iso, load_body, paginate, registry, require_access_key
+from .common import PageArgs, iso, paginate, registry, require_access_key, resolve_path
 
 blp = Blueprint("apps", __name__, url_prefix="/v1/apps", description="Apps and workflow versions")
 
@@ -74,11 +74,11 @@ def create_app_row(org, data: dict) -> App:
 class Apps(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY, **body_doc(schemas.AppCreateSchema))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(schemas.AppCreateSchema)
     @blp.response(201, schemas.AppSchema)
-    def post(self):
+    def post(self, data):
         """Create an app"""
-        data = load_body(schemas.AppCreateSchema)
         _check_unique(data["hostname"], data.get("slug"))
         return app_view(create_app_row(g.org, data))
 
@@ -93,20 +93,19 @@ class Apps(MethodView):
 
 @blp.route("/<string:app_id>")
 class AppItem(MethodView):
-    decorators = [require_access_key]
+    decorators = [resolve_path(app_id=get_org_app), require_access_key]
 
     @blp.doc(security=SECURITY)
     @blp.response(200, schemas.AppSchema)
-    def get(self, app_id):
+    def get(self, app):
         """Get an app"""
-        return app_view(get_org_app(app_id))
+        return app_view(app)
 
-    @blp.doc(security=SECURITY, **body_doc(schemas.AppPatchSchema))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(schemas.AppPatchSchema)
     @blp.response(200, schemas.AppSchema)
-    def patch(self, app_id):
+    def patch(self, data, app):
         """Update an app"""
-        app = get_org_app(app_id)
-        data = load_body(schemas.AppPatchSchema)
         _check_unique(data.get("hostname"), data.get("slug"), exclude=app.id)
         for key, value in data.items():
             setattr(app, key, value)
@@ -116,12 +115,11 @@ class AppItem(MethodView):
 
     @blp.doc(security=SECURITY)
     @blp.response(204)
-    def delete(self, app_id):
+    def delete(self, app):
         """Delete an app: its connections (revoked at the provider where possible), own credentials, versions"""
         from ..lifecycle import delete_connection
         from .credentials import delete_credential
 
-        app = get_org_app(app_id)
         for conn in Connection.select().where(Connection.app == app.id):
             delete_connection(conn)
         for cred in Credential.select().where(Credential.app == app.id, Credential.read_access == "APP"):
@@ -133,23 +131,21 @@ class AppItem(MethodView):
 
 @blp.route("/<string:app_id>/versions")
 class Versions(MethodView):
-    decorators = [require_access_key]
+    decorators = [resolve_path(app_id=get_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY, **body_doc(schemas.VersionCreateSchema))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(schemas.VersionCreateSchema)
     @blp.response(201, schemas.VersionSchema)
-    def post(self, app_id):
+    def post(self, data, app):
         """Create a workflow version with its requirements"""
-        app = get_org_app(app_id)
-        data = load_body(schemas.VersionCreateSchema)
         validate_requirements(data["requirements"], registry())
         return version_view(create_version(app, data["requirements"]))
 
     @blp.doc(security=SECURITY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(schemas.VersionSchema))
-    def get(self, app_id, **args):
+    def get(self, app, **args):
         """List an app's workflow versions, oldest first (the cursor is the last number seen)"""
-        app = get_org_app(app_id)
         query = WorkflowVersion.select().where(WorkflowVersion.app == app.id)
         if args.get("cursor"):
             if not args["cursor"].isdigit() or len(args["cursor"]) > 10:
@@ -163,11 +159,10 @@ class Versions(MethodView):
 
 @blp.route("/<string:app_id>/versions/<int:number>/deploy")
 class Deploy(MethodView):
-    decorators = [require_access_key]
+    decorators = [resolve_path(app_id=get_org_app), require_access_key]
 
     @blp.doc(security=SECURITY)
     @blp.response(200, schemas.VersionSchema)
-    def post(self, app_id, number):
+    def post(self, app, number):
         """Deploy a workflow version (its requirements become the app's)"""
-        app = get_org_app(app_id)
         return version_view(deploy_version(app, number))

@@ -18,7 +18,7 @@ from . import Blueprint
 from .. import errors
 from ..hosts import is_host_allowed, url_host
 from ..models import Connection, Credential
-from .common import body_doc, load_body, require_access_key
+from .common import require_access_key, resolve_path
 
 blp = Blueprint("check_host", __name__, url_prefix="/v1/connections",
                 description="Check a URL against a connection's allowed hosts")
@@ -38,18 +38,22 @@ class CheckHostResultSchema(ma.Schema):
                                    metadata={"description": "the credential's patterns; empty = unrestricted"})
 
 
+def _org_connection(conn_id: str) -> Connection:
+    conn = Connection.get_or_none(Connection.id == conn_id, Connection.org == g.org.id)
+    if conn is None:
+        raise errors.NotFound()
+    return conn
+
+
 @blp.route("/<string:conn_id>/check-host")
 class CheckHost(MethodView):
-    decorators = [require_access_key]
+    decorators = [resolve_path(conn_id=_org_connection), require_access_key]
 
-    @blp.doc(security=SECURITY, **body_doc(CheckHostSchema))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(CheckHostSchema)
     @blp.response(200, CheckHostResultSchema)
-    def post(self, conn_id):
+    def post(self, data, conn):
         """Whether the connection's credential may be sent to ``url`` (its ``allowed_hosts``)"""
-        conn = Connection.get_or_none(Connection.id == conn_id, Connection.org == g.org.id)
-        if conn is None:
-            raise errors.NotFound()
-        data = load_body(CheckHostSchema)
         try:
             host = url_host(data["url"].strip())
         except ValueError as exc:
