@@ -21,7 +21,7 @@ from ..db import db_now
 from ..fields import NonBlank
 from ..models import Connection
 from . import Blueprint, schemas
-from .common import PageArgs, body_doc, load_body, paginate
+from .common import PageArgs, paginate, resolve_path
 
 blp = Blueprint("connections", __name__, url_prefix="/v1/connections",
                 description="End-user connections and their credentials")
@@ -114,6 +114,10 @@ def _query_args(schema: type[ma.Schema]) -> dict:
         raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
 
 
+def _org_connection(conn_id: str) -> Connection:
+    return get_org_connection(g.org.id, conn_id)
+
+
 def _request_started() -> datetime.datetime:
     """When this request arrived, on the database clock (forced reads that overlap share a refresh)."""
     return db_now() - datetime.timedelta(seconds=time.perf_counter() - g.get("started", time.perf_counter()))
@@ -125,11 +129,12 @@ def _request_started() -> datetime.datetime:
 class Connections(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY, **body_doc(ConnectionCreateSchema, "seed 002"))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(ConnectionCreateSchema, description="seed 002")
     @blp.response(200, ConnectionSchema)
-    def post(self):
+    def post(self, data):
         """Create (import) a connection (answers 200, as seed 002 documents)"""
-        return connection_view(lifecycle.import_connection(g.org.id, load_body(ConnectionCreateSchema)))
+        return connection_view(lifecycle.import_connection(g.org.id, data))
 
     @blp.doc(security=SECURITY)
     @blp.arguments(ListArgs, location="query", as_kwargs=True)
@@ -142,29 +147,28 @@ class Connections(MethodView):
 
 @blp.route("/<string:conn_id>")
 class ConnectionItem(MethodView):
-    decorators = [require_access_key]
+    decorators = [resolve_path(conn_id=_org_connection), require_access_key]
 
     @blp.doc(security=SECURITY, parameters=READ_PARAMS)
     @blp.response(200, ConnectionSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
-    def get(self, conn_id):
+    def get(self, conn):
         """Get a connection; with include_secrets=true, its (fresh) credentials"""
-        conn = get_org_connection(g.org.id, conn_id)
         args = _query_args(ReadArgs)
         not_before = _request_started() if args["include_secrets"] and args["refresh"] == "force" else None
         out = lifecycle.read_connection(conn, include_secrets=args["include_secrets"], refresh_mode=args["refresh"],
                                         not_before=not_before)
         return (out, 200, NO_STORE) if args["include_secrets"] else out
 
-    @blp.doc(security=SECURITY, **body_doc(ConnectionPatchSchema))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(ConnectionPatchSchema)
     @blp.response(200, ConnectionSchema)
-    def patch(self, conn_id):
+    def patch(self, data, conn):
         """Update metadata (shallow merge), display_name, disabled"""
-        conn = get_org_connection(g.org.id, conn_id)
-        return connection_view(update_connection(conn, load_body(ConnectionPatchSchema)))
+        return connection_view(update_connection(conn, data))
 
     @blp.doc(security=SECURITY)
     @blp.response(204)
-    def delete(self, conn_id):
+    def delete(self, conn):
         """Revoke the tokens at the provider where it can, then delete the connection"""
-        lifecycle.delete_connection(get_org_connection(g.org.id, conn_id))
+        lifecycle.delete_connection(conn)
 

@@ -6,6 +6,7 @@ or a page and redirect for the browser-facing ones).
 """
 from __future__ import annotations
 
+import functools
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import marshmallow as ma
@@ -16,7 +17,6 @@ from .. import errors, oauth
 from ..auth import require_access_key, require_connect_token
 from ..fields import NonBlank
 from . import Blueprint
-from .common import load_body
 
 blp = Blueprint("oauth", __name__, url_prefix="/v1", description="OAuth2 connections",
                 template_folder="../web/templates")
@@ -162,15 +162,21 @@ class InitialiseResponseSchema(ma.Schema):
     url = ma.fields.String(required=True)
 
 
+def _resolve_embed_target(view):
+    """Turn ``hub_id`` + ``connector_id`` into ``target`` before the body is judged (unknown path: 404)."""
+    @functools.wraps(view)
+    def wrapper(*args, hub_id, connector_id, **kwargs):
+        return view(*args, target=oauth.embed_target(g.org.id, hub_id, connector_id), **kwargs)
+    return wrapper
+
+
 @blp.route("/embed/<string:hub_id>/connector/<string:connector_id>/oauth2/initialise")
 class Initialise(MethodView):
-    decorators = [require_access_key]
+    decorators = [_resolve_embed_target, require_access_key]
 
-    @blp.doc(security=KEY_SECURITY, requestBody={"required": True, "content": {
-        "application/json": {"schema": InitialiseSchema}}})
+    @blp.doc(security=KEY_SECURITY)
+    @blp.arguments(InitialiseSchema)
     @blp.response(200, InitialiseResponseSchema)
-    def post(self, hub_id, connector_id):
+    def post(self, data, target):
         """Initialise an OAuth2 connection (seed 004): the URL to send the user to"""
-        target = oauth.embed_target(g.org.id, hub_id, connector_id)
-        started = oauth.initialise(target, load_body(InitialiseSchema))
-        return {"url": started.url}
+        return {"url": oauth.initialise(target, data).url}
