@@ -20,7 +20,8 @@ from .extensions import registry
 from .fields import NonBlank
 from .http import OutboundError
 from .models import App, Connection, Credential, utcnow
-from .oauth import MAX_TOKEN_LIFETIME_SECONDS, ProviderUnavailable, credential_available_to, revoke_tokens, store_tokens
+from .oauth import MAX_TOKEN_LIFETIME_SECONDS, credential_available_to, revoke_tokens, store_tokens
+from .oauth.errors import NotRefreshable, ProviderUnavailable, RefreshRejected
 
 log = logging.getLogger(__name__)
 
@@ -168,10 +169,10 @@ def _refreshed(conn: Connection, force: bool, not_before: datetime.datetime | No
         if exc.token_url:
             details["token_url"] = exc.token_url
         raise errors.BadGateway(details) from None
-    except refresh.RefreshRejected as exc:
+    except RefreshRejected as exc:
         raise errors.BadGateway({"refresh": exc.reason, "provider": conn.connector_name,
                                  "status": "error"}) from None
-    except refresh.NotRefreshable as exc:
+    except NotRefreshable as exc:
         raise errors.Conflict({"refresh": f"cannot refresh: {exc.reason}"}) from None
 
 

@@ -47,33 +47,12 @@ from .extensions import settings
 from .http import OutboundError, redact_url
 from .models import Connection, Credential
 from .oauth import credential_scopes, grants, provider_for, purge_authorization_sessions, store_tokens
-from .oauth.errors import TRANSIENT_CODES, ProviderUnavailable
+from .oauth.errors import TRANSIENT_CODES, NotRefreshable, ProviderUnavailable, RefreshError, RefreshRejected
 
 log = logging.getLogger(__name__)
 
 #: seconds between polls of a loser waiting for the winner
 POLL_START, POLL_MAX = 0.05, 0.25
-
-
-class RefreshError(Exception):
-    """Base class: a refresh could not produce a fresh token. Messages carry no secrets."""
-
-    def __init__(self, connection_id: str, reason: str):
-        super().__init__(reason)
-        self.connection_id = connection_id
-        self.reason = reason
-
-
-class RefreshRejected(RefreshError):
-    """The provider refused the grant (``invalid_grant``…); the connection is now ``error``."""
-
-    def __init__(self, connection_id: str, reason: str, code: str = ""):
-        super().__init__(connection_id, reason)
-        self.code = code
-
-
-class NotRefreshable(RefreshError):
-    """Nothing to refresh: not an OAuth connection, disabled, not active or no refresh token."""
 
 
 @dataclass

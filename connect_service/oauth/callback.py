@@ -59,7 +59,8 @@ def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | No
     """
     state = params.get("state") or ""
     if not state:
-        return CallbackOutcome(False, "The sign-in response has no state parameter.", 400, error_code=InvalidRequest.code)
+        return CallbackOutcome(False, "The sign-in response has no state parameter.", 400,
+                               error_code=InvalidRequest.code)
     session = AuthorizationSession.get_or_none(AuthorizationSession.state_hash == hash_secret(state))
     if session is None:
         return CallbackOutcome(False, "This sign-in link is unknown or was already used. Start again.", 400,

@@ -94,5 +94,30 @@ class TemporarilyUnavailable(ProviderUnavailable):
     code = "temporarily_unavailable"
 
 
+class RefreshError(Exception):
+    """A refresh could not produce a fresh token and it is not the provider's passing trouble.
+
+    Not a ``ProviderError``: these describe the connection (``connection_id``,
+    a ``reason`` without secrets), not a provider answer.
+    """
+
+    def __init__(self, connection_id: str, reason: str):
+        super().__init__(reason)
+        self.connection_id = connection_id
+        self.reason = reason
+
+
+class RefreshRejected(RefreshError):
+    """The provider refused the grant (``invalid_grant``); the connection is now ``error``."""
+
+    def __init__(self, connection_id: str, reason: str, code: str = ""):
+        super().__init__(connection_id, reason)
+        self.code = code
+
+
+class NotRefreshable(RefreshError):
+    """Nothing to refresh: not an OAuth connection, disabled, not active or no refresh token."""
+
+
 #: the codes whose ``ProviderError`` means "try later" rather than "this grant is bad"
 TRANSIENT_CODES = frozenset({ServerError.code, TemporarilyUnavailable.code})

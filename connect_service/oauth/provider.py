@@ -47,8 +47,8 @@ PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]{0,63})\}")
 
 
 def _placeholder_values(credential: Credential) -> dict[str, str]:
-    settings = credential.settings if isinstance(credential.settings, dict) else {}
-    values = {k: quote(str(v), safe="") for k, v in settings.items()
+    own = credential.settings if isinstance(credential.settings, dict) else {}
+    values = {k: quote(str(v), safe="") for k, v in own.items()
               if isinstance(v, (str, int)) and not isinstance(v, bool)}
     values["client_id"] = quote(credential.oauth_client_id or "", safe="")
     return values
