@@ -42,23 +42,29 @@ def generate_key_command():
     click.echo(generate_key())
 
 
-@cli.command("init-db")
-@with_appcontext
-def init_db():
-    """Create the database tables (idempotent)."""
-    from .migrations import migrate
-
-    applied = migrate()
-    emit({"status": "ok", "applied": applied})
-
-
 @cli.command("migrate")
+@click.option("--check", is_flag=True, help="only report: exit 1 when steps are pending, 0 when up to date")
 @with_appcontext
-def migrate_command():
-    """Apply pending schema migrations (same as init-db)."""
-    from .migrations import migrate
+def migrate_command(check):
+    """Apply pending schema migration steps, one transaction each (safe on several hosts at once)."""
+    from .migrations import current_version, head, migrate, pending
 
-    emit({"status": "ok", "applied": migrate()})
+    if check:
+        waiting = pending()
+        for step in waiting:
+            click.echo(f"migrate: pending {step.label}: {step.description}", err=True)
+        emit({"status": "pending" if waiting else "ok", "version": current_version(), "head": head(),
+              "pending": [step.label for step in waiting]})
+        sys.exit(1 if waiting else 0)
+    applied = migrate(echo=lambda line: click.echo(line, err=True))
+    emit({"status": "ok", "version": current_version(), "applied": [step.label for step in applied]})
+
+
+@cli.command("init-db")
+@click.pass_context
+def init_db(ctx):
+    """Create or upgrade the database schema (an alias of migrate)."""
+    ctx.invoke(migrate_command, check=False)
 
 
 @cli.command("create-org")

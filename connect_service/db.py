@@ -68,16 +68,3 @@ def init_app(app) -> None:
         if not database.is_closed():
             database.close()
 
-
-def create_tables() -> None:
-    from .models import ALL_MODELS
-
-    with database.connection_context():
-        database.create_tables(ALL_MODELS, safe=True)
-
-
-def drop_tables() -> None:
-    from .models import ALL_MODELS
-
-    with database.connection_context():
-        database.drop_tables(ALL_MODELS, safe=True, cascade=is_postgres())
