@@ -1,32 +1,74 @@
 """The ``connect-service`` command group (a Flask CLI group).
 
 Every command that creates something prints it as one JSON object on stdout.
-``generate-key`` needs no configuration and no database.
+``--help``, ``generate-key``, ``generate-secret`` and ``plugins`` need no
+configuration and no database and create nothing. A failure caused by the
+configuration or the database is one line on stderr starting
+``connect-service:`` and a non-zero exit, never a traceback.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tomllib
 
 import click
-from flask import current_app
+import peewee
 from flask.cli import FlaskGroup, with_appcontext
 
-from .config import ConfigError, generate_key
+from . import errors
+from .config import ConfigError, generate_key, generate_secret, load_config
+from .db import describe_error
+
+#: commands that run on a database behind the code's migrations (they bring it up to date)
+SCHEMA_COMMANDS = {"migrate", "init-db", "demo"}
+
+
+class Failure(click.ClickException):
+    """A one-line failure: ``connect-service: <message>`` on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"connect-service: {self.format_message()}", err=True)
 
 
 def _create_app():
     from .app import create_app
 
+    command = click.get_current_context().info_name
+    return create_app(require_schema=command not in SCHEMA_COMMANDS)
+
+
+class ConnectGroup(FlaskGroup):
+    """FlaskGroup that lists its own commands without building the app, and turns set-up failures into one line."""
+
+    def list_commands(self, ctx):
+        return click.Group.list_commands(self, ctx)  # FlaskGroup would load the app (needs settings) for --help
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise Failure(str(exc)) from None
+        except peewee.DatabaseError as exc:
+            raise Failure(f"CONNECT_DATABASE_URL: cannot use the database: {describe_error(exc, _database_url())}"
+                          ) from None
+        except click.ClickException as exc:
+            if type(exc) is not click.ClickException:  # usage errors keep click's own format
+                raise
+            raise Failure(exc.format_message()) from None
+
+
+def _database_url() -> str:
     try:
-        return create_app()
-    except ConfigError as exc:
-        click.echo(f"connect-service: {exc}", err=True)
-        sys.exit(2)
+        return load_config(validate=False).get("database_url") or ""
+    except ConfigError:
+        return ""
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
+@click.group(cls=ConnectGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
              load_dotenv=False, set_debug_flag=False)
 def cli():
     """Manage a connect-service instance."""
@@ -40,6 +82,12 @@ def emit(obj) -> None:
 def generate_key_command():
     """Print a fresh encryption key (for CONNECT_ENCRYPTION_KEYS; comma-separate several, first encrypts)."""
     click.echo(generate_key())
+
+
+@cli.command("generate-secret", with_appcontext=False)
+def generate_secret_command():
+    """Print a fresh secret key (for CONNECT_SECRET_KEY)."""
+    click.echo(generate_secret())
 
 
 @cli.command("migrate")
@@ -69,13 +117,21 @@ def init_db(ctx):
 
 @cli.command("create-org")
 @click.argument("name")
+@click.option("--allow-duplicate", is_flag=True, help="create it even if an organization has this name")
 @with_appcontext
-def create_org(name):
-    """Create an organization."""
-    from .db import database
+def create_org(name, allow_duplicate):
+    """Create an organization (names are unique unless --allow-duplicate)."""
+    from .db import database, write_transaction
     from .models import Organization
 
-    with database.connection_context():
+    name = name.strip()
+    if not name:
+        raise Failure("create-org: NAME must not be empty")
+    with database.connection_context(), write_transaction():
+        existing = Organization.get_or_none(Organization.name == name)
+        if existing is not None and not allow_duplicate:
+            raise Failure(f"create-org: an organization named {name!r} exists ({existing.id}); "
+                          "pass --allow-duplicate to create another")
         org = Organization.create(name=name)
     emit({"id": org.id, "name": org.name})
 
@@ -93,7 +149,7 @@ def create_access_key_command(org_id, name):
     with database.connection_context():
         org = Organization.get_or_none(Organization.id == org_id)
         if org is None:
-            raise click.ClickException(f"no organization {org_id!r}")
+            raise Failure(f"no organization {org_id!r}")
         key, plaintext = create_access_key(org, name)
         out = key_view(key, plaintext)
     emit(dict(out, org_id=org_id))
@@ -109,23 +165,39 @@ def apps_group():
 @click.option("--org", "org_id", required=True, help="organization id")
 @with_appcontext
 def apps_deploy(path, org_id):
-    """Create or update the app described in PATH (TOML) and deploy a new version of its requirements."""
+    """Create or update the app described in PATH (TOML) and deploy a new version of its requirements.
+
+    A file error is printed as ``FILE: field: message`` lines on stderr (exit code 2).
+    """
     from .deploy_file import deploy_from_file
 
     with open(path, "rb") as fh:
-        try:
-            doc = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise click.ClickException(f"{path}: {exc}") from None
-    emit(deploy_from_file(doc, org_id))
+        raw = fh.read()
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        _file_errors(path, {"file": f"is not UTF-8 text (invalid byte at offset {exc.start})"})
+    except tomllib.TOMLDecodeError as exc:
+        _file_errors(path, {"toml": str(exc)})
+    try:
+        emit(deploy_from_file(doc, org_id))
+    except errors.APIError as exc:
+        _file_errors(path, exc.details or {"file": exc.message})
 
 
-@cli.command("plugins")
-@with_appcontext
+def _file_errors(path: str, details: dict) -> None:
+    for field, message in details.items():
+        click.echo(f"{path}: {field}: {message}", err=True)
+    sys.exit(2)
+
+
+@cli.command("plugins", with_appcontext=False)
 def plugins_command():
     """List registered connection types, one JSON object a line: GET /v1/connection-types' items plus
     the plugin (the name `disabled_plugins` takes) and the distribution each comes from."""
-    registry = current_app.extensions["connect_registry"]
+    from .plugins import get_plugin_manager
+
+    registry = get_plugin_manager(load_config(validate=False))  # only disabled_plugins matters here
     for item in registry.describe():
         info = registry.plugin_of(item["name"])
         emit(dict(item, plugin=info.name, distribution=info.distribution, version=info.version))
@@ -206,13 +278,21 @@ def demo(bind):
     click.echo(f"  curl -s {base}/v1/connections -H 'Authorization: Bearer {plaintext}'", err=True)
 
 
-@cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
-@with_appcontext
-def serve(host, port):
-    """Run the development server (use gunicorn with wsgi.py in production)."""
-    current_app.run(host=host, port=port, use_reloader=False, threaded=True)
+@cli.command("serve", with_appcontext=False)
+@click.option("--bind", default=None, help="address to listen on (default: CONNECT_BIND or 127.0.0.1:8000)")
+@click.option("--workers", type=int, default=None, help="worker processes (default: CONNECT_WORKERS or 2 x cores + 1)")
+def serve(bind, workers):
+    """Serve with gunicorn and deploy/gunicorn.conf.py (what the systemd unit runs)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    conf = os.path.join(root, "deploy", "gunicorn.conf.py")
+    if not os.path.exists(conf) or not os.path.exists(os.path.join(root, "wsgi.py")):
+        raise Failure(f"serve: {conf} and wsgi.py come with a source checkout; run gunicorn from one")
+    if bind:
+        os.environ["CONNECT_BIND"] = bind
+    if workers:
+        os.environ["CONNECT_WORKERS"] = str(workers)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", conf, "--chdir", root, "wsgi:app"])
 
 
 if __name__ == "__main__":

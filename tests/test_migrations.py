@@ -177,7 +177,7 @@ def test_a_failing_step_rolls_back_alone(kind, tmp_path, monkeypatch):
 def _cli_env(tmp_path, url):
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
     env.update(CONNECT_ENV="production", CONNECT_SECRET_KEY=uuid.uuid4().hex * 2, CONNECT_ENCRYPTION_KEYS=generate_key(),
-               CONNECT_PUBLIC_URL="http://connect.test", CONNECT_INSTANCE_PATH=str(tmp_path), CONNECT_DATABASE_URL=url)
+               CONNECT_PUBLIC_URL="https://connect.test", CONNECT_INSTANCE_PATH=str(tmp_path), CONNECT_DATABASE_URL=url)
     return env
 
 
@@ -219,13 +219,21 @@ def test_concurrent_migrate_applies_each_step_once(kind, tmp_path):
 
 
 def test_service_refuses_a_database_behind_its_code(tmp_path):
+    """gunicorn with the shipped config, 2 workers: the master checks once and stops with one line."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     dump = os.path.join(FIXTURES, "release1-sqlite.sql")
     with scratch_database("sqlite", tmp_path, dump) as url:
         env = _cli_env(tmp_path, url)
-        env["CONNECT_ENCRYPTION_KEYS"] = RELEASE1_ENCRYPTION_KEY
-        proc = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=os.path.dirname(FIXTURES) + "/..",
-                              env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode != 0
-        assert proc.stderr.strip().splitlines() == [
-            f"connect-service: the database schema is at version 0, this code needs {migrations.head()}: "
-            "run `connect-service migrate`"]
+        env.update(CONNECT_ENCRYPTION_KEYS=RELEASE1_ENCRYPTION_KEY, CONNECT_WORKERS="2", CONNECT_BIND="127.0.0.1:0")
+        gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+        proc = subprocess.run([gunicorn, "-c", os.path.join(root, "deploy", "gunicorn.conf.py"), "wsgi:app"],
+                              cwd=root, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr
+        ours = [line for line in proc.stderr.splitlines() if line.startswith("connect-service:")]
+        assert ours == [f"connect-service: the database schema is at version 0, this code needs {migrations.head()}: "
+                        "run `connect-service migrate`"], proc.stderr
+        # after migrate the same settings start (create_app runs the same check the master does)
+        assert subprocess.run([BIN, "migrate"], env=env, capture_output=True, timeout=120).returncode == 0
+        check = subprocess.run([sys.executable, "-c", "import wsgi"], cwd=root, env=env, capture_output=True,
+                               text=True, timeout=120)
+        assert check.returncode == 0, check.stderr
