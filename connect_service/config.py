@@ -51,11 +51,12 @@ SETTINGS: dict[str, tuple[Any, str]] = {
 
 DEV_SECRET_FILE = "secrets.json"
 
-#: the secrets config.example.toml ships with (tests/test_config.py keeps this list and the file in step);
-#: production refuses every one of them
+#: every value of 32+ bytes in config.example.toml (shorter ones fail the length check anyway); production
+#: refuses each as a secret. tests/test_config.py keeps this list and the file in step.
 EXAMPLE_SECRETS = frozenset({
     "change-me-to-a-long-random-string-of-at-least-32-characters",
     "REPLACE-with-output-of-connect-service-generate-key",
+    "postgresql://connect:secret@127.0.0.1:5432/connect",
 })
 #: a real 32-byte key has about 30 distinct byte values; fewer than this is a made-up placeholder
 MIN_DISTINCT_KEY_BYTES = 16
