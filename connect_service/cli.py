@@ -4,7 +4,9 @@ Every command that creates something prints it as one JSON object on stdout.
 ``--help``, ``generate-key``, ``generate-secret`` and ``plugins`` need no
 configuration and no database and create nothing. A failure caused by the
 configuration or the database is one line on stderr starting
-``connect-service:`` and a non-zero exit, never a traceback.
+``connect-service:`` and a non-zero exit, never a traceback. Commands import
+what they use inside their function, so that ``--help`` and the commands
+that need no app stay quick and import nothing that reads settings.
 """
 from __future__ import annotations
 
@@ -231,36 +233,53 @@ def rotate_keys(batch_size):
         sys.exit(1)
 
 
+#: the demo app asks only for what works without outside accounts: an HttpApiKey connection. A
+#: pipedream_account requirement (e.g. Gmail) needs a pipedream credential with real platform access first.
 DEMO_APP = {
     "app": {"name": "Demo helpdesk triage", "hostname": "demo.localhost", "visibility": "public",
             "return_urls": []},
     "requirements": [
-        {"key": "gmail", "type": "pipedream_account", "title": "Connect your Gmail account",
-         "description": "Used to send triage replies on your behalf.",
-         "spec": {"type": "pipedream_account", "data": {"app_slug": "gmail"}}},
         {"key": "helpdesk", "type": "connection", "title": "Helpdesk API key",
          "description": "Read-only access to your helpdesk tickets.",
          "spec": {"type": "connection", "data": {"type": "dynamiq.connections.HttpApiKey"}}},
     ],
 }
+#: the demo's Access Key, kept (mode 0600) in the instance folder so that every run prints the same one
+DEMO_KEY_FILE = "demo-access-key"
 
 
 @cli.command("demo")
 @click.option("--bind", default="127.0.0.1:5000", show_default=True, help="where the service will listen")
 @with_appcontext
 def demo(bind):
-    """Seed a demo organization, Access Key and public app (two requirements) and print how to try them."""
+    """Seed (once) a demo organization, Access Key and public app and print how to try them; reruns reuse them."""
+    from flask import current_app
+
     from .api.access_keys import create_access_key
+    from .api.apps import app_view
+    from .auth import authenticate_access_key
     from .db import database
     from .deploy_file import deploy_from_file
     from .migrations import migrate
-    from .models import Organization
+    from .models import App, Organization, WorkflowVersion
+    from .requirements import version_view
 
     migrate()
+    key_path = os.path.join(current_app.instance_path, DEMO_KEY_FILE)
     with database.connection_context():
         org = Organization.get_or_none(Organization.name == "Demo") or Organization.create(name="Demo")
-        key, plaintext = create_access_key(org, "demo")
-    result = deploy_from_file(DEMO_APP, org.id)
+        plaintext = _read_private(key_path)
+        key = authenticate_access_key(plaintext)
+        if key is None or key.org_id != org.id:
+            _, plaintext = create_access_key(org, "demo")
+            _write_private(key_path, plaintext)
+        app = App.get_or_none(App.hostname == DEMO_APP["app"]["hostname"], App.org == org)
+        version = app and app.deployed_version and WorkflowVersion.get_or_none(
+            WorkflowVersion.app == app, WorkflowVersion.number == app.deployed_version)
+        result = {"app": app_view(app), "version": version_view(version)} if version else None
+    wanted = [r["key"] for r in DEMO_APP["requirements"]]
+    if result is None or [r["key"] for r in result["version"]["requirements"]] != wanted:
+        result = deploy_from_file(DEMO_APP, org.id)
     host = result["app"]["hostname"]
     base = f"http://{bind}"
     requirements = {r["key"]: r["id"] for r in result["version"]["requirements"]}
@@ -276,6 +295,22 @@ def demo(bind):
                f"-d '{{\"type\": \"dynamiq.connections.HttpApiKey\", \"config\": {{\"url\": "
                f"\"https://helpdesk.example.com/api\", \"api_key\": \"hd_live_9f3a7c1e2b54\"}}}}'", err=True)
     click.echo(f"  curl -s {base}/v1/connections -H 'Authorization: Bearer {plaintext}'", err=True)
+
+
+def _read_private(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _write_private(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
 
 @cli.command("serve", with_appcontext=False)

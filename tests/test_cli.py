@@ -235,3 +235,22 @@ def test_serve_runs_gunicorn_with_the_shipped_config(cli_env, tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
+
+
+def test_demo_is_idempotent_and_keeps_its_key_private(tmp_path):
+    env = bare_env(CONNECT_ENV="development", CONNECT_INSTANCE_PATH=str(tmp_path / "instance"))
+    first = json.loads(run(env, "demo").stdout.splitlines()[0])
+    second_proc = run(env, "demo")
+    second = json.loads(second_proc.stdout.splitlines()[0])
+    assert second == first  # same org, key, app, version: nothing new was created
+    assert list(first["requirement_ids"]) == ["helpdesk"]  # no pipedream requirement in the demo
+    assert f"Bearer {first['access_key']}" in second_proc.stderr
+    key_file = tmp_path / "instance" / "demo-access-key"
+    assert key_file.read_text().strip() == first["access_key"]
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+
+    from connect_service import create_app
+
+    app = create_app({"env": "development", "instance_path": str(tmp_path / "instance")})
+    r = app.test_client().get("/v1/access-keys", headers={"Authorization": f"Bearer {first['access_key']}"})
+    assert r.status_code == 200 and len(r.get_json()["data"]) == 1  # one demo key, however many runs
