@@ -214,20 +214,45 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @with_appcontext
 def refresh_due(margin, batch_size):
-    """Refresh every OAuth connection expiring within the margin (cron-safe on several hosts)."""
+    """Refresh every OAuth connection expiring within the margin (cron-safe on several hosts).
+
+    On a terminal a progress bar; otherwise one summary line per batch (for cron logs).
+    """
     from .refresh import run_refresh_due
 
-    sys.exit(run_refresh_due(margin=margin, batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
+    if not sys.stderr.isatty():
+        sys.exit(run_refresh_due(margin=margin, batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
+    lines: list[str] = []
+    # how many are due is only known as the batches come, so the bar counts without a length
+    with click.progressbar((i for i in ()), label="refresh-due", show_pos=True, file=sys.stderr) as bar:
+        code = run_refresh_due(margin=margin, batch_size=batch_size, echo=lines.append, progress=bar.update)
+    processed = [line for line in lines if ": processed " in line]
+    for line in [line for line in lines if ": processed " not in line] + processed[-1:]:
+        click.echo(line, err=True)  # failures, purged sessions, then the final count
+    sys.exit(code)
 
 
 @cli.command("rotate-keys")
 @click.option("--batch-size", type=int, default=200, show_default=True)
 @with_appcontext
 def rotate_keys(batch_size):
-    """Re-encrypt every secret with the first key of CONNECT_ENCRYPTION_KEYS (idempotent)."""
-    from .rotation import rotate_all
+    """Re-encrypt every secret with the first key of CONNECT_ENCRYPTION_KEYS (idempotent).
 
-    summary = rotate_all(batch_size=batch_size, echo=lambda line: click.echo(line, err=True))
+    On a terminal a progress bar; otherwise one line per batch and column. Then one summary line.
+    """
+    from .rotation import pending_count, rotate_all
+
+    if sys.stderr.isatty():
+        lines: list[str] = []
+        with click.progressbar(length=pending_count(), label="rotate-keys", show_pos=True, file=sys.stderr) as bar:
+            summary = rotate_all(batch_size=batch_size, echo=lines.append, progress=bar.update)
+        for line in lines:
+            if ": batch of " not in line:
+                click.echo(line, err=True)
+    else:
+        summary = rotate_all(batch_size=batch_size, echo=lambda line: click.echo(line, err=True))
+    click.echo(f"rotate-keys: {summary['rotated']} re-encrypted, {summary['already_current']} already current, "
+               f"{summary['failed']} failed, {summary['changed_concurrently']} changed concurrently", err=True)
     emit(summary)
     if summary["failed"]:  # values no key decrypts: keep the old key until they are dealt with
         sys.exit(1)

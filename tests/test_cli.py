@@ -254,3 +254,36 @@ def test_demo_is_idempotent_and_keeps_its_key_private(tmp_path):
     app = create_app({"env": "development", "instance_path": str(tmp_path / "instance")})
     r = app.test_client().get("/v1/access-keys", headers={"Authorization": f"Bearer {first['access_key']}"})
     assert r.status_code == 200 and len(r.get_json()["data"]) == 1  # one demo key, however many runs
+
+
+def run_in_terminal(env, *args):
+    """Run the command with stdin/stdout/stderr on a pseudo-terminal; return (exit code, everything printed)."""
+    import pty
+
+    output = bytearray()
+
+    def read(fd):
+        data = os.read(fd, 4096)
+        output.extend(data)
+        return data
+
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        status = pty.spawn([BIN, *args], read)
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+@pytest.mark.parametrize("command,summary", [("rotate-keys", "rotate-keys: 0 re-encrypted"),
+                                             ("refresh-due", '{"refreshed": 0, "failed": 0, "skipped": 0}')])
+def test_batch_commands_show_a_progress_bar_on_a_terminal_and_lines_otherwise(command, summary, cli_env):
+    run(cli_env, "init-db")
+    code, printed = run_in_terminal(cli_env, command)
+    assert code == 0, printed
+    assert f"{command}  [" in printed and summary in printed  # click's bar: label, then the bar
+    piped = run(cli_env, command)
+    assert "[" not in piped.stderr and summary in piped.stdout + piped.stderr
