@@ -10,6 +10,7 @@ that need no app stay quick and import nothing that reads settings.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -323,17 +324,14 @@ def demo(bind):
 
 
 def _read_private(path: str) -> str | None:
-    try:
-        with open(path) as fh:
-            return fh.read().strip() or None
-    except FileNotFoundError:
-        return None
+    with contextlib.suppress(FileNotFoundError), open(path) as fh:
+        return fh.read().strip() or None
+    return None
 
 
 def _write_private(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
         fh.write(text + "\n")
     os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
