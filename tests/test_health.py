@@ -12,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from connect_service import create_app
+from connect_service.config import generate_key
 from connect_service.db import CONNECT_TIMEOUT_SECONDS, close_pool, database
 from connect_service.testing import make_config, reset_database
 from tests.support.gunicorn_server import GunicornServer
@@ -138,3 +139,24 @@ def test_gunicorn_outage_and_recovery(tmp_path, proxy):
         assert status == 200, body
         status, _, body = server.request("GET", "/v1/apps", headers={"Authorization": "Bearer ak_unknown"})
         assert status == 401, body  # the database answers again: an unknown key, not an outage
+
+
+def test_gunicorn_refuses_to_start_on_an_unreachable_database_with_one_line(tmp_path):
+    """Checked once in gunicorn's master (deploy/gunicorn.conf.py on_starting): one line for 3 workers."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
+    env.update(CONNECT_ENV="production", CONNECT_SECRET_KEY="s" * 40, CONNECT_ENCRYPTION_KEYS=generate_key(),
+               CONNECT_PUBLIC_URL="https://connect.test", CONNECT_INSTANCE_PATH=str(tmp_path),
+               CONNECT_DATABASE_URL=f"postgresql://postgres:hunter2-secret@127.0.0.1:{closed_port()}/connect",
+               CONNECT_WORKERS="3", CONNECT_BIND="127.0.0.1:0")
+    gunicorn = os.path.join(os.path.dirname(sys.executable), "gunicorn")
+    proc = subprocess.run([gunicorn, "-c", os.path.join(root, "deploy", "gunicorn.conf.py"), "wsgi:app"], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr and "Booting worker" not in proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("connect-service:")]
+    assert len(ours) == 1 and ours[0].startswith("connect-service: CONNECT_DATABASE_URL: cannot use the database: "
+                                                 "connection to server at"), proc.stderr
+    assert "hunter2-secret" not in proc.stderr
