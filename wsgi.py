@@ -1,9 +1,11 @@
-"""WSGI entry point for gunicorn: ``gunicorn wsgi:app``.
+"""WSGI entry point for gunicorn: ``gunicorn -c deploy/gunicorn.conf.py wsgi:app``.
 
 Settings come from ``CONNECT_CONFIG`` / ``CONNECT_*`` env vars. The factory
 already applies ProxyFix for ``proxy_count`` proxies (nginx: 1), so
 ``X-Forwarded-Host``/``-For``/``-Proto`` from nginx are honoured. A missing or
-invalid setting stops the process with one line naming it.
+invalid setting, an unreachable database or one behind the code's migrations
+stops the process with one line (``deploy/gunicorn.conf.py`` checks once in
+the master, so workers normally never get here with a bad setting).
 """
 import sys
 

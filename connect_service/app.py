@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Iterable
+from urllib.parse import urlsplit
 
+import peewee
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import db, errors, logs
-from .config import load_config
+from . import api, db, errors, health, logs, migrations, web
+from .config import ConfigError, load_config
 from .crypto import Keyring
+from .models import App
 from .plugins import get_plugin_manager
+from .rotation import check_keys_decrypt
+
+log = logging.getLogger(__name__)
 
 #: the only path an app host serves
 APP_HOST_PATHS = {"/v1/connect/tokens"}
@@ -76,8 +83,14 @@ class BodySizeLimit:
         return self.wsgi_app(environ, start_response)
 
 
-def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] = ()) -> Flask:
-    """Build the WSGI app. ``config`` overrides file and env settings; ``plugins`` are extra plugin objects."""
+def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] = (), *,
+               require_schema: bool = True) -> Flask:
+    """Build the WSGI app. ``config`` overrides file and env settings; ``plugins`` are extra plugin objects.
+
+    Outside ``env = "testing"`` it first checks the database: unreachable, or
+    (with ``require_schema``) behind this code's migrations, or holding secrets
+    the keys cannot decrypt, raises :class:`ConfigError` with one line.
+    """
     cfg = load_config(config)
     app = Flask(__name__, instance_path=cfg["instance_path"])
     app.config["CONNECT"] = cfg
@@ -92,10 +105,11 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     logs.init_app(app)
     errors.init_app(app)
     db.init_app(app)
+    for unavailable in db.UNAVAILABLE_ERRORS:
+        app.register_error_handler(unavailable, _database_unavailable)
     if cfg["env"] != "testing":  # the test harness resets its database after building the app
-        from .rotation import check_keys_decrypt
-
-        check_keys_decrypt(app.extensions["connect_keyring"])  # ConfigError naming CONNECT_ENCRYPTION_KEYS
+        with app.app_context():
+            _check_database(app, require_schema)
     _init_host_routing(app)
 
     @app.after_request
@@ -103,8 +117,6 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
         if request.path.startswith("/v1/"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
-
-    from . import api, health, web
 
     health.init_app(app)
     api.init_app(app)
@@ -118,11 +130,29 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     return app
 
 
+def _check_database(app: Flask, require_schema: bool) -> None:
+    """Start-up: reachable, migrated, keys decrypt; each failure one line (ConfigError)."""
+    url = app.config["CONNECT"]["database_url"]
+    try:
+        db.check_connection()
+        if require_schema:
+            migrations.check_schema()
+        check_keys_decrypt(app.extensions["connect_keyring"])  # ConfigError naming CONNECT_ENCRYPTION_KEYS
+    except peewee.DatabaseError as exc:
+        raise ConfigError(f"CONNECT_DATABASE_URL: cannot use the database: {db.describe_error(exc, url)}") from None
+    finally:
+        db.close_pool()  # gunicorn may fork after this check: no connection may be inherited
+
+
+def _database_unavailable(exc: Exception):
+    # The database is away (or its pool exhausted): a fast 503 the client may retry; the pool drops
+    # broken connections, so the next request after the outage connects afresh.
+    log.warning("database unavailable: %s", type(exc).__name__)
+    return errors.handle_api_error(errors.ServiceUnavailable({"database": "is unavailable, retry shortly"},
+                                                             headers={"Retry-After": "2"}))
+
+
 def _init_host_routing(app: Flask) -> None:
-    from urllib.parse import urlsplit
-
-    from .models import App
-
     public_host = urlsplit(app.config["CONNECT"]["public_url"]).hostname
 
     @app.before_request

@@ -1,32 +1,77 @@
 """The ``connect-service`` command group (a Flask CLI group).
 
 Every command that creates something prints it as one JSON object on stdout.
-``generate-key`` needs no configuration and no database.
+``--help``, ``generate-key``, ``generate-secret`` and ``plugins`` need no
+configuration and no database and create nothing. A failure caused by the
+configuration or the database is one line on stderr starting
+``connect-service:`` and a non-zero exit, never a traceback. Commands import
+what they use inside their function, so that ``--help`` and the commands
+that need no app stay quick and import nothing that reads settings.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import tomllib
 
 import click
-from flask import current_app
+import peewee
 from flask.cli import FlaskGroup, with_appcontext
 
-from .config import ConfigError, generate_key
+from . import errors
+from .config import ConfigError, generate_key, generate_secret, load_config
+from .db import describe_error
+
+#: commands that run on a database behind the code's migrations (they bring it up to date)
+SCHEMA_COMMANDS = {"migrate", "init-db", "demo"}
+
+
+class Failure(click.ClickException):
+    """A one-line failure: ``connect-service: <message>`` on stderr, exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"connect-service: {self.format_message()}", err=True)
 
 
 def _create_app():
     from .app import create_app
 
+    command = click.get_current_context().info_name
+    return create_app(require_schema=command not in SCHEMA_COMMANDS)
+
+
+class ConnectGroup(FlaskGroup):
+    """FlaskGroup that lists its own commands without building the app, and turns set-up failures into one line."""
+
+    def list_commands(self, ctx):
+        return click.Group.list_commands(self, ctx)  # FlaskGroup would load the app (needs settings) for --help
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            raise Failure(str(exc)) from None
+        except peewee.DatabaseError as exc:
+            raise Failure(f"CONNECT_DATABASE_URL: cannot use the database: {describe_error(exc, _database_url())}"
+                          ) from None
+        except click.ClickException as exc:
+            if type(exc) is not click.ClickException:  # usage errors keep click's own format
+                raise
+            raise Failure(exc.format_message()) from None
+
+
+def _database_url() -> str:
     try:
-        return create_app()
-    except ConfigError as exc:
-        click.echo(f"connect-service: {exc}", err=True)
-        sys.exit(2)
+        return load_config(validate=False).get("database_url") or ""
+    except ConfigError:
+        return ""
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
+@click.group(cls=ConnectGroup, create_app=_create_app, add_default_commands=False, add_version_option=False,
              load_dotenv=False, set_debug_flag=False)
 def cli():
     """Manage a connect-service instance."""
@@ -42,34 +87,54 @@ def generate_key_command():
     click.echo(generate_key())
 
 
-@cli.command("init-db")
-@with_appcontext
-def init_db():
-    """Create the database tables (idempotent)."""
-    from .migrations import migrate
-
-    applied = migrate()
-    emit({"status": "ok", "applied": applied})
+@cli.command("generate-secret", with_appcontext=False)
+def generate_secret_command():
+    """Print a fresh secret key (for CONNECT_SECRET_KEY)."""
+    click.echo(generate_secret())
 
 
 @cli.command("migrate")
+@click.option("--check", is_flag=True, help="only report: exit 1 when steps are pending, 0 when up to date")
 @with_appcontext
-def migrate_command():
-    """Apply pending schema migrations (same as init-db)."""
-    from .migrations import migrate
+def migrate_command(check):
+    """Apply pending schema migration steps, one transaction each (safe on several hosts at once)."""
+    from .migrations import current_version, head, migrate, pending
 
-    emit({"status": "ok", "applied": migrate()})
+    if check:
+        waiting = pending()
+        for step in waiting:
+            click.echo(f"migrate: pending {step.label}: {step.description}", err=True)
+        emit({"status": "pending" if waiting else "ok", "version": current_version(), "head": head(),
+              "pending": [step.label for step in waiting]})
+        sys.exit(1 if waiting else 0)
+    applied = migrate(echo=lambda line: click.echo(line, err=True))
+    emit({"status": "ok", "version": current_version(), "applied": [step.label for step in applied]})
+
+
+@cli.command("init-db")
+@click.pass_context
+def init_db(ctx):
+    """Create or upgrade the database schema (an alias of migrate)."""
+    ctx.invoke(migrate_command, check=False)
 
 
 @cli.command("create-org")
 @click.argument("name")
+@click.option("--allow-duplicate", is_flag=True, help="create it even if an organization has this name")
 @with_appcontext
-def create_org(name):
-    """Create an organization."""
-    from .db import database
+def create_org(name, allow_duplicate):
+    """Create an organization (names are unique unless --allow-duplicate)."""
+    from .db import database, write_transaction
     from .models import Organization
 
-    with database.connection_context():
+    name = name.strip()
+    if not name:
+        raise Failure("create-org: NAME must not be empty")
+    with database.connection_context(), write_transaction():
+        existing = Organization.get_or_none(Organization.name == name)
+        if existing is not None and not allow_duplicate:
+            raise Failure(f"create-org: an organization named {name!r} exists ({existing.id}); "
+                          "pass --allow-duplicate to create another")
         org = Organization.create(name=name)
     emit({"id": org.id, "name": org.name})
 
@@ -87,7 +152,7 @@ def create_access_key_command(org_id, name):
     with database.connection_context():
         org = Organization.get_or_none(Organization.id == org_id)
         if org is None:
-            raise click.ClickException(f"no organization {org_id!r}")
+            raise Failure(f"no organization {org_id!r}")
         key, plaintext = create_access_key(org, name)
         out = key_view(key, plaintext)
     emit(dict(out, org_id=org_id))
@@ -103,23 +168,39 @@ def apps_group():
 @click.option("--org", "org_id", required=True, help="organization id")
 @with_appcontext
 def apps_deploy(path, org_id):
-    """Create or update the app described in PATH (TOML) and deploy a new version of its requirements."""
+    """Create or update the app described in PATH (TOML) and deploy a new version of its requirements.
+
+    A file error is printed as ``FILE: field: message`` lines on stderr (exit code 2).
+    """
     from .deploy_file import deploy_from_file
 
     with open(path, "rb") as fh:
-        try:
-            doc = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise click.ClickException(f"{path}: {exc}") from None
-    emit(deploy_from_file(doc, org_id))
+        raw = fh.read()
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        _file_errors(path, {"file": f"is not UTF-8 text (invalid byte at offset {exc.start})"})
+    except tomllib.TOMLDecodeError as exc:
+        _file_errors(path, {"toml": str(exc)})
+    try:
+        emit(deploy_from_file(doc, org_id))
+    except errors.APIError as exc:
+        _file_errors(path, exc.details or {"file": exc.message})
 
 
-@cli.command("plugins")
-@with_appcontext
+def _file_errors(path: str, details: dict) -> None:
+    for field, message in details.items():
+        click.echo(f"{path}: {field}: {message}", err=True)
+    sys.exit(2)
+
+
+@cli.command("plugins", with_appcontext=False)
 def plugins_command():
     """List registered connection types, one JSON object a line: GET /v1/connection-types' items plus
     the plugin (the name `disabled_plugins` takes) and the distribution each comes from."""
-    registry = current_app.extensions["connect_registry"]
+    from .plugins import get_plugin_manager
+
+    registry = get_plugin_manager(load_config(validate=False))  # only disabled_plugins matters here
     for item in registry.describe():
         info = registry.plugin_of(item["name"])
         emit(dict(item, plugin=info.name, distribution=info.distribution, version=info.version))
@@ -134,55 +215,97 @@ def main() -> None:
 @click.option("--batch-size", type=int, default=100, show_default=True)
 @with_appcontext
 def refresh_due(margin, batch_size):
-    """Refresh every OAuth connection expiring within the margin (cron-safe on several hosts)."""
+    """Refresh every OAuth connection expiring within the margin (cron-safe on several hosts).
+
+    On a terminal a progress bar; otherwise one summary line per batch (for cron logs).
+    """
     from .refresh import run_refresh_due
 
-    sys.exit(run_refresh_due(margin=margin, batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
+    if not sys.stderr.isatty():
+        sys.exit(run_refresh_due(margin=margin, batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
+    lines: list[str] = []
+    # how many are due is only known as the batches come, so the bar counts without a length
+    with click.progressbar((i for i in ()), label="refresh-due", show_pos=True, file=sys.stderr) as bar:
+        code = run_refresh_due(margin=margin, batch_size=batch_size, echo=lines.append, progress=bar.update)
+    processed = [line for line in lines if ": processed " in line]
+    for line in [line for line in lines if ": processed " not in line] + processed[-1:]:
+        click.echo(line, err=True)  # failures, purged sessions, then the final count
+    sys.exit(code)
 
 
 @cli.command("rotate-keys")
 @click.option("--batch-size", type=int, default=200, show_default=True)
 @with_appcontext
 def rotate_keys(batch_size):
-    """Re-encrypt every secret with the first key of CONNECT_ENCRYPTION_KEYS (idempotent)."""
-    from .rotation import rotate_all
+    """Re-encrypt every secret with the first key of CONNECT_ENCRYPTION_KEYS (idempotent).
 
-    summary = rotate_all(batch_size=batch_size, echo=lambda line: click.echo(line, err=True))
+    On a terminal a progress bar; otherwise one line per batch and column. Then one summary line.
+    """
+    from .rotation import pending_count, rotate_all
+
+    if sys.stderr.isatty():
+        lines: list[str] = []
+        with click.progressbar(length=pending_count(), label="rotate-keys", show_pos=True, file=sys.stderr) as bar:
+            summary = rotate_all(batch_size=batch_size, echo=lines.append, progress=bar.update)
+        for line in lines:
+            if ": batch of " not in line:
+                click.echo(line, err=True)
+    else:
+        summary = rotate_all(batch_size=batch_size, echo=lambda line: click.echo(line, err=True))
+    click.echo(f"rotate-keys: {summary['rotated']} re-encrypted, {summary['already_current']} already current, "
+               f"{summary['failed']} failed, {summary['changed_concurrently']} changed concurrently", err=True)
     emit(summary)
     if summary["failed"]:  # values no key decrypts: keep the old key until they are dealt with
         sys.exit(1)
 
 
+#: the demo app asks only for what works without outside accounts: an HttpApiKey connection. A
+#: pipedream_account requirement (e.g. Gmail) needs a pipedream credential with real platform access first.
 DEMO_APP = {
     "app": {"name": "Demo helpdesk triage", "hostname": "demo.localhost", "visibility": "public",
             "return_urls": []},
     "requirements": [
-        {"key": "gmail", "type": "pipedream_account", "title": "Connect your Gmail account",
-         "description": "Used to send triage replies on your behalf.",
-         "spec": {"type": "pipedream_account", "data": {"app_slug": "gmail"}}},
         {"key": "helpdesk", "type": "connection", "title": "Helpdesk API key",
          "description": "Read-only access to your helpdesk tickets.",
          "spec": {"type": "connection", "data": {"type": "dynamiq.connections.HttpApiKey"}}},
     ],
 }
+#: the demo's Access Key, kept (mode 0600) in the instance folder so that every run prints the same one
+DEMO_KEY_FILE = "demo-access-key"
 
 
 @cli.command("demo")
 @click.option("--bind", default="127.0.0.1:5000", show_default=True, help="where the service will listen")
 @with_appcontext
 def demo(bind):
-    """Seed a demo organization, Access Key and public app (two requirements) and print how to try them."""
+    """Seed (once) a demo organization, Access Key and public app and print how to try them; reruns reuse them."""
+    from flask import current_app
+
     from .api.access_keys import create_access_key
+    from .api.apps import app_view
+    from .auth import authenticate_access_key
     from .db import database
     from .deploy_file import deploy_from_file
     from .migrations import migrate
-    from .models import Organization
+    from .models import App, Organization, WorkflowVersion
+    from .requirements import version_view
 
     migrate()
+    key_path = os.path.join(current_app.instance_path, DEMO_KEY_FILE)
     with database.connection_context():
         org = Organization.get_or_none(Organization.name == "Demo") or Organization.create(name="Demo")
-        key, plaintext = create_access_key(org, "demo")
-    result = deploy_from_file(DEMO_APP, org.id)
+        plaintext = _read_private(key_path)
+        key = authenticate_access_key(plaintext)
+        if key is None or key.org_id != org.id:
+            _, plaintext = create_access_key(org, "demo")
+            _write_private(key_path, plaintext)
+        app = App.get_or_none(App.hostname == DEMO_APP["app"]["hostname"], App.org == org)
+        version = app and app.deployed_version and WorkflowVersion.get_or_none(
+            WorkflowVersion.app == app, WorkflowVersion.number == app.deployed_version)
+        result = {"app": app_view(app), "version": version_view(version)} if version else None
+    wanted = [r["key"] for r in DEMO_APP["requirements"]]
+    if result is None or [r["key"] for r in result["version"]["requirements"]] != wanted:
+        result = deploy_from_file(DEMO_APP, org.id)
     host = result["app"]["hostname"]
     base = f"http://{bind}"
     requirements = {r["key"]: r["id"] for r in result["version"]["requirements"]}
@@ -200,13 +323,34 @@ def demo(bind):
     click.echo(f"  curl -s {base}/v1/connections -H 'Authorization: Bearer {plaintext}'", err=True)
 
 
-@cli.command("serve")
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
-@with_appcontext
-def serve(host, port):
-    """Run the development server (use gunicorn with wsgi.py in production)."""
-    current_app.run(host=host, port=port, use_reloader=False, threaded=True)
+def _read_private(path: str) -> str | None:
+    with contextlib.suppress(FileNotFoundError), open(path) as fh:
+        return fh.read().strip() or None
+    return None
+
+
+def _write_private(path: str, text: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+        fh.write(text + "\n")
+    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
+
+
+@cli.command("serve", with_appcontext=False)
+@click.option("--bind", default=None, help="address to listen on (default: CONNECT_BIND or 127.0.0.1:8000)")
+@click.option("--workers", type=int, default=None, help="worker processes (default: CONNECT_WORKERS or 2 x cores + 1)")
+def serve(bind, workers):
+    """Serve with gunicorn and deploy/gunicorn.conf.py (what the systemd unit runs)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    conf = os.path.join(root, "deploy", "gunicorn.conf.py")
+    if not os.path.exists(conf) or not os.path.exists(os.path.join(root, "wsgi.py")):
+        raise Failure(f"serve: {conf} and wsgi.py come with a source checkout; run gunicorn from one")
+    if bind:
+        os.environ["CONNECT_BIND"] = bind
+    if workers:
+        os.environ["CONNECT_WORKERS"] = str(workers)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "gunicorn", "-c", conf, "--chdir", root, "wsgi:app"])
 
 
 if __name__ == "__main__":

@@ -51,9 +51,23 @@ SETTINGS: dict[str, tuple[Any, str]] = {
 
 DEV_SECRET_FILE = "secrets.json"
 
+#: every value of 32+ bytes in config.example.toml (shorter ones fail the length check anyway); production
+#: refuses each as a secret. tests/test_config.py keeps this list and the file in step.
+EXAMPLE_SECRETS = frozenset({
+    "change-me-to-a-long-random-string-of-at-least-32-characters",
+    "REPLACE-with-output-of-connect-service-generate-key",
+    "postgresql://connect:secret@127.0.0.1:5432/connect",
+})
+#: a real 32-byte key has about 30 distinct byte values; fewer than this is a made-up placeholder
+MIN_DISTINCT_KEY_BYTES = 16
 
-def load_config(overrides: dict[str, Any] | None = None, environ=None) -> dict[str, Any]:
-    """Return the validated settings dict (defaults < file < env < overrides)."""
+
+def load_config(overrides: dict[str, Any] | None = None, environ=None, *, validate: bool = True) -> dict[str, Any]:
+    """Return the validated settings dict (defaults < file < env < overrides).
+
+    ``validate=False`` only merges and parses (no secrets required or generated, nothing
+    written): for commands such as ``plugins`` that read a setting or two.
+    """
     environ = os.environ if environ is None else environ
     cfg = {name: (list(d) if isinstance(d, list) else d) for name, (d, _) in SETTINGS.items()}
     path = (overrides or {}).get("config_file") or environ.get("CONNECT_CONFIG")
@@ -75,7 +89,8 @@ def load_config(overrides: dict[str, Any] | None = None, environ=None) -> dict[s
         if key == "config_file":
             continue
         cfg[key] = value
-    _validate(cfg)
+    if validate:
+        _validate(cfg)
     return cfg
 
 
@@ -117,23 +132,61 @@ def _validate(cfg: dict[str, Any]) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"CONNECT_PUBLIC_URL: must be an http(s) URL, got {cfg['public_url']!r}")
     cfg["public_url"] = cfg["public_url"].rstrip("/")
-    if len(cfg["secret_key"]) < 32:
-        raise ConfigError("CONNECT_SECRET_KEY: must be at least 32 characters")
-    if any(len(key) < 32 for key in cfg["secret_key_fallbacks"]):
-        raise ConfigError("CONNECT_SECRET_KEY_FALLBACKS: every key must be at least 32 characters")
+    if len(cfg["secret_key"].encode()) < 32:
+        raise ConfigError("CONNECT_SECRET_KEY: must be at least 32 bytes "
+                          "(`connect-service generate-secret` prints one)")
+    if any(len(key.encode()) < 32 for key in cfg["secret_key_fallbacks"]):
+        raise ConfigError("CONNECT_SECRET_KEY_FALLBACKS: every key must be at least 32 bytes")
     from .crypto import parse_keyring  # local import: crypto imports nothing from here
 
     try:
-        parse_keyring(cfg["encryption_keys"])
+        ring = parse_keyring(cfg["encryption_keys"])
     except ValueError as exc:
+        if cfg["env"] == "production" and any(key in EXAMPLE_SECRETS for key in cfg["encryption_keys"]):
+            raise ConfigError("CONNECT_ENCRYPTION_KEYS: is the placeholder from config.example.toml "
+                              "(`connect-service generate-key` prints a key)") from None
         raise ConfigError(f"CONNECT_ENCRYPTION_KEYS: {exc}") from None
+    if cfg["env"] == "production":
+        _refuse_placeholders(cfg, ring)
     if not cfg.get("database_url"):
         cfg["database_url"] = "sqlite:///" + os.path.join(cfg["instance_path"], "connect.db")
+    _check_database_url(cfg["database_url"])
     if cfg["env"] == "production":
         if parts.scheme == "http":
             log.warning("CONNECT_PUBLIC_URL is plain http: cookies are not Secure")
         if cfg["database_url"].startswith("sqlite"):
             log.warning("SQLite in production: use PostgreSQL for more than one host")
+
+
+def _refuse_placeholders(cfg: dict[str, Any], ring: list[tuple[str, bytes]]) -> None:
+    if cfg["secret_key"] in EXAMPLE_SECRETS:
+        raise ConfigError("CONNECT_SECRET_KEY: is the placeholder from config.example.toml "
+                          "(`connect-service generate-secret` prints one)")
+    for index, (_, key) in enumerate(ring):
+        if len(set(key)) < MIN_DISTINCT_KEY_BYTES:
+            raise ConfigError(f"CONNECT_ENCRYPTION_KEYS: key #{index + 1} is a placeholder, not a random key "
+                              "(`connect-service generate-key` prints one)")
+
+
+def _check_database_url(url: str) -> None:
+    """The URL's shape only (never echoed: it may hold a password); reaching it is checked at start-up."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in ("sqlite", "postgres", "postgresql"):
+        raise ConfigError("CONNECT_DATABASE_URL: must start with sqlite:/// or postgresql://")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError("CONNECT_DATABASE_URL: malformed URL (check the host and port)") from None
+    if scheme != "sqlite" and (not parts.hostname or not parts.path.strip("/")):
+        raise ConfigError("CONNECT_DATABASE_URL: must name a host and a database (postgresql://user@host:5432/db)")
+    if scheme == "sqlite" and not parts.path.strip("/"):
+        raise ConfigError("CONNECT_DATABASE_URL: must name a file (sqlite:////absolute/path.db)")
+
+
+def generate_secret() -> str:
+    """A fresh ``secret_key``: 48 random bytes, base64url (64 characters)."""
+    return secrets.token_urlsafe(48)
 
 
 def _fill_dev_secrets(cfg: dict[str, Any]) -> None:
@@ -148,7 +201,7 @@ def _fill_dev_secrets(cfg: dict[str, Any]) -> None:
     os.makedirs(cfg["instance_path"], exist_ok=True)
     target = os.path.join(cfg["instance_path"], DEV_SECRET_FILE)
     if not os.path.exists(target):
-        candidate = {"secret_key": secrets.token_urlsafe(48), "encryption_keys": [generate_key()]}
+        candidate = {"secret_key": generate_secret(), "encryption_keys": [generate_key()]}
         fd, tmp = tempfile.mkstemp(dir=cfg["instance_path"], prefix=".secrets-")
         try:
             with os.fdopen(fd, "w") as fh:

@@ -1,17 +1,31 @@
 """The peewee database: one proxy, bound by ``init_app`` from ``database_url``.
 
-SQLite (WAL, busy timeout) by default; PostgreSQL (pooled) for deployments
-with several processes or hosts. Connections open per request and close on
-teardown, so nothing about a request outlives it in process memory.
+SQLite (WAL, busy timeout) by default; PostgreSQL for deployments with
+several processes or hosts, through playhouse's connection pool
+(``database_pool_size`` connections per process, reused across requests).
+Nothing connects before a query needs it (``autoconnect``), so ``/healthz``
+never touches the database; teardown hands the connection back to the pool.
+Connecting gives up after :data:`CONNECT_TIMEOUT_SECONDS`, and a connection
+the server dropped is discarded by the pool, so an outage answers fast and
+the service recovers on its own when the database is back.
 """
 from __future__ import annotations
 
 import datetime
+from urllib.parse import urlsplit
 
 import peewee
 from playhouse.db_url import connect as connect_url
+from playhouse.pool import MaxConnectionsExceeded
 
 database = peewee.DatabaseProxy()
+
+#: seconds a new PostgreSQL connection may take (TCP plus start-up) before the request answers 503
+CONNECT_TIMEOUT_SECONDS = 2
+#: seconds a request waits for a free pooled connection when all are in use
+POOL_WAIT_SECONDS = 10
+#: what a request can meet when the database is away: the error handler answers 503 for these
+UNAVAILABLE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -28,10 +42,37 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
     elif url.startswith(("postgres://", "postgresql://")):
         scheme, rest = url.split("://", 1)
         db = connect_url(f"{scheme}+pool://{rest}", max_connections=pool_size, stale_timeout=300,
-                         timeout=10, autoconnect=True)
+                         timeout=POOL_WAIT_SECONDS, connect_timeout=CONNECT_TIMEOUT_SECONDS, autoconnect=True)
     else:
         raise ValueError("database_url must start with sqlite:// or postgresql://")
     return db
+
+
+def close_pool() -> None:
+    """Close this process's connection and every idle pooled one (before a fork, after a check)."""
+    if database.obj is None:
+        return
+    if not database.is_closed():
+        database.close()
+    close_all = getattr(database.obj, "close_all", None)
+    if close_all:
+        close_all()
+
+
+def check_connection() -> None:
+    """Open and close one connection; raises the driver's error (see :func:`describe_error`)."""
+    with database.connection_context():
+        database.execute_sql("SELECT 1").fetchone()
+
+
+def describe_error(exc: BaseException, url: str) -> str:
+    """One line saying why the database could not be used, without the URL's password."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    password = urlsplit(url).password if "://" in url else None
+    if password:
+        text = text.replace(password, "***")
+    return text
 
 
 def is_postgres() -> bool:
@@ -59,25 +100,7 @@ def init_app(app) -> None:
     cfg = app.config["CONNECT"]
     database.initialize(open_database(cfg["database_url"], cfg["database_pool_size"]))
 
-    @app.before_request
-    def _connect():
-        database.connect(reuse_if_open=True)
-
     @app.teardown_appcontext
     def _close(exc):
         if not database.is_closed():
-            database.close()
-
-
-def create_tables() -> None:
-    from .models import ALL_MODELS
-
-    with database.connection_context():
-        database.create_tables(ALL_MODELS, safe=True)
-
-
-def drop_tables() -> None:
-    from .models import ALL_MODELS
-
-    with database.connection_context():
-        database.drop_tables(ALL_MODELS, safe=True, cascade=is_postgres())
+            database.close()  # pooled: back to the pool (or discarded when the server dropped it)

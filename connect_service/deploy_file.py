@@ -36,17 +36,17 @@ def deploy_from_file(doc: dict, org_id: str) -> dict:
 
     try:
         app_data = schemas.AppCreateSchema().load(doc.get("app") or {})
+    except ma.ValidationError as exc:
+        raise errors.BadRequest(errors.flatten_messages(exc.messages, "app")) from None
+    try:
         reqs = schemas.VersionCreateSchema().load({"requirements": doc.get("requirements") or []})["requirements"]
     except ma.ValidationError as exc:
-        raise click.ClickException(f"invalid file: {errors.flatten_messages(exc.messages)}") from None
+        raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
     with database.connection_context():
         org = Organization.get_or_none(Organization.id == org_id)
         if org is None:
             raise click.ClickException(f"no organization {org_id!r}")
-        try:
-            validate_requirements(reqs, current_app.extensions["connect_registry"])
-        except errors.APIError as exc:
-            raise click.ClickException(f"invalid requirements: {exc.details}") from None
+        validate_requirements(reqs, current_app.extensions["connect_registry"])  # errors.APIError: field details
         app = App.get_or_none(App.hostname == app_data["hostname"])
         if app is not None and app.org_id != org.id:
             raise click.ClickException(f"hostname {app_data['hostname']} belongs to another organization")

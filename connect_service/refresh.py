@@ -297,14 +297,15 @@ def _purge_sessions(batches: int = 20, batch_size: int = 500) -> int:
 
 
 def run_refresh_due(margin: int | None = None, batch_size: int = 100,
-                    echo: Callable[[str], Any] = print) -> int:
+                    echo: Callable[[str], Any] = print, progress: Callable[[int], Any] = lambda done: None) -> int:
     """Refresh every OAuth connection expiring within ``margin`` seconds; return the exit code.
 
     Safe to run from cron on several hosts at once: each connection is claimed
     with a lease before its provider call. Afterwards long-expired OAuth
     authorization sessions are deleted (bounded batches). Progress goes to ``echo`` (stderr
     in the CLI); the summary ``{"refreshed", "failed", "skipped"}`` is printed
-    as one JSON line on stdout. Exit code 1 when any refresh failed.
+    as one JSON line on stdout. Exit code 1 when any refresh failed. ``progress(1)`` is
+    called after each connection (the CLI's progress bar on a terminal).
     """
     margin = settings()["refresh_margin_seconds"] if margin is None else margin
     batch_size = max(1, batch_size)
@@ -336,6 +337,7 @@ def run_refresh_due(margin: int | None = None, batch_size: int = 100,
                     log.exception("refresh-due: unexpected error", extra={"fields": {"connection_id": row.id}})
                     echo(f"refresh-due: {row.id} failed: {type(exc).__name__}")
                 counts[outcome] += 1
+                progress(1)
             echo(f"refresh-due: processed {sum(counts.values())} "
                  f"(refreshed {counts['refreshed']}, failed {counts['failed']}, skipped {counts['skipped']}) "
                  f"in {time.monotonic() - started:.1f}s")

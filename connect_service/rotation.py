@@ -88,15 +88,32 @@ def _existing_tables() -> set[str]:
 
 # --- rotation ------------------------------------------------------------------------------------
 
+def pending_count(keyring: Keyring | None = None) -> int:
+    """How many stored values the first key did not write (what :func:`rotate_all` will visit)."""
+    prefix = _current_prefix(_keyring(keyring))
+    total = 0
+    with database.connection_context():
+        tables = _existing_tables()
+        for col in encrypted_columns():
+            if col.table in tables:
+                total += col.model.select().where(_stale(col.field, prefix)).count()
+    return total
+
+
+def _stale(field: peewee.Field, prefix: str):
+    return field.is_null(False) & (peewee.fn.SUBSTR(field, 1, len(prefix)) != prefix)
+
+
 def rotate_all(batch_size: int = 200, echo: Callable[[str], Any] = print,
-               keyring: Keyring | None = None) -> dict[str, Any]:
+               keyring: Keyring | None = None, progress: Callable[[int], Any] = lambda done: None) -> dict[str, Any]:
     """Re-encrypt every ciphertext that the first key did not write; return a summary.
 
     Idempotent and safe while the service runs: rows are read in primary-key
     batches, each batch is re-encrypted in one short transaction, and each row
     is updated only if it still holds the ciphertext that was read. ``echo``
-    gets one progress line per batch and per column (never a secret). A value
-    that cannot be decrypted is counted in ``failed`` and left as it is.
+    gets one progress line per batch and per column (never a secret) and
+    ``progress(n)`` the number of values each batch visited. A value that
+    cannot be decrypted is counted in ``failed`` and left as it is.
 
     Summary: ``{"status": "ok"|"incomplete", "primary_key_id", "rotated",
     "already_current", "failed", "changed_concurrently", "columns": {...}}``.
@@ -111,7 +128,7 @@ def rotate_all(batch_size: int = 200, echo: Callable[[str], Any] = print,
         for col in encrypted_columns():
             if col.table not in tables:
                 continue
-            stats = _rotate_column(col, ring, batch_size, echo)
+            stats = _rotate_column(col, ring, batch_size, echo, progress)
             summary["columns"][col.label] = stats
             for key in ("rotated", "already_current", "failed", "changed_concurrently"):
                 summary[key] += stats[key]
@@ -129,11 +146,11 @@ def _current_prefix(ring: Keyring) -> str:
 
 
 def _rotate_column(col: EncryptedColumn, ring: Keyring, batch_size: int,
-                   echo: Callable[[str], Any]) -> dict[str, int]:
+                   echo: Callable[[str], Any], progress: Callable[[int], Any]) -> dict[str, int]:
     model, field = col.model, col.field
     pk = model._meta.primary_key
     prefix = _current_prefix(ring)
-    stale_filter = field.is_null(False) & (peewee.fn.SUBSTR(field, 1, len(prefix)) != prefix)
+    stale_filter = _stale(field, prefix)
     stats = {"rotated": 0, "failed": 0, "changed_concurrently": 0}
     stats["already_current"] = model.select().where(field.is_null(False), ~stale_filter).count()
     last = None
@@ -166,6 +183,7 @@ def _rotate_column(col: EncryptedColumn, ring: Keyring, batch_size: int,
         stats["failed"] += failed
         stats["changed_concurrently"] += concurrent
         echo(f"{col.label}: batch of {len(rows)}: {done} re-encrypted, {failed} failed")
+        progress(len(rows))
     return stats
 
 

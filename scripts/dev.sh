@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install connect-service into .venv and serve it on SQLite with a demo org, key and app.
+# Idempotent: a rerun reuses the demo organization, app and Access Key (kept in instance/demo-access-key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
@@ -8,7 +9,7 @@ export CONNECT_ENV="${CONNECT_ENV:-development}"
 export CONNECT_INSTANCE_PATH="${CONNECT_INSTANCE_PATH:-$PWD/instance}"
 BIND="${CONNECT_BIND:-127.0.0.1:5000}"
 export CONNECT_PUBLIC_URL="${CONNECT_PUBLIC_URL:-http://$BIND}"
-.venv/bin/connect-service init-db >/dev/null
+.venv/bin/connect-service migrate >/dev/null
 .venv/bin/connect-service demo --bind "$BIND"
 echo "Serving on http://$BIND (Ctrl-C to stop)" >&2
-exec .venv/bin/gunicorn --workers 2 --worker-class gthread --threads 4 --bind "$BIND" wsgi:app
+exec .venv/bin/connect-service serve --bind "$BIND" --workers 2

@@ -105,3 +105,67 @@ def test_gunicorn_start_fails_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr
     ours = [line for line in proc.stderr.splitlines() if line.startswith("connect-service:")]
     assert ours == ["connect-service: CONNECT_SECRET_KEY is required in production (CONNECT_ENV=production)"]
+
+
+def _example_strings(value):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _example_strings(item)
+
+
+PROD = {"CONNECT_ENV": "production", "CONNECT_SECRET_KEY": SECRET, "CONNECT_ENCRYPTION_KEYS": KEY,
+        "CONNECT_PUBLIC_URL": "https://c.example"}
+
+
+def test_production_refuses_every_example_value_as_secret_key(tmp_path):
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "config.example.toml"), "rb") as fh:
+        example = tomllib.load(fh)
+    values = [v for value in example.values() for v in _example_strings(value)]
+    assert "change-me-to-a-long-random-string-of-at-least-32-characters" in values
+    for value in values:
+        with pytest.raises(ConfigError) as info:
+            load_config(environ=dict(PROD, CONNECT_SECRET_KEY=value, CONNECT_INSTANCE_PATH=str(tmp_path)))
+        assert str(info.value).startswith("CONNECT_SECRET_KEY: ") and "\n" not in str(info.value), value
+
+
+@pytest.mark.parametrize("secret,ok", [("x" * 31, False), ("é" * 15 + "x", False), ("é" * 16, True),
+                                       ("x" * 32, True)])
+def test_secret_key_is_counted_in_bytes(secret, ok, tmp_path):
+    env = dict(PROD, CONNECT_SECRET_KEY=secret, CONNECT_INSTANCE_PATH=str(tmp_path))
+    if ok:
+        assert load_config(environ=env)["secret_key"] == secret
+    else:
+        with pytest.raises(ConfigError, match=r"^CONNECT_SECRET_KEY: must be at least 32 bytes"):
+            load_config(environ=env)
+
+
+@pytest.mark.parametrize("key", ["REPLACE-with-output-of-connect-service-generate-key",
+                                 base64.urlsafe_b64encode(bytes(32)).decode().rstrip("="),
+                                 base64.urlsafe_b64encode(b"0123456789" * 3 + b"01").decode().rstrip("=")])
+def test_production_refuses_placeholder_encryption_keys(key, tmp_path):
+    env = dict(PROD, CONNECT_ENCRYPTION_KEYS=f"{KEY},{key}", CONNECT_INSTANCE_PATH=str(tmp_path))
+    with pytest.raises(ConfigError) as info:
+        load_config(environ=env)
+    message = str(info.value)
+    assert message.startswith("CONNECT_ENCRYPTION_KEYS: ") and "placeholder" in message and "\n" not in message
+    # development and tests are not production: a made-up but well-formed key is accepted there
+    if key != "REPLACE-with-output-of-connect-service-generate-key":
+        assert load_config(environ=dict(env, CONNECT_ENV="development"))["encryption_keys"][1] == key
+
+
+def test_generate_secret_prints_a_fresh_accepted_key(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
+    env.update(CONNECT_ENV="production")
+    binary = os.path.join(os.path.dirname(sys.executable), "connect-service")
+    outs = [subprocess.run([binary, "generate-secret"], env=env, capture_output=True, text=True, timeout=60,
+                           cwd=tmp_path) for _ in range(2)]
+    assert [p.returncode for p in outs] == [0, 0] and [p.stderr for p in outs] == ["", ""]
+    first, second = (p.stdout for p in outs)
+    assert first.count("\n") == 1 and first != second and len(first.strip().encode()) >= 32
+    assert load_config(environ=dict(PROD, CONNECT_SECRET_KEY=first.strip()))["secret_key"] == first.strip()
+    assert os.listdir(tmp_path) == []

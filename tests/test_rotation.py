@@ -236,15 +236,18 @@ def test_start_up_check_tolerates_tampered_rows_but_not_a_wrong_key(connect, app
 def test_start_up_on_a_fresh_database_without_tables(tmp_path):
     cfg = make_config(tmp_path, env="production", public_url="https://connect.test",
                       database_url=f"sqlite:///{tmp_path}/fresh.db")
-    app = create_app(cfg)  # no tables yet: nothing to check, no error
+    with pytest.raises(ConfigError, match="run `connect-service migrate`"):
+        create_app(cfg)  # the service refuses a database behind its code
+    app = create_app(cfg, require_schema=False)  # as `migrate` builds it: no tables yet, nothing to check
     with app.app_context():
         assert check_keys_decrypt()["checked"] == {}
 
 
-def test_start_up_with_database_down_is_not_blocked(tmp_path):
+def test_start_up_with_database_down_stops_with_one_line(tmp_path):
     cfg = make_config(tmp_path, env="production", public_url="https://connect.test",
                       database_url="postgresql://nobody@127.0.0.1:1/none")
-    create_app(cfg)  # the check is skipped with a warning; /readyz reports the database
+    with pytest.raises(ConfigError, match="^CONNECT_DATABASE_URL: cannot use the database: "):
+        create_app(cfg)  # one line (gunicorn's master prints it); a running service answers 503 instead
 
 
 # --- the CLI and gunicorn ----------------------------------------------------------------------
@@ -286,7 +289,7 @@ def test_cli_rotate_keys(connect, app_with_key, tmp_path, old_key):
 
 def test_cli_exits_non_zero_with_one_line_naming_the_setting(connect, app_with_key, tmp_path):
     seed(connect, app_with_key)
-    done = run_cli(cli_env(connect, [generate_key()]), "plugins")
+    done = run_cli(cli_env(connect, [generate_key()]), "refresh-due")  # plugins needs no keys any more
     assert done.returncode != 0
     lines = [line for line in done.stderr.splitlines() if "CONNECT_ENCRYPTION_KEYS" in line]
     assert len(lines) == 1 and "Traceback" not in done.stderr
