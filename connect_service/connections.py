@@ -125,9 +125,11 @@ def revoke_at_provider(conn: Connection) -> bool:
     from .http import OutboundError
     from .models import Credential
 
+    from . import accounts  # it records accounts through this module: a top-level import is a cycle
+
     cls = _registry().get(conn.type)
     if cls is not None and cls.auth == "action_account":  # e.g. delete the linked platform account
-        return bool(cls().revoke_connection(conn))
+        return accounts.revoke_linked_account(conn)
     if conn.credential_id is None:
         return False
     settings = read_settings(conn)

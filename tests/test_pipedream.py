@@ -15,7 +15,8 @@ from conftest import HTTP_API_KEY, SEED_REQUIREMENTS
 from connect_service.db import database
 from connect_service.models import AccountLookup, Connection, Credential
 from connect_service.testing import make_config
-from connect_plugins.pipedream import PipedreamSettings, external_user_id
+from connect_plugins.pipedream import PipedreamSettings
+from connect_service.account_context import user_ref as external_user_id
 from tests.support.pipedream_server import PipedreamTestServer
 
 PROJECT = "proj_abc123"
@@ -346,7 +347,7 @@ def test_webhook_links_account(connect, pd, seed_app, caplog):
     assert any(r["path"].endswith(f"/accounts/{account['id']}") for r in pd.account_requests)
 
     [row] = rows(connect)
-    assert (row.app_id, row.customer_id, row.type, row.integration_id, row.app_slug, row.requirement_id,
+    assert (row.app_id, row.customer_id, row.type, row.integration_id, row.account_key, row.requirement_id,
             row.status) == (seed_app["id"], "user-1", "pipedream_account", "pipedream_account", "gmail", None,
                             "active")
     with db(connect):
@@ -521,7 +522,7 @@ def test_webhook_refuses_missing_forged_and_expired_values(connect, pd, seed_app
     assert rows(connect) == []
     assert pd.account_calls() == 0
     # the genuine value works, and keys listed in secret_key_fallbacks still verify after a rotation
-    connect.app.config["SECRET_KEY_FALLBACKS"] = ["old-secret-key-" + "z" * 32]
+    connect.app.config["CONNECT"]["secret_key_fallbacks"] = ["old-secret-key-" + "z" * 32]
     rotated = _sign(ref, "old-secret-key-" + "z" * 32)
     r = connect.client.post(f"/v1/connect/webhooks/pipedream/{rotated}", json=payload,
                             base_url="http://connect.test")
@@ -596,7 +597,7 @@ def test_statuses_look_accounts_up_throttled(connect, pd, seed_app):
     assert connect.statuses(token)[gmail] == "completed"
     assert pd.account_calls("GET") == 2
     [row] = rows(connect)
-    assert row.app_slug == "gmail" and row.status == "active"
+    assert row.account_key == "gmail" and row.status == "active"
 
     # dead on the platform: pending again, connection in error, hook told
     pd.set_account(account["id"], dead=True, healthy=False)
@@ -661,7 +662,7 @@ def test_lookup_keeps_only_the_requirements_app(connect, pd, seed_app):
     expire_lookups(connect)
     assert connect.statuses(token)[gmail] == "completed"
     [row] = rows(connect)
-    assert row.app_slug == "gmail"
+    assert row.account_key == "gmail"
     with db(connect):
         from connect_service.connections import read_settings
         assert read_settings(row)["account_id"] == gmail_account["id"] != slack["id"]
