@@ -777,3 +777,25 @@ def test_page_form_action_without_a_credential_is_pipedream_only(connect, pd):
     r = client.get(f"/connect?token={connect.token(app, 'user-1')}", base_url="http://connect.test")
     r = client.get(r.headers["Location"], base_url="http://connect.test")
     assert "form-action 'self' https://pipedream.com;" in r.headers["Content-Security-Policy"]
+
+
+# --- the public contract --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["plugins/pipedream.py", "tests/plugins/toolhub_accounts/src/toolhub_accounts/__init__.py"])
+def test_action_account_plugins_import_only_public_names(path):
+    """Both action-account plugins reach the core only through names ``connect_service`` exports."""
+    import ast
+    from pathlib import Path
+
+    import connect_service
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / path).read_text())
+    imported: list[tuple[str, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported += [(node.module or "", alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            imported += [(alias.name, "") for alias in node.names]
+    ours = [(module, name) for module, name in imported if module.split(".")[0] == "connect_service"]
+    assert ours and all(module == "connect_service" and name in connect_service.__all__ for module, name in ours), ours
+    assert not {module.split(".")[0] for module, _ in imported} & {"peewee", "flask", "playhouse", "werkzeug"}
