@@ -5,7 +5,7 @@ the platform said as :class:`Account` values. The core keeps the rows (one
 ``Connection`` per linked account, keyed by the account id in its encrypted
 settings), serialises writers, fires the lifecycle hooks, selects and
 decrypts the serving credential and caches the platform token on it,
-encrypted. ``docs/plugins.md`` ("The action-account facade") is the reference
+encrypted. ``docs/plugins.md`` ("Action-account types and their facade") is the reference
 for plugin authors; everything here not listed there is internal.
 """
 from __future__ import annotations

@@ -199,7 +199,7 @@ class ActionAccountType(ConnectionType):
     the webhook URL and its signature, the lifecycle hooks and the serving
     credential; a subclass only speaks the platform's API. Each method gets an
     :class:`~connect_service.account_context.AccountContext` (``ctx``), the
-    facade documented in ``docs/plugins.md`` ("The action-account facade").
+    facade documented in ``docs/plugins.md`` ("Action-account types and their facade").
 
     Class attributes, beyond :class:`ConnectionType`'s (``auth`` is already
     ``"action_account"``; ``connector_name`` names the credential family that
