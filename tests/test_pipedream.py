@@ -249,6 +249,28 @@ def test_api_token_cached_on_credential_and_reused(connect, pd, seed_app):
     assert pd.oauth_calls() == 2
 
 
+def test_cached_api_token_is_bound_to_the_client_and_settings(connect, pd, seed_app):
+    """The facade's token cache misses once the credential's client id or settings change."""
+    token = connect.token(seed_app, "user-1")
+    rid = connect.requirement_id(seed_app, "gmail")
+    assert link(connect, token, rid).status_code == 201
+    with db(connect):
+        cred_id = Credential.get(Credential.connector_name == "pipedream").id
+    r = connect.client.patch(f"/v1/credentials/{cred_id}", headers=connect.auth, json={
+        "settings": {"project_id": PROJECT, "environment": "development", "api_base_url": pd.url}})
+    assert r.status_code == 200, r.get_json()
+    assert link(connect, token, rid).status_code == 201
+    assert pd.oauth_calls() == 2
+    assert link(connect, token, rid).status_code == 201
+    assert pd.oauth_calls() == 2
+    pd.add_client("pd_client_2", "second-secret")
+    r = connect.client.patch(f"/v1/credentials/{cred_id}", headers=connect.auth,
+                             json={"oauth_client_id": "pd_client_2", "oauth_client_secret": "second-secret"})
+    assert r.status_code == 200, r.get_json()
+    assert link(connect, token, rid).status_code == 201
+    assert pd.oauth_calls() == 3 and pd.oauth_requests[-1]["json"]["client_id"] == "pd_client_2"
+
+
 def test_revoked_api_token_is_replaced_once(connect, pd, seed_app):
     token = connect.token(seed_app, "user-1")
     rid = connect.requirement_id(seed_app, "gmail")
