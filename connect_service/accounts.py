@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 import re
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from marshmallow import ValidationError
@@ -257,11 +258,21 @@ def connector_type(connector: str) -> type[ActionAccountType]:
     return cls
 
 
-def receive_webhook(connector: str, signed: str, read_body: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Check a webhook's signed value (401), find its requirement (404), let the type judge the body.
+@dataclass(frozen=True)
+class WebhookTarget:
+    """Whom a genuine webhook URL names: the type, the app, the end user and the requirement."""
 
-    ``read_body`` (the HTTP layer's JSON parser) runs only once the signature holds:
-    an unsigned caller learns nothing about the body rules.
+    type: type[ActionAccountType]
+    app: App
+    user_id: str
+    requirement: Requirement
+
+
+def webhook_target(connector: str, signed: str) -> WebhookTarget:
+    """Resolve a webhook URL: 404 for an unknown connector or requirement, 401 for a bad signed value.
+
+    The HTTP layer calls this before it reads the body, so an unsigned caller
+    learns nothing about the body rules.
     """
     cls = connector_type(connector)
     claims = verify_webhook_value(connector, signed)
@@ -271,8 +282,13 @@ def receive_webhook(connector: str, signed: str, read_body: Callable[[], dict[st
     req = _requirement_of(app, claims["r"]) if app is not None else None
     if req is None or registry().get(connection_type_name(req)) is not cls:
         raise errors.NotFound()
-    with _context(cls, app, claims["u"], req) as ctx:
-        return cls().handle_webhook(ctx, read_body())
+    return WebhookTarget(cls, app, claims["u"], req)
+
+
+def receive_webhook(target: WebhookTarget, body: dict[str, Any]) -> dict[str, Any]:
+    """Let the target's type judge the platform's ``body`` (its JSON answer, a 400 or a 502)."""
+    with _context(target.type, target.app, target.user_id, target.requirement) as ctx:
+        return target.type().handle_webhook(ctx, body)
 
 
 # --- deleting a linked account ------------------------------------------------------------------

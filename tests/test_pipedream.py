@@ -541,6 +541,11 @@ def test_webhook_refuses_missing_forged_and_expired_values(connect, pd, seed_app
         assert signed not in r.get_data(as_text=True)
     assert connect.client.post(f"/v1/connect/webhooks/zapier/{signed}", json=payload,
                                base_url="http://connect.test").status_code == 404
+    # the signed value is judged before the body: a caller without one learns nothing about body rules
+    for body in ("", "not json", "[]"):
+        r = connect.client.post(attempts["garbage"], data=body, content_type="application/json",
+                                base_url="http://connect.test")
+        assert r.status_code == 401, (body, r.get_json())
     assert rows(connect) == []
     assert pd.account_calls() == 0
     # the genuine value works, and keys listed in secret_key_fallbacks still verify after a rotation

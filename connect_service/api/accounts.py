@@ -5,6 +5,8 @@ The rules (type lookup, return URLs, webhook signing, recording accounts) live i
 """
 from __future__ import annotations
 
+import functools
+
 import marshmallow as ma
 from flask import g, request
 from flask.views import MethodView
@@ -49,17 +51,26 @@ class Accounts(MethodView):
         return accounts.start_link(g.app, g.connect.user_id, req, return_to), 201, {"Cache-Control": "no-store"}
 
 
+def signed_webhook(view):
+    """Resolve ``connector`` and ``signed`` into ``target`` (404/401) before the body is read."""
+    @functools.wraps(view)
+    def wrapper(*args, connector, signed, **kwargs):
+        return view(*args, target=accounts.webhook_target(connector, signed), **kwargs)
+    return wrapper
+
+
 @blp.route("/webhooks/<string:connector>/<string:signed>")
 class Webhook(MethodView):
+    decorators = [signed_webhook]
 
     @blp.doc(security=[], summary="Receive an action-connector platform's webhook",
              description="Called by the platform at the signed URL this service gave it. A missing, forged "
                          "or expired signed value is a 401 and changes nothing.",
              requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}})
     @blp.response(200, schemas.MessageSchema)
-    def post(self, connector, signed):
+    def post(self, target):
         """Receive an action-connector platform's webhook"""
-        return accounts.receive_webhook(connector, signed, raw_json_body)
+        return accounts.receive_webhook(target, raw_json_body())
 
 
 @blp.route("/webhooks/<string:connector>", strict_slashes=False)
