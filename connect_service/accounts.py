@@ -237,6 +237,8 @@ def sync_status(app: App, user_id: str, req: Requirement) -> None:
     try:
         with _context(cls, app, user_id, req) as ctx:
             cls().sync_accounts(ctx)
+    except errors.BadGateway:  # the platform failed: _context logged why
+        return
     except errors.APIError as exc:
         log.warning("%s account lookup skipped: %s", cls.name, exc.details or exc.message)
 
