@@ -3,16 +3,27 @@
 The public plugin API is re-exported here::
 
     from connect_service import ConnectionType, OAuth2Provider, hookimpl, fields
+
+Action-account plugins (``docs/plugins.md``, "Action-account types and their
+facade") also use ``ActionAccountType``, ``AccountContext``, ``PlatformCredential``, ``TokenCache``,
+``Account``, ``LinkedAccount``, ``PlatformError`` and ``OutboundError``.
 """
 from . import fields
-from .connection_types import ConnectionType, OAuth2Provider, ProviderError, ValidationError, form_description
+from .connection_types import (ActionAccountType, ConnectionType, OAuth2Provider, ProviderError, ValidationError,
+                               form_description)
 from .hookspecs import hookimpl
+from .http import OutboundError
+# after the light base classes: the facade pulls in the storage and OAuth modules
+from .account_context import (Account, AccountContext, LinkedAccount, PlatformCredential,  # noqa: E402
+                              PlatformError, TokenCache)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConnectionType", "OAuth2Provider", "ProviderError", "ValidationError", "form_description",
     "hookimpl", "fields", "create_app", "__version__",
+    "ActionAccountType", "AccountContext", "Account", "LinkedAccount", "PlatformCredential", "PlatformError",
+    "TokenCache", "OutboundError",
 ]
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from . import errors, refresh
+from . import accounts, errors, refresh
 from .connection_types import ConnectionType, ProviderError
 from .connections import connection_view, hook_view, notify_activated, read_settings, seal_settings
 from .extensions import registry
@@ -186,7 +186,7 @@ def revoke_at_provider(conn: Connection) -> bool:
     """
     cls = registry().get(conn.type)
     if cls is not None and cls.auth == "action_account":  # e.g. delete the linked platform account
-        return bool(cls().revoke_connection(conn))
+        return accounts.revoke_linked_account(conn)
     if conn.credential_id is None:
         return False
     settings = read_settings(conn)

@@ -88,7 +88,7 @@ class Requirement(BaseModel):
     version = pw.ForeignKeyField(WorkflowVersion, backref="requirements", on_delete="CASCADE")
     public_id = pw.CharField(index=True)  # uuid5(app id, key): stable across versions
     key = pw.CharField()
-    type = pw.CharField()  # connection | pipedream_account
+    type = pw.CharField()  # connection, or an action-account type name
     title = pw.CharField()
     description = pw.TextField(default="")
     spec = JSONField()
@@ -139,7 +139,9 @@ class Connection(BaseModel):
     customer_id = pw.CharField(null=True)
     requirement_id = pw.CharField(null=True)
     credential = pw.ForeignKeyField(Credential, null=True, backref="connections", on_delete="SET NULL")
-    app_slug = pw.CharField(null=True)  # action-connector accounts: the platform app (``gmail``)
+    # action accounts: what on the platform the account is for (``ActionAccountType.account_key``,
+    # e.g. ``gmail``); the column keeps its first name until a migration renames it
+    account_key = pw.CharField(null=True, column_name="app_slug")
     status = pw.CharField(default="pending")  # pending | active | error
     status_reason = pw.TextField(null=True)
     disabled = pw.BooleanField(default=False)
@@ -195,7 +197,8 @@ class RateLimitHit(BaseModel):
 
 
 class AccountLookup(BaseModel):
-    """When the action-connector platform was last asked about a user's accounts."""
+    """When an action-account platform was last asked about a user's accounts (and, on
+    PostgreSQL, the row lock that serialises writers of one user's accounts)."""
 
     key = pw.CharField(primary_key=True)
     checked_at = pw.DateTimeField()

@@ -83,8 +83,8 @@ def validate_requirements(items: list[dict[str, Any]], registry) -> None:
             cls = registry.get(item["type"])
             if cls is None or cls.auth != "action_account":
                 details[f"{path}.type"] = "must be 'connection' or a registered action-account type"
-            elif not isinstance(data.get("app_slug"), str) or not data["app_slug"].strip():
-                details[f"{path}.spec.data.app_slug"] = "is required"
+            else:  # the type judges its own spec.data (e.g. which platform app)
+                details.update(errors.flatten_messages(cls.spec_errors(data), f"{path}.spec.data"))
     if details:
         raise errors.BadRequest(details)
 
@@ -150,7 +150,7 @@ def requirement_status(req: Requirement, connections: list[Connection], registry
         if conn.requirement_id == req.public_id and (cls is None or conn.type == cls.name):
             return "completed"
         if cls is not None and cls.auth == "action_account" and conn.connector_name == cls.connector_name:
-            if conn.app_slug == req.spec["data"].get("app_slug"):
+            if conn.account_key == cls.requirement_key(req.spec["data"]):
                 return "completed"
     return "pending"
 

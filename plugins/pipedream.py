@@ -20,9 +20,9 @@ Platform API used (request and response shapes as documented by Pipedream):
   ``{"access_token", "token_type", "expires_in"}``:
   https://pipedream.com/docs/connect/api-reference/create-oauth-token and
   https://pipedream.com/docs/connect/api-reference/authentication (tokens last one hour).
-  The token is cached on the credential (``secret_state_encrypted``, encrypted JSON
-  ``{"access_token", "expires_at", "client_id", "api_base_url"}``) and reused by every
-  worker until a minute before it expires; a 401 from the API drops it and retries once.
+  The token is kept in the credential's token cache (``ctx.credential.token_cache``:
+  encrypted, shared by every worker, bound to the client id and settings) until a minute
+  before it expires; a 401 from the API fetches a new one and retries once.
 - ``POST /v1/connect/{project_id}/tokens`` with ``Authorization: Bearer``, the
   ``x-pd-environment`` header and ``{"external_user_id", "success_redirect_uri",
   "error_redirect_uri", "webhook_uri"}`` → ``{"token", "expires_at", "connect_link_url"}``:
@@ -49,19 +49,19 @@ Platform API used (request and response shapes as documented by Pipedream):
 - External users (ids up to 250 characters, the ``x-pd-environment`` header):
   https://pipedream.com/docs/connect/api.
 
-``external_user_id`` is ``"cs-" + sha256(app id + "\\n" + user id)`` in hex: stable for a
-user of an app, different between apps, and it reveals neither id to the platform. The
-``webhook_uri`` handed to the platform does not either: its last segment is an encrypted,
-signed reference (``connect_service.api.accounts``).
+``external_user_id`` is the facade's ``ctx.user_ref``, ``"cs-" + sha256(app id + "\\n" + user
+id)`` in hex: stable for a user of an app, different between apps, and it reveals neither id
+to the platform. The ``webhook_uri`` handed to the platform does not either: its last segment
+is an encrypted, signed reference (``connect_service.accounts``).
 
 Statuses reads look the user's accounts up at most once per ``account_lookup_seconds``
-(default 60) per user and requirement, whatever else happens (starting a link does not
-lift the throttle): a link shows up through the ``CONNECTION_SUCCESS`` webhook at once,
-or through the next lookup after that.
+(default 60) per user and requirement, whatever else happens (the core's throttle; starting
+a link does not lift it): a link shows up through the ``CONNECTION_SUCCESS`` webhook at
+once, or through the next lookup after that.
 
-A linked account is a Connection row (type and integration ``pipedream_account``,
-connector ``pipedream``, ``app_slug`` column set, no requirement id) whose encrypted
-settings are ``{"account_id", "app_slug", "healthy", "dead", "external_user_id",
+A linked account is a connection the core records (type and integration
+``pipedream_account``, connector ``pipedream``, account key = the app slug, no requirement
+id) whose encrypted settings are ``{"account_id", "app_slug", "healthy", "dead", "external_user_id",
 "project_id", "environment"}``: everything a backend needs to act with the account
 through Pipedream, and no platform secret. It is ``active`` while the account is healthy
 and ``error`` when it is dead, unhealthy or gone, which makes the requirement pending again.
@@ -69,22 +69,14 @@ and ``error`` when it is dead, unhealthy or gone, which makes the requirement pe
 from __future__ import annotations
 
 import datetime
-import hashlib
 import logging
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-import peewee
-from flask import current_app
-from marshmallow import Schema, ValidationError, post_load, validate
+from marshmallow import Schema, post_load, validate
 
-from connect_service import ConnectionType, errors, fields, hookimpl, oauth
-from connect_service.connections import notify_activated, notify_failed, read_settings, seal_settings
-from connect_service.crypto import DecryptionError
-from connect_service.db import database, db_now, is_postgres, write_transaction
-from connect_service.http import GuardedClient, OutboundError
-from connect_service.models import AccountLookup, App, Connection, Credential, Requirement, utcnow
+from connect_service import (Account, AccountContext, ActionAccountType, LinkedAccount, OutboundError, PlatformError,
+                             ValidationError, fields, hookimpl)
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +91,6 @@ DEFAULT_TOKEN_SECONDS = 3600
 CONNECT_TOKEN_SECONDS = 4 * 3600
 #: pages of accounts read per lookup (a user rarely has more than a few accounts per app)
 MAX_PAGES = 20
-#: associated data (table, column, credential id) of the client secret, as the credentials API stores
-#: it (JSON-encoded string), and of the cached API token
-STATE_TABLE, STATE_COLUMN = "credential", "secret_state"
 
 
 def _validate_api_base_url(value: str) -> None:
@@ -129,26 +118,10 @@ class PipedreamSettings(Schema):
         return data
 
 
-class PlatformError(Exception):
-    """The platform could not be reached or answered an error; ``reason`` is short and secret-free."""
+class PipedreamSpec(Schema):
+    """A ``pipedream_account`` requirement's ``spec.data``: which Pipedream app (``gmail``)."""
 
-    def __init__(self, reason: str, status: int | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.status = status
-
-
-def external_user_id(app_id: str, user_id: str) -> str:
-    """The platform's ``external_user_id`` for one end user of one app (stable, opaque)."""
-    return "cs-" + hashlib.sha256(f"{app_id}\n{user_id}".encode()).hexdigest()
-
-
-def _keyring():
-    return current_app.extensions["connect_keyring"]
-
-
-def _settings() -> dict[str, Any]:
-    return current_app.config["CONNECT"]
+    app_slug = fields.String(required=True, validate=validate.Regexp(r"\s*\S", error="is required"))
 
 
 def _iso(value: datetime.datetime) -> str:
@@ -169,69 +142,30 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
 
-# --- which credential serves an app -----------------------------------------------------------
-
-def find_credential(app: App, requirement: Requirement) -> tuple[Credential, dict[str, Any]]:
-    """The pipedream credential serving ``app`` (the OAuth rule, any grant type) and its loaded settings."""
-    wanted = (requirement.spec.get("data") or {}).get("credential_id")
-    cred = oauth.select_credential(app, CONNECTOR, credential_id=wanted, grant_types=None)
-    try:
-        cfg = PipedreamSettings().load(cred.settings or {})
-    except ValidationError as exc:
-        raise errors.BadRequest(errors.flatten_messages(exc.messages, "credential.settings")) from None
-    if not cred.oauth_client_id or not cred.oauth_client_secret_encrypted:
-        raise errors.BadRequest({"credential": "the pipedream credential has no OAuth client id and secret"})
-    return cred, cfg
-
-
 # --- the platform API -----------------------------------------------------------------------
 
 class PipedreamClient:
-    """The Connect REST API of one project, authenticated with the credential's cached API token."""
+    """The Connect REST API of the credential's project, through the facade's guarded client and token cache."""
 
-    def __init__(self, credential: Credential, cfg: dict[str, Any]):
-        self.credential = credential
-        self.base = cfg["api_base_url"]
-        self.project_id = cfg["project_id"]
-        self.environment = cfg["environment"]
-        settings = _settings()
-        self.http = GuardedClient(allowed_private_hosts=settings["allowed_private_hosts"],
-                                  timeout=settings["http_timeout_seconds"])
-
-    def close(self) -> None:
-        self.http.close()
-
-    # -- API token, cached on the credential row so every worker shares it
-
-    def _cached_token(self) -> str | None:
-        row = Credential.select(Credential.secret_state_encrypted).where(
-            Credential.id == self.credential.id).first()
-        if row is None or not row.secret_state_encrypted:
-            return None
-        try:
-            state = _keyring().decrypt_json(row.secret_state_encrypted, STATE_TABLE, STATE_COLUMN,
-                                            self.credential.id)
-        except (DecryptionError, ValueError):
-            return None
-        expires = _parse_time(state.get("expires_at"))
-        if (not state.get("access_token") or expires is None
-                or state.get("client_id") != self.credential.oauth_client_id
-                or state.get("api_base_url") != self.base
-                or (expires - _now()).total_seconds() <= TOKEN_MARGIN_SECONDS):
-            return None
-        return state["access_token"]
+    def __init__(self, ctx: AccountContext):
+        cred = ctx.credential
+        if not cred.client_id or cred.client_secret() is None:
+            raise ValidationError("the pipedream credential has no OAuth client id and secret", "credential")
+        self.cred = cred
+        self.http = ctx.http
+        self.base = cred.settings["api_base_url"]
+        self.project_id = cred.settings["project_id"]
+        self.environment = cred.settings["environment"]
 
     def _fetch_token(self) -> str:
-        secret = oauth.client_secret(self.credential)
         try:
             resp = self.http.post(f"{self.base}/v1/oauth/token", json={
-                "grant_type": "client_credentials", "client_id": self.credential.oauth_client_id,
-                "client_secret": secret}, headers={"Accept": "application/json"})
+                "grant_type": "client_credentials", "client_id": self.cred.client_id,
+                "client_secret": self.cred.client_secret()}, headers={"Accept": "application/json"})
         except OutboundError as exc:
             raise PlatformError(f"could not reach Pipedream: {exc.reason}") from None
         if resp.status_code in (400, 401, 403):
-            raise PlatformError(f"Pipedream refused the credential's OAuth client (HTTP {resp.status_code})",
-                                resp.status_code)
+            raise PlatformError(f"Pipedream refused the credential's OAuth client (HTTP {resp.status_code})")
         data = self._json(resp)
         token = data.get("access_token")
         if not isinstance(token, str) or not token:
@@ -240,27 +174,24 @@ class PipedreamClient:
             lifetime = int(data.get("expires_in") or DEFAULT_TOKEN_SECONDS)
         except (TypeError, ValueError):
             lifetime = DEFAULT_TOKEN_SECONDS
-        state = {"access_token": token, "expires_at": _iso(_now() + datetime.timedelta(seconds=lifetime)),
-                 "client_id": self.credential.oauth_client_id, "api_base_url": self.base}
-        sealed = _keyring().encrypt_json(state, STATE_TABLE, STATE_COLUMN, self.credential.id)
-        Credential.update(secret_state_encrypted=sealed).where(Credential.id == self.credential.id).execute()
+        self.cred.token_cache.put(token, lifetime)
         return token
 
     @staticmethod
     def _json(resp) -> dict[str, Any]:
         if resp.status_code >= 400:
-            raise PlatformError(f"Pipedream answered HTTP {resp.status_code}", resp.status_code)
+            raise PlatformError(f"Pipedream answered HTTP {resp.status_code}")
         try:
             data = resp.json()
         except ValueError:
             data = None
         if not isinstance(data, dict):
-            raise PlatformError("Pipedream sent a response that is not a JSON object", resp.status_code)
+            raise PlatformError("Pipedream sent a response that is not a JSON object")
         return data
 
     def _call(self, method: str, path: str, **kwargs: Any):
         """One API call with the cached token; a 401 fetches a new token and retries once."""
-        token = self._cached_token()
+        token = self.cred.token_cache.get(TOKEN_MARGIN_SECONDS)
         for attempt in range(2):
             if token is None:
                 token = self._fetch_token()
@@ -274,7 +205,7 @@ class PipedreamClient:
                 token = None
                 continue
             return resp
-        raise PlatformError("Pipedream refused a fresh API token (HTTP 401)", 401)
+        raise PlatformError("Pipedream refused a fresh API token (HTTP 401)")
 
     def _project_path(self, suffix: str) -> str:
         return f"/v1/connect/{quote(self.project_id, safe='')}{suffix}"
@@ -314,67 +245,11 @@ class PipedreamClient:
     def delete_account(self, account_id: str) -> None:
         resp = self._call("DELETE", self._project_path(f"/accounts/{quote(account_id, safe='')}"))
         if resp.status_code not in (200, 202, 204, 404):
-            raise PlatformError(f"Pipedream answered HTTP {resp.status_code}", resp.status_code)
+            raise PlatformError(f"Pipedream answered HTTP {resp.status_code}")
 
-
-@contextmanager
-def platform(credential: Credential, cfg: dict[str, Any]) -> Iterator[PipedreamClient]:
-    """A :class:`PipedreamClient` whose pooled connections are closed afterwards."""
-    client = PipedreamClient(credential, cfg)
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 # --- recording linked accounts ----------------------------------------------------------------
-
-def _hashed_key(*parts: str) -> str:
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def _lookup_key(app: App, user_id: str, requirement: Requirement) -> str:
-    return "pipedream:" + _hashed_key(app.id, user_id, requirement.public_id)
-
-
-def claim_lookup(app: App, user_id: str, requirement: Requirement, interval: int) -> bool:
-    """True when this worker may ask the platform now (at most once per ``interval`` s per user+requirement).
-
-    The time of the last lookup is an ``AccountLookup`` row, compared with the database clock,
-    so every worker and host shares the throttle. Nothing resets it early.
-    """
-    key = _lookup_key(app, user_id, requirement)
-    now = db_now()
-    last = AccountLookup.select(AccountLookup.checked_at).where(AccountLookup.key == key).scalar()
-    if last is not None and last > now - datetime.timedelta(seconds=interval):
-        return False  # the common case answers without taking a write lock
-    with write_transaction():
-        claimed = (AccountLookup.update(checked_at=now)
-                   .where(AccountLookup.key == key,
-                          AccountLookup.checked_at <= now - datetime.timedelta(seconds=interval)).execute())
-        if claimed:
-            return True
-        try:
-            with database.atomic():
-                AccountLookup.create(key=key, checked_at=now)
-        except peewee.IntegrityError:  # looked up recently (by us or another worker)
-            return False
-    return True
-
-
-def _lock_user_app(app: App, user_id: str, app_slug: str) -> None:
-    """Serialise writers of one user's rows for one platform app (inside a write transaction).
-
-    SQLite's IMMEDIATE transaction already holds the database write lock; on PostgreSQL a
-    row lock on an ``AccountLookup`` row plays the mutex, so a webhook and a lookup that
-    run at once cannot both insert the same account.
-    """
-    if not is_postgres():
-        return
-    key = "pipedream-lock:" + _hashed_key(app.id, user_id, app_slug)
-    AccountLookup.insert(key=key, checked_at=utcnow()).on_conflict_ignore().execute()
-    list(AccountLookup.select(AccountLookup.key).where(AccountLookup.key == key).for_update())
-
 
 def app_slug_of(account: dict[str, Any]) -> str | None:
     """The platform app of an account (``app.name_slug``); None when the answer has no ``app``.
@@ -389,207 +264,97 @@ def app_slug_of(account: dict[str, Any]) -> str | None:
     return slug if isinstance(slug, str) else ""
 
 
-def _status_of(account: dict[str, Any]) -> tuple[str, str | None]:
+def _account(ctx: AccountContext, client: PipedreamClient, account: dict[str, Any]) -> Account:
+    """What the core records for one platform account (``active`` unless dead or unhealthy)."""
+    status, reason = "active", None
     if account.get("dead"):
-        return "error", "the account is dead on Pipedream: the user must connect it again"
-    if account.get("healthy") is False:
-        return "error", "the account is unhealthy on Pipedream: the user may need to connect it again"
-    return "active", None
+        status, reason = "error", "the account is dead on Pipedream: the user must connect it again"
+    elif account.get("healthy") is False:
+        status, reason = "error", "the account is unhealthy on Pipedream: the user may need to connect it again"
+    return Account(account["id"], name=str(account.get("name") or "") or None, status=status, reason=reason,
+                   settings={"app_slug": ctx.key, "healthy": account.get("healthy"), "dead": account.get("dead"),
+                             "external_user_id": ctx.user_ref, "project_id": client.project_id,
+                             "environment": client.environment})
 
 
-def record_accounts(app: App, user_id: str, app_slug: str, credential: Credential, cfg: dict[str, Any],
-                    accounts: list[dict[str, Any]]) -> None:
-    """Make the user's connection rows for ``app_slug`` match the platform's complete list ``accounts``.
-
-    New accounts become rows, known ones are updated in place, rows whose account is no
-    longer listed go to ``error``. Lifecycle hooks run after the transaction commits.
-    """
-    user = external_user_id(app.id, user_id)
-    accounts = [a for a in accounts if app_slug_of(a) in (app_slug, None)]
-    changed: list[Connection] = []  # rows whose status changed (hooks to notify)
-    now = utcnow()
-    with write_transaction():
-        _lock_user_app(app, user_id, app_slug)
-        rows = list(Connection.select().where(
-            Connection.app == app.id, Connection.customer_id == user_id,
-            Connection.connector_name == CONNECTOR, Connection.app_slug == app_slug).order_by(Connection.created_at))
-        known: dict[str, tuple[Connection, dict[str, Any]]] = {}
-        for row in rows:
-            try:
-                stored = read_settings(row)
-            except DecryptionError:
-                log.warning("pipedream connection %s: settings do not decrypt", row.id)
-                continue
-            if isinstance(stored.get("account_id"), str):
-                known.setdefault(stored["account_id"], (row, stored))
-        for account in accounts:
-            status, reason = _status_of(account)
-            settings = {"account_id": account["id"], "app_slug": app_slug,
-                        "healthy": account.get("healthy"), "dead": account.get("dead"),
-                        "external_user_id": user, "project_id": cfg["project_id"],
-                        "environment": cfg["environment"]}
-            row, stored = known.get(account["id"], (None, None))
-            if row is None:
-                row = Connection(org=app.org_id, app=app.id, customer_id=user_id, requirement_id=None,
-                                 type=TYPE_NAME, connector_name=CONNECTOR, integration_id=TYPE_NAME,
-                                 app_slug=app_slug, credential=credential.id, created_at=now,
-                                 display_name=str(account.get("name") or "")[:200] or None)
-                row.settings_encrypted = seal_settings(row, settings)
-                row.status, row.status_reason, row.updated_at = status, reason, now
-                row.save(force_insert=True)
-                changed.append(row)
-                continue
-            if (row.status, row.status_reason, stored) == (status, reason, settings):
-                continue
-            status_changed = row.status != status
-            row.settings_encrypted = seal_settings(row, settings)
-            row.status, row.status_reason, row.updated_at = status, reason, now
-            # only the fields this sync owns: metadata, display_name, disabled stay the admin's
-            Connection.update(settings_encrypted=row.settings_encrypted, status=status, status_reason=reason,
-                              updated_at=now, credential=credential.id).where(Connection.id == row.id).execute()
-            if status_changed:
-                changed.append(row)
-        listed = {a["id"] for a in accounts}
-        for account_id, (row, _stored) in known.items():
-            if account_id in listed or row.status == "error":
-                continue
-            row.status, row.status_reason, row.updated_at = "error", "the account no longer exists on Pipedream", now
-            Connection.update(status=row.status, status_reason=row.status_reason, updated_at=now).where(
-                Connection.id == row.id).execute()
-            changed.append(row)
-    for row in changed:
-        if row.status == "active":
-            notify_activated(row)
-        else:
-            notify_failed(row, row.status_reason or "")
+def _record(ctx: AccountContext, client: PipedreamClient, accounts: list[dict[str, Any]]) -> None:
+    """Record the user's complete list of accounts for the requirement's app (other apps' are dropped)."""
+    mine = [a for a in accounts if app_slug_of(a) in (ctx.key, None)]
+    ctx.record_accounts([_account(ctx, client, a) for a in mine],
+                        gone_reason="the account no longer exists on Pipedream")
 
 
 # --- the connection type ------------------------------------------------------------------------
 
-class PipedreamAccount(ConnectionType):
+class PipedreamAccount(ActionAccountType):
     """An account the end user links in a Pipedream Connect project (see the module docstring)."""
 
     name = TYPE_NAME
     title = "Pipedream Connect account"
-    auth = "action_account"
     connector_name = CONNECTOR
     description = "An account (Gmail, Slack, …) the end user links through Pipedream Connect."
     settings_schema = PipedreamSettings
+    spec_schema = PipedreamSpec
     #: Pipedream's hosted link page, and the configured platform (a local server in tests)
     link_origins = ("https://pipedream.com", "{api_base_url}")
 
-    @staticmethod
-    def _app_slug(requirement: Requirement) -> str:
-        return (requirement.spec.get("data") or {}).get("app_slug") or ""
+    def account_key(self, spec: dict[str, Any]) -> str:
+        return spec["app_slug"]
 
-    def link_account(self, app: App, user_id: str, requirement: Requirement, *, webhook_uri: str,
-                     success_redirect_uri: str, error_redirect_uri: str) -> dict[str, Any]:
-        """Create a platform connect token for the user; ``{"connect_link_url", "expires_at"}``.
-
-        Raises ``BadRequest`` without a usable credential and ``BadGateway`` when the platform fails.
-        """
-        slug = self._app_slug(requirement)
-        credential, cfg = find_credential(app, requirement)
-        try:
-            with platform(credential, cfg) as client:
-                data = client.create_connect_token(external_user_id(app.id, user_id), success_redirect_uri,
-                                                   error_redirect_uri, webhook_uri)
-        except PlatformError as exc:
-            log.warning("pipedream connect token failed: %s", exc.reason)
-            raise errors.BadGateway({"platform": exc.reason}) from None
+    def link_account(self, ctx: AccountContext, *, webhook_uri: str, success_redirect_uri: str,
+                     error_redirect_uri: str) -> dict[str, Any]:
+        """Create a platform connect token for the user; ``{"connect_link_url", "expires_at"}``."""
+        data = PipedreamClient(ctx).create_connect_token(ctx.user_ref, success_redirect_uri, error_redirect_uri,
+                                                         webhook_uri)
         link = data.get("connect_link_url")
         parts = urlsplit(link) if isinstance(link, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-            raise errors.BadGateway({"platform": "Pipedream's connect token response has no connect_link_url"})
+            raise PlatformError("Pipedream's connect token response has no connect_link_url")
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "app"]
-        query.append(("app", slug))
+        query.append(("app", ctx.key))
         expires = _parse_time(data.get("expires_at"))
         if data.get("expires_at") is not None and expires is None:
-            raise errors.BadGateway({"platform": "Pipedream's connect token response has an invalid expires_at"})
+            raise PlatformError("Pipedream's connect token response has an invalid expires_at")
         expires = expires or _now() + datetime.timedelta(seconds=CONNECT_TOKEN_SECONDS)
         return {"connect_link_url": urlunsplit(parts._replace(query=urlencode(query))), "expires_at": _iso(expires)}
 
-    def sync_status(self, app: App, user_id: str, requirement: Requirement) -> None:
-        """Look the user's accounts for the requirement's app up, at most once per ``account_lookup_seconds``.
+    def sync_accounts(self, ctx: AccountContext) -> None:
+        """Record every account the platform lists for the user and the requirement's app."""
+        client = PipedreamClient(ctx)
+        _record(ctx, client, client.list_accounts(ctx.user_ref, ctx.key))
 
-        Never raises for a platform outage or a missing credential: statuses then answer
-        from the recorded rows.
-        """
-        slug = self._app_slug(requirement)
-        if not slug or not claim_lookup(app, user_id, requirement, _settings()["account_lookup_seconds"]):
-            return
-        try:
-            credential, cfg = find_credential(app, requirement)
-            with platform(credential, cfg) as client:
-                accounts = client.list_accounts(external_user_id(app.id, user_id), slug)
-        except PlatformError as exc:
-            log.warning("pipedream account lookup failed: %s", exc.reason)
-            return
-        except errors.APIError as exc:
-            log.warning("pipedream account lookup skipped: %s", exc.details)
-            return
-        record_accounts(app, user_id, slug, credential, cfg, accounts)
-
-    def handle_webhook(self, app: App, user_id: str, requirement: Requirement, body: dict[str, Any]) -> dict:
+    def handle_webhook(self, ctx: AccountContext, body: dict[str, Any]) -> dict[str, Any]:
         """Record a ``CONNECTION_SUCCESS`` after confirming the account with the platform.
 
-        ``CONNECTION_ERROR`` is logged (the user may retry) and changes nothing. Raises
-        ``BadRequest`` for a payload that does not name one of this user's accounts for the
-        requirement's app, ``BadGateway`` when the platform cannot confirm it (the platform
-        then delivers again).
+        ``CONNECTION_ERROR`` is logged (the user may retry) and changes nothing. A payload
+        that does not name one of this user's accounts for the requirement's app is a 400;
+        a platform that cannot confirm it a 502 (the platform then delivers again).
         """
         event = body.get("event")
         if event == "CONNECTION_ERROR":
-            log.info("pipedream connect flow failed for app %s requirement %s", app.id, requirement.public_id)
+            log.info("pipedream connect flow failed for app %s requirement %s", ctx.app_id, ctx.requirement_id)
             return {"message": "recorded"}
         if event != "CONNECTION_SUCCESS":
-            raise errors.BadRequest({"event": "must be CONNECTION_SUCCESS or CONNECTION_ERROR"})
+            raise ValidationError("must be CONNECTION_SUCCESS or CONNECTION_ERROR", "event")
         account = body.get("account")
         account_id = account.get("id") if isinstance(account, dict) else None
         if not isinstance(account_id, str) or not account_id.strip():
-            raise errors.BadRequest({"account.id": "is required"})
-        slug = self._app_slug(requirement)
-        credential, cfg = find_credential(app, requirement)
-        try:
-            with platform(credential, cfg) as client:
-                confirmed = client.get_account(account_id)
-                owned = client.list_accounts(external_user_id(app.id, user_id), slug) if confirmed else []
-        except PlatformError as exc:
-            log.warning("pipedream webhook confirmation failed: %s", exc.reason)
-            raise errors.BadGateway({"platform": exc.reason}) from None
+            raise ValidationError("is required", "account.id")
+        client = PipedreamClient(ctx)
+        confirmed = client.get_account(account_id)
         if confirmed is None:
-            raise errors.BadRequest({"account.id": "is not an account on Pipedream"})
-        if app_slug_of(confirmed) != slug:
-            raise errors.BadRequest({"account.app": f"is not {slug!r}, the app this requirement asks for"})
+            raise ValidationError("is not an account on Pipedream", "account.id")
+        if app_slug_of(confirmed) != ctx.key:
+            raise ValidationError(f"is not {ctx.key!r}, the app this requirement asks for", "account.app")
+        owned = client.list_accounts(ctx.user_ref, ctx.key)
         if account_id not in {a["id"] for a in owned}:
-            raise errors.BadRequest({"account.id": "is not an account of this user"})
-        owned = [dict(confirmed, id=account_id) if a["id"] == account_id else a for a in owned]
-        record_accounts(app, user_id, slug, credential, cfg, owned)
+            raise ValidationError("is not an account of this user", "account.id")
+        _record(ctx, client, [dict(confirmed, id=account_id) if a["id"] == account_id else a for a in owned])
         return {"message": "recorded"}
 
-    def revoke_connection(self, connection: Connection) -> bool:
-        """Delete the linked account on the platform before the connection row is removed.
-
-        Best effort, like OAuth revocation: True when the platform confirmed (or the
-        account was already gone); a platform failure is logged and gives False.
-        """
-        try:
-            account_id = read_settings(connection).get("account_id")
-        except DecryptionError:
-            return False
-        credential = Credential.get_or_none(Credential.id == connection.credential_id)
-        if not isinstance(account_id, str) or credential is None:
-            return False
-        try:
-            cfg = PipedreamSettings().load(credential.settings or {})
-            with platform(credential, cfg) as client:
-                client.delete_account(account_id)
-        except ValidationError:
-            log.warning("pipedream credential %s has invalid settings; account not deleted", credential.id)
-            return False
-        except PlatformError as exc:
-            log.warning("pipedream account deletion failed: %s", exc.reason)
-            return False
+    def revoke_account(self, ctx: AccountContext, account: LinkedAccount) -> bool:
+        """Delete the linked account on the platform (already gone counts as done)."""
+        PipedreamClient(ctx).delete_account(account.account_id)
         return True
 
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e tests/plugins/acme_helpdesk
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]' -e tests/plugins/acme_helpdesk -e tests/plugins/toolhub_accounts
 
 if [ ! -x /usr/bin/chromium ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from connect_service import ConnectionType, OAuth2Provider, hookimpl
+from connect_service import ActionAccountType, ConnectionType, OAuth2Provider, hookimpl
 from connect_service.testing import make_config
 from tests.conftest import HTTP_API_KEY
 
@@ -35,19 +35,19 @@ class OAuthCrm(ConnectionType):
     provider = OAuth2Provider(offline_access=None)
 
 
-class Linker(ConnectionType):
+class Linker(ActionAccountType):
     """An action-account type whose link page is at link.example.com (knobs: ``fail``, ``link_host``)."""
 
     name = "tests.page.Linker"
     title = "Test linker"
-    auth = "action_account"
     connector_name = "pagelinker"
     link_origins = ("https://link.example.com",)
     calls: list = []
     fail: Exception | None = None  # raised by link_account when set
     link_host = "link.example.com"
 
-    def link_account(self, app, user_id, requirement, *, webhook_uri, success_redirect_uri, error_redirect_uri):
+    def link_account(self, ctx, *, webhook_uri, success_redirect_uri, error_redirect_uri):
+        user_id = ctx.user_id
         Linker.calls.append({"user_id": user_id, "success": success_redirect_uri, "error": error_redirect_uri})
         if Linker.fail is not None:
             raise Linker.fail
@@ -586,7 +586,7 @@ def test_action_account_button_posts_and_redirects_to_the_link(connect):
     ("//link.example.com/", None),
 ])
 def test_origin_of(url, origin):
-    from connect_service.api.accounts import origin_of
+    from connect_service.accounts import origin_of
 
     assert origin_of(url) == origin
 

@@ -15,7 +15,8 @@ from conftest import HTTP_API_KEY, SEED_REQUIREMENTS
 from connect_service.db import database
 from connect_service.models import AccountLookup, Connection, Credential
 from connect_service.testing import make_config
-from connect_plugins.pipedream import PipedreamSettings, external_user_id
+from connect_plugins.pipedream import PipedreamSettings
+from connect_service.account_context import user_ref as external_user_id
 from tests.support.pipedream_server import PipedreamTestServer
 
 PROJECT = "proj_abc123"
@@ -248,6 +249,28 @@ def test_api_token_cached_on_credential_and_reused(connect, pd, seed_app):
     assert pd.oauth_calls() == 2
 
 
+def test_cached_api_token_is_bound_to_the_client_and_settings(connect, pd, seed_app):
+    """The facade's token cache misses once the credential's client id or settings change."""
+    token = connect.token(seed_app, "user-1")
+    rid = connect.requirement_id(seed_app, "gmail")
+    assert link(connect, token, rid).status_code == 201
+    with db(connect):
+        cred_id = Credential.get(Credential.connector_name == "pipedream").id
+    r = connect.client.patch(f"/v1/credentials/{cred_id}", headers=connect.auth, json={
+        "settings": {"project_id": PROJECT, "environment": "development", "api_base_url": pd.url}})
+    assert r.status_code == 200, r.get_json()
+    assert link(connect, token, rid).status_code == 201
+    assert pd.oauth_calls() == 2
+    assert link(connect, token, rid).status_code == 201
+    assert pd.oauth_calls() == 2
+    pd.add_client("pd_client_2", "second-secret")
+    r = connect.client.patch(f"/v1/credentials/{cred_id}", headers=connect.auth,
+                             json={"oauth_client_id": "pd_client_2", "oauth_client_secret": "second-secret"})
+    assert r.status_code == 200, r.get_json()
+    assert link(connect, token, rid).status_code == 201
+    assert pd.oauth_calls() == 3 and pd.oauth_requests[-1]["json"]["client_id"] == "pd_client_2"
+
+
 def test_revoked_api_token_is_replaced_once(connect, pd, seed_app):
     token = connect.token(seed_app, "user-1")
     rid = connect.requirement_id(seed_app, "gmail")
@@ -346,7 +369,7 @@ def test_webhook_links_account(connect, pd, seed_app, caplog):
     assert any(r["path"].endswith(f"/accounts/{account['id']}") for r in pd.account_requests)
 
     [row] = rows(connect)
-    assert (row.app_id, row.customer_id, row.type, row.integration_id, row.app_slug, row.requirement_id,
+    assert (row.app_id, row.customer_id, row.type, row.integration_id, row.account_key, row.requirement_id,
             row.status) == (seed_app["id"], "user-1", "pipedream_account", "pipedream_account", "gmail", None,
                             "active")
     with db(connect):
@@ -518,10 +541,15 @@ def test_webhook_refuses_missing_forged_and_expired_values(connect, pd, seed_app
         assert signed not in r.get_data(as_text=True)
     assert connect.client.post(f"/v1/connect/webhooks/zapier/{signed}", json=payload,
                                base_url="http://connect.test").status_code == 404
+    # the signed value is judged before the body: a caller without one learns nothing about body rules
+    for body in ("", "not json", "[]"):
+        r = connect.client.post(attempts["garbage"], data=body, content_type="application/json",
+                                base_url="http://connect.test")
+        assert r.status_code == 401, (body, r.get_json())
     assert rows(connect) == []
     assert pd.account_calls() == 0
     # the genuine value works, and keys listed in secret_key_fallbacks still verify after a rotation
-    connect.app.config["SECRET_KEY_FALLBACKS"] = ["old-secret-key-" + "z" * 32]
+    connect.app.config["CONNECT"]["secret_key_fallbacks"] = ["old-secret-key-" + "z" * 32]
     rotated = _sign(ref, "old-secret-key-" + "z" * 32)
     r = connect.client.post(f"/v1/connect/webhooks/pipedream/{rotated}", json=payload,
                             base_url="http://connect.test")
@@ -596,7 +624,7 @@ def test_statuses_look_accounts_up_throttled(connect, pd, seed_app):
     assert connect.statuses(token)[gmail] == "completed"
     assert pd.account_calls("GET") == 2
     [row] = rows(connect)
-    assert row.app_slug == "gmail" and row.status == "active"
+    assert row.account_key == "gmail" and row.status == "active"
 
     # dead on the platform: pending again, connection in error, hook told
     pd.set_account(account["id"], dead=True, healthy=False)
@@ -661,7 +689,7 @@ def test_lookup_keeps_only_the_requirements_app(connect, pd, seed_app):
     expire_lookups(connect)
     assert connect.statuses(token)[gmail] == "completed"
     [row] = rows(connect)
-    assert row.app_slug == "gmail"
+    assert row.account_key == "gmail"
     with db(connect):
         from connect_service.connections import read_settings
         assert read_settings(row)["account_id"] == gmail_account["id"] != slack["id"]
@@ -776,3 +804,25 @@ def test_page_form_action_without_a_credential_is_pipedream_only(connect, pd):
     r = client.get(f"/connect?token={connect.token(app, 'user-1')}", base_url="http://connect.test")
     r = client.get(r.headers["Location"], base_url="http://connect.test")
     assert "form-action 'self' https://pipedream.com;" in r.headers["Content-Security-Policy"]
+
+
+# --- the public contract --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["plugins/pipedream.py", "tests/plugins/toolhub_accounts/src/toolhub_accounts/__init__.py"])
+def test_action_account_plugins_import_only_public_names(path):
+    """Both action-account plugins reach the core only through names ``connect_service`` exports."""
+    import ast
+    from pathlib import Path
+
+    import connect_service
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / path).read_text())
+    imported: list[tuple[str, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            imported += [(node.module or "", alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            imported += [(alias.name, "") for alias in node.names]
+    ours = [(module, name) for module, name in imported if module.split(".")[0] == "connect_service"]
+    assert ours and all(module == "connect_service" and name in connect_service.__all__ for module, name in ours), ours
+    assert not {module.split(".")[0] for module, _ in imported} & {"peewee", "flask", "playhouse", "werkzeug"}

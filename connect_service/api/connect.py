@@ -6,9 +6,9 @@ from flask import g, request
 from flask.views import MethodView
 from . import Blueprint
 
-from .. import errors, ratelimit
+from .. import accounts, errors, ratelimit
 from ..fields import NonBlank
-from ..requirements import (connection_type_name, deployed_requirements, find_requirement, requirement_status, requirement_view,
+from ..requirements import (deployed_requirements, find_requirement, requirement_status, requirement_view,
                             submit_credentials, user_connections)
 from ..tokens import mint_connect_token
 from . import schemas
@@ -86,9 +86,7 @@ def statuses_for(app, user_id: str) -> list[dict]:
     reqs = deployed_requirements(app)
     reg = registry()
     for req in reqs:  # action-account types may look the user's accounts up at their platform
-        cls = reg.get(connection_type_name(req))
-        if cls is not None and cls.auth == "action_account":
-            cls().sync_status(app, user_id, req)
+        accounts.sync_status(app, user_id, req)
     conns = user_connections(app, user_id)
     return [dict(requirement_view(r), status=requirement_status(r, conns, reg)) for r in reqs]
 

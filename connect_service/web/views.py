@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Flask, current_app, g, jsonify, redirect, render_template, request, url_for
 
-from .. import errors
+from .. import accounts, errors
 from ..auth import connect_identity
 from ..extensions import registry, settings
 from ..models import Connection
@@ -397,7 +397,6 @@ def link_account(key: str, req_id: str):
     never to the bare ``/connect``, so several open pages cannot be confused.
     """
     from .. import ratelimit
-    from ..api import accounts
     from ..api.connect import client_address
 
     session, refused = _post_session(key)
@@ -427,8 +426,6 @@ def link_account(key: str, req_id: str):
 
 
 def _link_origins(session: PageSession, req_id: str) -> list[str]:
-    from ..api import accounts
-
     try:
         return accounts.link_origins(session.app, find_requirement(session.app, req_id))
     except errors.NotFound:
@@ -441,9 +438,7 @@ def _security_headers(response):
     if request.path != "/connect" and not request.path.startswith("/connect/"):
         return response
     app = g.get("page_app")
-    from ..api.accounts import origin_of
-
-    ancestors = [o for o in (origin_of(u) for u in (app.frame_ancestors or [] if app else [])) if o]
+    ancestors = [o for o in (accounts.origin_of(u) for u in (app.frame_ancestors or [] if app else [])) if o]
     # the action-account forms redirect to their platform's link page, and only there
     form_action = " ".join(["'self'", *g.get("page_link_origins", [])])
     policy = [
