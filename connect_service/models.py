@@ -140,8 +140,8 @@ class Connection(BaseModel):
     requirement_id = pw.CharField(null=True)
     credential = pw.ForeignKeyField(Credential, null=True, backref="connections", on_delete="SET NULL")
     # action accounts: what on the platform the account is for (``ActionAccountType.account_key``,
-    # e.g. ``gmail``); the column keeps its first name until a migration renames it
-    account_key = pw.CharField(null=True, column_name="app_slug")
+    # e.g. ``gmail``); named ``app_slug`` before migration 0002
+    account_key = pw.CharField(null=True)
     status = pw.CharField(default="pending")  # pending | active | error
     status_reason = pw.TextField(null=True)
     disabled = pw.BooleanField(default=False)
