@@ -137,7 +137,8 @@ class NginxSite:
                 https: bool = True, source: str = "127.0.0.1"):
         """One request to ``host`` (SNI and Host header) from loopback address ``source``.
 
-        Returns ``(status, headers dict with lower-case names, body bytes)``; the certificate is verified.
+        Returns ``(status, headers, body bytes)``; ``headers`` is an ``http.client.HTTPMessage``
+        (case-insensitive ``[name]``, ``get_all("Set-Cookie")``). The certificate is verified.
         """
         if https:
             ctx = ssl.create_default_context(cafile=self.cert)
@@ -147,7 +148,7 @@ class NginxSite:
         try:
             conn.request(method, path, body=body, headers=headers or {})
             resp = conn.getresponse()
-            return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+            return resp.status, resp.headers, resp.read()
         finally:
             conn.close()
 
