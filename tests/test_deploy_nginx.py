@@ -278,3 +278,9 @@ def test_with_the_service_down_nginx_answers_502_in_the_error_shape(deployment):
     assert headers["Content-Type"] == "application/json"
     assert body["error"]["code"] == "bad_gateway" and body["error"]["message"] == "Bad Gateway"
     assert "max-age" in headers["Strict-Transport-Security"]
+    # nginx's error log would quote the request line of a failed upstream request: it stays quiet
+    status, _, _ = deployment.call("GET", "/connect?token=secret-while-down")
+    assert status == 502
+    assert '"GET /connect" 502' in deployment.nginx.log("connect.access.log")
+    for name in ("connect.access.log", "connect.error.log", "main.error.log"):
+        assert "secret-while-down" not in deployment.nginx.log(name)

@@ -391,11 +391,16 @@ def _load(service: Service, app: dict, token: str, n: int, workers: int = 8) -> 
 
 
 def test_database_outage_gets_fast_503s_and_the_service_recovers_without_a_restart(service, proxy):
+    """200 requests: 80 healthy, 40 while the database host is gone (connects hang), 80 after it is back.
+
+    Pooled connections are cut mid-stream and new connects get no answer at all, so every
+    request of the outage depends on the service's own connect timeout to answer 503.
+    """
     app = service.create_app([requirement("helpdesk", HTTP_API_KEY)])
     token = service.token(app, "olga")
     workers_before = service.gunicorn.proc.pid
 
-    healthy = _load(service, app, token, 70)
+    healthy = _load(service, app, token, 80)
     assert [r for r in healthy if isinstance(r, Exception) or r[0] not in (200, 201)] == []
 
     proxy.cut()
@@ -404,11 +409,11 @@ def test_database_outage_gets_fast_503s_and_the_service_recovers_without_a_resta
         assert status == 200, body
         status, body = service.call("GET", "/readyz")
         assert status == 503 and body["error"]["code"] == "service_unavailable", body
-        outage = _load(service, app, token, 60)
+        outage = _load(service, app, token, 40)
         problems = [r for r in outage
                     if isinstance(r, Exception) or r[0] != 503 or r[1]["error"]["code"] != "service_unavailable"]
         assert problems == [], problems[:5]
-        assert len(outage) == 60
+        assert len(outage) == 40
     finally:
         proxy.restore()
 
@@ -416,6 +421,6 @@ def test_database_outage_gets_fast_503s_and_the_service_recovers_without_a_resta
         if service.call("GET", "/readyz")[0] == 200:
             break
         time.sleep(0.5)
-    recovered = _load(service, app, token, 70)
+    recovered = _load(service, app, token, 80)
     assert [r for r in recovered if isinstance(r, Exception) or r[0] not in (200, 201)] == []
     assert service.gunicorn.proc.poll() is None and service.gunicorn.proc.pid == workers_before
