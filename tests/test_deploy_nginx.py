@@ -8,21 +8,17 @@ installs Debian's nginx first.
 """
 from __future__ import annotations
 
-import json
-import os
 import re
 import ssl
-import subprocess
 import time
-import uuid
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import pytest
-import requests
 
 from connect_service.testing import make_config
 from tests.support import pg
-from tests.support.gunicorn_server import BIN, ROOT, GunicornServer
+from tests.support.gunicorn_server import GunicornServer
+from tests.support.live_service import LiveClient, cli, last_json, requirement, requirement_id
 from tests.support.nginx_server import NginxSite, find_nginx
 from tests.support.oauth_server import OAuthTestServer
 
@@ -34,69 +30,18 @@ OAUTH2 = "dynamiq.connections.OAuth2"
 TOKENS_PER_MINUTE = 10
 
 
-def cli(env: dict, *args: str) -> dict:
-    """Run ``connect-service ARGS`` as an operator would; its one JSON line on stdout."""
-    done = subprocess.run([os.path.join(BIN, "connect-service"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    return json.loads(lines[-1]) if lines else {}
+class Deployment(LiveClient):
+    """The API through nginx over https (SNI and Host = ``host``, certificate verified)."""
 
-
-class Deployment:
     def __init__(self, nginx: NginxSite, gunicorn: GunicornServer, access_key: str, oauth: OAuthTestServer):
         self.nginx, self.gunicorn, self.access_key, self.oauth = nginx, gunicorn, access_key, oauth
         self.public_url = f"https://{PUBLIC_HOST}:{nginx.https_port}"
 
-    def call(self, method: str, path: str, body=None, host: str = PUBLIC_HOST, headers: dict | None = None,
-             auth: str | None = None, source: str = "127.0.0.1"):
-        """``(status, headers, parsed JSON or raw bytes)`` of one https request through nginx."""
-        headers = dict(headers or {})
-        if auth:
-            headers["Authorization"] = f"Bearer {auth}"
-        if body is not None and not isinstance(body, bytes):
-            body = json.dumps(body).encode()
-            headers.setdefault("Content-Type", "application/json")
-        status, resp_headers, payload = self.nginx.request(method, host, path, body, headers, source=source)
-        if (resp_headers.get("Content-Type") or "").startswith("application/json"):
-            payload = json.loads(payload)
-        return status, resp_headers, payload
-
-    def create_app(self, requirements: list[dict], prefix: str = "shop") -> dict:
-        hostname = f"{prefix}-{uuid.uuid4().hex[:6]}.apps.test"
-        status, _, app = self.call("POST", "/v1/apps", {"name": hostname, "hostname": hostname,
-                                                        "visibility": "public"}, auth=self.access_key)
-        assert status == 201, app
-        status, _, version = self.call("POST", f"/v1/apps/{app['id']}/versions", {"requirements": requirements},
-                                       auth=self.access_key)
-        assert status == 201, version
-        status, _, deployed = self.call("POST", f"/v1/apps/{app['id']}/versions/{version['number']}/deploy",
-                                        auth=self.access_key)
-        assert status == 200, deployed
-        return app
-
-    def mint(self, app: dict, user_id: str, headers: dict | None = None, source: str = "127.0.0.1"):
-        return self.call("POST", "/v1/connect/tokens", {"user_id": user_id}, host=app["hostname"],
-                         headers=headers, source=source)
-
-    def token(self, app: dict, user_id: str) -> str:
-        status, _, body = self.mint(app, user_id)
-        assert status == 201, body
-        return body["token"]
-
-    def statuses(self, token: str) -> dict[str, str]:
-        status, _, body = self.call("GET", "/v1/connect/requirements/statuses", auth=token)
-        assert status == 200, body
-        return {item["id"]: item["status"] for item in body["data"]}
-
-
-def requirement(key: str, type_name: str) -> dict:
-    return {"key": key, "type": "connection", "title": f"Connect {key}",
-            "spec": {"type": "connection", "data": {"type": type_name}}}
-
-
-def requirement_id(app: dict, key: str) -> str:
-    return str(uuid.uuid5(uuid.UUID(app["id"]), key))
+    def call(self, method, path, body=None, host=None, auth=None, headers=None, source="127.0.0.1"):
+        body, headers = self._prepare(body, auth, headers)
+        status, resp_headers, payload = self.nginx.request(method, host or PUBLIC_HOST, path, body, headers,
+                                                           source=source)
+        return status, resp_headers, self._parse(resp_headers.get("Content-Type"), payload)
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +59,8 @@ def deployment(tmp_path_factory):
         nginx = NginxSite(str(tmp / "nginx"), gunicorn.port, [PUBLIC_HOST, "*.apps.test"])
         gunicorn.env["CONNECT_PUBLIC_URL"] = f"https://{PUBLIC_HOST}:{nginx.https_port}"
         cli(gunicorn.env, "migrate")
-        org = cli(gunicorn.env, "create-org", "Deployment test org")
-        key = cli(gunicorn.env, "create-access-key", "--org", org["id"], "--name", "deploy test")
+        org = last_json(cli(gunicorn.env, "create-org", "Deployment test org").stdout)
+        key = last_json(cli(gunicorn.env, "create-access-key", "--org", org["id"], "--name", "deploy test").stdout)
         access_key = key["key"]
         gunicorn.start()
         try:
@@ -142,7 +87,7 @@ def test_http_redirects_to_https_and_https_answers_carry_hsts(deployment):
 
 
 def test_a_token_is_minted_on_an_app_host_that_server_name_covers(deployment):
-    app = deployment.create_app([requirement("helpdesk", HTTP_API_KEY)])
+    app = deployment.create_app([requirement("helpdesk", HTTP_API_KEY)], domain="apps.test")
     status, _, body = deployment.mint(app, "alice")
     assert status == 201, body
     assert deployment.statuses(body["token"]) == {requirement_id(app, "helpdesk"): "pending"}
@@ -155,7 +100,7 @@ def test_a_token_is_minted_on_an_app_host_that_server_name_covers(deployment):
 
 
 def test_hosted_page_and_a_credentials_form_submit(deployment):
-    app = deployment.create_app([requirement("helpdesk", HTTP_API_KEY)])
+    app = deployment.create_app([requirement("helpdesk", HTTP_API_KEY)], domain="apps.test")
     token = deployment.token(app, "bob")
     req_id = requirement_id(app, "helpdesk")
     status, headers, _ = deployment.call("GET", "/connect?" + urlencode({"token": token}))
@@ -183,37 +128,19 @@ def test_hosted_page_and_a_credentials_form_submit(deployment):
 
 
 def test_oauth2_flow_returns_to_the_https_public_callback(deployment):
-    oauth = deployment.oauth
-    client_id, secret = f"client-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-    status, _, cred = deployment.call("POST", "/v1/credentials", {
-        "name": "deploy oauth", "mode": "OAUTH", "connector_name": "oauth2", "oauth_url": oauth.authorize_url,
-        "oauth_token_url": oauth.token_url, "oauth_client_id": client_id, "oauth_client_secret": secret,
-        "oauth_scope": "read", "oauth_grant_type": "authorization_code",
-        "oauth_token_endpoint_auth_method": "client_secret_basic"}, auth=deployment.access_key)
-    assert status == 201, cred
-    # per-credential callback when the service names one (issue 12), else the shared one
-    callback = cred.get("redirect_uri") or f"{deployment.public_url}/v1/connect/oauth2/callback"
+    cred = deployment.oauth_credential("oauth2")
+    callback = cred["callback"]
     assert callback.startswith(deployment.public_url + "/v1/connect/oauth2/callback")
-    oauth.add_client(client_id, secret, [callback], token_endpoint_auth_method="client_secret_basic")
-
-    app = deployment.create_app([requirement("account", OAUTH2)])
+    app = deployment.create_app([requirement("account", OAUTH2)], domain="apps.test")
     token = deployment.token(app, "carol")
     req_id = requirement_id(app, "account")
-    status, _, started = deployment.call("POST", f"/v1/connect/requirements/{req_id}/oauth2/authorize", auth=token)
-    assert status == 201, started
-    r = requests.get(started["authorization_url"], allow_redirects=False, timeout=30)
-    assert r.status_code in (302, 303), r.text[:300]
-    location = r.headers["Location"]
-    assert location.startswith(callback + "?"), location
-    back = urlsplit(location)
-    status, _, page = deployment.call("GET", f"{back.path}?{back.query}")
+    started, back = deployment.start_flow(token, req_id, callback)
+    status, _, page = deployment.call("GET", back)
     assert status == 200 and b"Connected" in page, page[:500]
     assert deployment.statuses(token) == {req_id: "completed"}
-    (exchange,) = [t for t in oauth.token_requests if t["client_id"] == client_id]
+    (exchange,) = [t for t in deployment.oauth.token_requests if t["client_id"] == cred["oauth_client_id"]]
     assert exchange["form"]["redirect_uri"] == callback and exchange["status"] == 200
-    status, _, conn = deployment.call("GET", f"/v1/connections/{started['connection_id']}",
-                                      auth=deployment.access_key)
-    assert status == 200 and conn["status"] == "active", conn
+    assert deployment.connection(started["connection_id"])["status"] == "active"
 
 
 def test_an_oversized_body_gets_the_json_413(deployment):
@@ -234,7 +161,7 @@ def _fresh_window(seconds: float = 10.0) -> None:
 
 
 def test_rate_limits_key_on_the_address_nginx_forwards_not_on_client_headers(deployment):
-    app = deployment.create_app([requirement("helpdesk", HTTP_API_KEY)], prefix="limits")
+    app = deployment.create_app([requirement("helpdesk", HTTP_API_KEY)], prefix="limits", domain="apps.test")
     _fresh_window()
     for i in range(TOKENS_PER_MINUTE):  # each with a different forged X-Forwarded-For
         status, _, body = deployment.mint(app, f"u{i}", headers={"X-Forwarded-For": f"198.51.100.{i}"})

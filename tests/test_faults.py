@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
-import json
 import os
 import signal
 import subprocess
 import threading
 import time
-import uuid
-from urllib.parse import urlsplit
 
 import pytest
-import requests
 
 from connect_service.testing import make_config
 from tests.support import pg
 from tests.support.fault_app import CONNECTOR, OAUTH2 as FAULT_OAUTH2, SLOW
 from tests.support.gunicorn_server import BIN, ROOT, GunicornServer
+from tests.support.live_service import CLIENT_TIMEOUT, LiveClient, cli, last_json, requirement, requirement_id
 from tests.support.oauth_server import OAuthTestServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -35,98 +32,26 @@ PUBLIC_HOST = "connect.test"
 PUBLIC_URL = f"http://{PUBLIC_HOST}"
 HTTP_API_KEY = "dynamiq.connections.HttpApiKey"
 GENERIC_OAUTH2 = "dynamiq.connections.OAuth2"
-CLIENT_TIMEOUT = 20.0  # a request still unanswered after this long "hangs"
 
 
-def cli(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run([os.path.join(BIN, "connect-service"), *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-    if check:
-        assert done.returncode == 0, done.stderr
-    return done
+class Service(LiveClient):
+    """The fault app under gunicorn, called directly (every request on a fresh connection)."""
 
-
-def last_json(stdout: str) -> dict:
-    return json.loads([line for line in stdout.splitlines() if line.startswith("{")][-1])
-
-
-class Service:
-    """The fault app under gunicorn plus API helpers (every request on a fresh connection)."""
+    public_url = PUBLIC_URL
 
     def __init__(self, gunicorn: GunicornServer, access_key: str, oauth: OAuthTestServer, fault_dir: str):
         self.gunicorn, self.access_key, self.oauth, self.fault_dir = gunicorn, access_key, oauth, fault_dir
 
-    def call(self, method: str, path: str, body=None, host: str = PUBLIC_HOST, auth: str | None = None,
-             timeout: float = CLIENT_TIMEOUT):
-        headers = {"Host": host}
-        if auth:
-            headers["Authorization"] = f"Bearer {auth}"
-        if body is not None:
-            body = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        conn = http.client.HTTPConnection("127.0.0.1", self.gunicorn.port, timeout=timeout)
+    def call(self, method, path, body=None, host=None, auth=None, headers=None):
+        body, headers = self._prepare(body, auth, headers)
+        headers["Host"] = host or PUBLIC_HOST
+        conn = http.client.HTTPConnection("127.0.0.1", self.gunicorn.port, timeout=CLIENT_TIMEOUT)
         try:
             conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
-            payload = resp.read()
-            if (resp.getheader("Content-Type") or "").startswith("application/json"):
-                payload = json.loads(payload)
-            return resp.status, payload
+            return resp.status, resp.headers, self._parse(resp.getheader("Content-Type"), resp.read())
         finally:
             conn.close()
-
-    def create_app(self, requirements: list[dict]) -> dict:
-        hostname = f"faults-{uuid.uuid4().hex[:8]}.test"
-        status, app = self.call("POST", "/v1/apps", {"name": hostname, "hostname": hostname, "visibility": "public"},
-                                 auth=self.access_key)
-        assert status == 201, app
-        status, version = self.call("POST", f"/v1/apps/{app['id']}/versions", {"requirements": requirements},
-                                    auth=self.access_key)
-        assert status == 201, version
-        status, body = self.call("POST", f"/v1/apps/{app['id']}/versions/{version['number']}/deploy",
-                                 auth=self.access_key)
-        assert status == 200, body
-        return app
-
-    def token(self, app: dict, user_id: str) -> str:
-        status, body = self.call("POST", "/v1/connect/tokens", {"user_id": user_id}, host=app["hostname"])
-        assert status == 201, body
-        return body["token"]
-
-    def statuses(self, token: str) -> dict[str, str]:
-        status, body = self.call("GET", "/v1/connect/requirements/statuses", auth=token)
-        assert status == 200, body
-        return {item["id"]: item["status"] for item in body["data"]}
-
-    def connection(self, conn_id: str, secrets: bool = False) -> dict:
-        query = "?include_secrets=true&refresh=never" if secrets else ""
-        status, body = self.call("GET", f"/v1/connections/{conn_id}{query}", auth=self.access_key)
-        assert status == 200, body
-        return body
-
-    def oauth_credential(self, connector: str) -> dict:
-        client_id, secret = f"client-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
-        status, cred = self.call("POST", "/v1/credentials", {
-            "name": f"{connector} faults", "mode": "OAUTH", "connector_name": connector,
-            "oauth_url": self.oauth.authorize_url, "oauth_token_url": self.oauth.token_url,
-            "oauth_client_id": client_id, "oauth_client_secret": secret, "oauth_scope": "read",
-            "oauth_grant_type": "authorization_code", "oauth_token_endpoint_auth_method": "client_secret_basic"},
-            auth=self.access_key)
-        assert status == 201, cred
-        # per-credential callback when the service names one (issue 12), else the shared one
-        cred["callback"] = cred.get("redirect_uri") or f"{PUBLIC_URL}/v1/connect/oauth2/callback"
-        self.oauth.add_client(client_id, secret, [cred["callback"]], token_endpoint_auth_method="client_secret_basic")
-        return cred
-
-    def start_flow(self, token: str, req_id: str, callback: str) -> tuple[dict, str]:
-        """Start an OAuth2 flow and approve it at the provider: (authorize answer, callback path?query)."""
-        status, started = self.call("POST", f"/v1/connect/requirements/{req_id}/oauth2/authorize", auth=token)
-        assert status == 201, started
-        r = requests.get(started["authorization_url"], allow_redirects=False, timeout=CLIENT_TIMEOUT)
-        location = r.headers["Location"]
-        assert location.startswith(callback + "?"), location
-        parts = urlsplit(location)
-        return started, f"{parts.path}?{parts.query}"
 
     def flag(self, name: str) -> str:
         path = os.path.join(self.fault_dir, name)
@@ -145,15 +70,6 @@ class Service:
                 return pid
             time.sleep(0.05)
         raise AssertionError(f"no request paused at {flag}: {self.gunicorn.log()[-3000:]}")
-
-
-def requirement(key: str, type_name: str) -> dict:
-    return {"key": key, "type": "connection", "title": f"Connect {key}",
-            "spec": {"type": "connection", "data": {"type": type_name}}}
-
-
-def requirement_id(app: dict, key: str) -> str:
-    return str(uuid.uuid5(uuid.UUID(app["id"]), key))
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +142,7 @@ def test_worker_killed_during_a_credentials_submit_writes_nothing_and_the_retry_
     # nothing half-written: the killed submission left no connection; nothing else changed
     assert service.statuses(token) == {slow_id: "pending", helpdesk_id: "completed"}
     assert service.statuses(neighbour) == {slow_id: "completed", helpdesk_id: "pending"}
-    status, body = service.call("POST", f"/v1/connect/requirements/{slow_id}/credentials",
+    status, _, body = service.call("POST", f"/v1/connect/requirements/{slow_id}/credentials",
                                 {"type": SLOW, "config": {"api_key": "dave-key"}}, auth=token)
     assert status == 201, body
     assert service.statuses(token) == {slow_id: "completed", helpdesk_id: "completed"}
@@ -258,12 +174,12 @@ def test_worker_killed_after_the_code_exchange_stores_nothing_and_a_new_flow_suc
     assert service.statuses(frank) == {req_id: "pending"}
 
     # the same callback again is a clear error (its state was consumed), with no second exchange
-    status, page = service.call("GET", callback)
+    status, _, page = service.call("GET", callback)
     assert status == 400 and b"already used" in page
     assert service.oauth.token_calls("authorization_code") == calls_before + 1
     # a new flow succeeds, and the other user's connection is untouched
     started, callback = service.start_flow(frank, req_id, cred["callback"])
-    status, page = service.call("GET", callback)
+    status, _, page = service.call("GET", callback)
     assert status == 200 and b"Connected" in page
     assert service.statuses(frank) == {req_id: "completed"}
     conn = service.connection(started["connection_id"], secrets=True)
@@ -374,7 +290,8 @@ def _load(service: Service, app: dict, token: str, n: int, workers: int = 8) -> 
     def one(i):
         method, path, body, host, auth = kinds[i % len(kinds)]
         try:
-            return service.call(method, path, body, host=host, auth=auth)
+            status, _, payload = service.call(method, path, body, host=host, auth=auth)
+            return status, payload
         except Exception as exc:  # a timeout (a hang) or a reset, reported by the assertions
             return exc
 
@@ -405,9 +322,9 @@ def test_database_outage_gets_fast_503s_and_the_service_recovers_without_a_resta
 
     proxy.cut()
     try:
-        status, body = service.call("GET", "/healthz")
+        status, _, body = service.call("GET", "/healthz")
         assert status == 200, body
-        status, body = service.call("GET", "/readyz")
+        status, _, body = service.call("GET", "/readyz")
         assert status == 503 and body["error"]["code"] == "service_unavailable", body
         outage = _load(service, app, token, 40)
         problems = [r for r in outage
