@@ -170,7 +170,8 @@ def test_worker_killed_after_the_code_exchange_stores_nothing_and_a_new_flow_suc
     assert "result" not in result, result
     # the provider did exchange the code; the service stored nothing of it
     assert service.oauth.token_calls("authorization_code") == calls_before + 1
-    assert service.connection(started["connection_id"])["status"] != "active"
+    half = service.connection(started["connection_id"], secrets=True)
+    assert (half["status"], half["settings"]) == ("pending", {})  # no token half-stored
     assert service.statuses(frank) == {req_id: "pending"}
 
     # the same callback again is a clear error (its state was consumed), with no second exchange
