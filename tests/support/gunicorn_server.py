@@ -25,7 +25,9 @@ class GunicornServer:
     each entry becomes a ``CONNECT_<NAME>`` env var. stdout/stderr go to ``log_path``.
     """
 
-    def __init__(self, config: dict, log_path: str, workers: int = 1, extra_env: dict | None = None):
+    def __init__(self, config: dict, log_path: str, workers: int = 1, extra_env: dict | None = None,
+                 app: str = "wsgi:app"):
+        self.app = app  # gunicorn's APP_MODULE, e.g. "tests.support.fault_app:build()"
         self.port = free_port()
         self.log_path = log_path
         env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
@@ -46,7 +48,7 @@ class GunicornServer:
     def start(self, wait: float = 60.0) -> "GunicornServer":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [os.path.join(BIN, "gunicorn"), "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "wsgi:app"],
+            [os.path.join(BIN, "gunicorn"), "-c", os.path.join(ROOT, "deploy", "gunicorn.conf.py"), self.app],
             cwd=ROOT, env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
