@@ -14,6 +14,7 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from .config import ConfigError, generate_key
+from .extensions import registry
 
 
 def _create_app():
@@ -80,7 +81,7 @@ def create_org(name):
 @with_appcontext
 def create_access_key_command(org_id, name):
     """Create an Access Key; its plaintext is printed once and stored only as a hash."""
-    from .api.access_keys import create_access_key, key_view
+    from .access_keys import create_access_key, key_view
     from .db import database
     from .models import Organization
 
@@ -119,9 +120,9 @@ def apps_deploy(path, org_id):
 def plugins_command():
     """List registered connection types, one JSON object a line: GET /v1/connection-types' items plus
     the plugin (the name `disabled_plugins` takes) and the distribution each comes from."""
-    registry = current_app.extensions["connect_registry"]
-    for item in registry.describe():
-        info = registry.plugin_of(item["name"])
+    reg = registry()
+    for item in reg.describe():
+        info = reg.plugin_of(item["name"])
         emit(dict(item, plugin=info.name, distribution=info.distribution, version=info.version))
 
 
@@ -172,7 +173,7 @@ DEMO_APP = {
 @with_appcontext
 def demo(bind):
     """Seed a demo organization, Access Key and public app (two requirements) and print how to try them."""
-    from .api.access_keys import create_access_key
+    from .access_keys import create_access_key
     from .db import database
     from .deploy_file import deploy_from_file
     from .migrations import migrate

@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import click
 import marshmallow as ma
-from flask import current_app
 
-from . import errors
+from . import apps, errors
+from .apps import AppCreateSchema, app_view
 from .db import database
+from .extensions import registry
 from .models import App, Organization, utcnow
-from .requirements import create_version, deploy_version, validate_requirements, version_view
+from .requirements import VersionCreateSchema, create_version, deploy_version, validate_requirements, version_view
 
 
 def deploy_from_file(doc: dict, org_id: str) -> dict:
-    from .api import schemas
-    from .api.apps import app_view, create_app_row
-
+    """Create or update the file's app and deploy a new version; errors are one-line ``ClickException``s."""
     try:
-        app_data = schemas.AppCreateSchema().load(doc.get("app") or {})
-        reqs = schemas.VersionCreateSchema().load({"requirements": doc.get("requirements") or []})["requirements"]
+        app_data = AppCreateSchema().load(doc.get("app") or {})
+        reqs = VersionCreateSchema().load({"requirements": doc.get("requirements") or []})["requirements"]
     except ma.ValidationError as exc:
         raise click.ClickException(f"invalid file: {errors.flatten_messages(exc.messages)}") from None
     with database.connection_context():
@@ -44,14 +43,14 @@ def deploy_from_file(doc: dict, org_id: str) -> dict:
         if org is None:
             raise click.ClickException(f"no organization {org_id!r}")
         try:
-            validate_requirements(reqs, current_app.extensions["connect_registry"])
+            validate_requirements(reqs, registry())
         except errors.APIError as exc:
             raise click.ClickException(f"invalid requirements: {exc.details}") from None
         app = App.get_or_none(App.hostname == app_data["hostname"])
         if app is not None and app.org_id != org.id:
             raise click.ClickException(f"hostname {app_data['hostname']} belongs to another organization")
         if app is None:
-            app = create_app_row(org, app_data)
+            app = apps.create(org, app_data)
         else:
             for key in ("name", "visibility", "return_urls", "frame_ancestors"):
                 if key in (doc.get("app") or {}):
