@@ -22,7 +22,7 @@ from .connections import delete_connection, mark_error
 from .db import write_transaction
 from .extensions import registry, settings
 from .fields import NonBlank
-from .hosts import normalize_host, validate_allowed_host_pattern
+from .hosts import is_host_allowed, normalize_host, url_host, validate_allowed_host_pattern
 from .models import App, Connection, Credential, Organization, new_id, utcnow
 
 READ_ACCESS = {"TEAM": "APP", "GLOBAL": "ORGANIZATION", "SPECIFIC_TEAMS": "SPECIFIC_APPS",
@@ -99,6 +99,22 @@ def org_level_connection(credential: Credential) -> Connection | None:
     return (Connection.select().where(Connection.credential == credential.id, Connection.app.is_null(),
                                       Connection.customer_id.is_null(), Connection.requirement_id.is_null())
             .order_by(Connection.created_at).first())
+
+
+def check_host(credential_id: str | None, url: str) -> dict[str, Any]:
+    """Whether a connection whose credential is ``credential_id`` may send its secrets to ``url``.
+
+    The same normalisation and matching as the guarded outbound client; no
+    credential, or one without ``allowed_hosts``, means unrestricted.
+    """
+    url = url.strip()
+    try:
+        host = url_host(url)
+    except ValueError as exc:
+        raise errors.BadRequest({"url": f"must be an http(s) URL that names its host plainly: {exc}"}) from None
+    cred = Credential.get_or_none(Credential.id == credential_id) if credential_id else None
+    patterns = list(cred.allowed_hosts or []) if cred else []
+    return {"allowed": is_host_allowed(patterns, url), "host": host, "allowed_hosts": patterns}
 
 
 def get_for_org(org_id: str, credential_id: str) -> Credential:
@@ -257,10 +273,8 @@ def _apply_settings(cred: Credential, data: dict[str, Any], creating: bool, reg)
         raw = data.get("settings") if "settings" in data else (cred.settings or {})
         raw = raw or {}
         if cls.settings_schema is not None:
-            try:
+            with errors.field_errors("settings"):
                 cred.settings = cls.settings_schema().dump(cls.settings_schema().load(raw))
-            except ma.ValidationError as exc:
-                raise errors.BadRequest(errors.flatten_messages(exc.messages, "settings")) from None
         elif raw:
             raise errors.BadRequest({"settings": f"connector {cred.connector_name!r} takes no settings"})
         else:

@@ -251,10 +251,8 @@ def submit_config(app: App, user_id: str, req: Requirement, body: dict[str, Any]
         raise errors.BadRequest({"type": f"{expected} does not take credentials"})
     if body["config"] == {}:
         raise errors.BadRequest({"config": "cannot be blank"})
-    try:
+    with errors.field_errors("config"):
         config = cls.load_config(body["config"])
-    except ma.ValidationError as exc:
-        raise errors.BadRequest(errors.flatten_messages(exc.messages, "config")) from None
 
     now = utcnow()
     for _ in range(3):

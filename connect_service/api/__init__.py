@@ -101,7 +101,7 @@ class ArgumentsParser(FlaskParser):
         messages = error.messages
         if isinstance(messages, Mapping) and len(messages) == 1 and next(iter(messages)) in self.__location_map__:
             messages = next(iter(messages.values()))  # webargs files messages under the location ("json", "query")
-        raise errors.BadRequest(errors.flatten_messages(messages), headers=error_headers)
+        raise errors.invalid_input(messages)
 
 
 class Blueprint(_Blueprint):

@@ -46,10 +46,8 @@ def raw_json_body() -> Any:
 def load_body(schema: ma.Schema | type[ma.Schema]) -> dict[str, Any]:
     """Deprecated: declare the body with ``@blp.arguments(Schema)`` instead; kept until no view calls it."""
     instance = schema() if isinstance(schema, type) else schema
-    try:
+    with errors.field_errors():
         return instance.load(raw_json_body())
-    except ma.ValidationError as exc:
-        raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
 
 
 def body_doc(schema: type[ma.Schema], description: str = "") -> dict:
