@@ -208,7 +208,7 @@ def get_plugin_manager(config: dict[str, Any], extra_plugins: Iterable[object] =
                                   f"is an observer hook and cannot be a wrapper")
 
     types: dict[str, type[ConnectionType]] = {}
-    origins: dict[str, PluginInfo] = {}
+    type_plugins: dict[str, PluginInfo] = {}
     for name, call in each_implementation(pm, "register_connection_types"):
         info = infos.get(name) or PluginInfo(name)
         results = call()  # pluggy's list of non-None results: at most one for one plugin
@@ -227,10 +227,10 @@ def get_plugin_manager(config: dict[str, Any], extra_plugins: Iterable[object] =
                 raise PluginError(f"plugin {info}: {exc}") from None
             if cls.name in types:
                 raise PluginError(f"connection type {cls.name!r} is registered twice: "
-                                  f"by plugin {origins[cls.name]} and by plugin {info}")
+                                  f"by plugin {type_plugins[cls.name]} and by plugin {info}")
             types[cls.name] = cls
-            origins[cls.name] = info
-    return Registry(pm=pm, types=types, plugins=origins)
+            type_plugins[cls.name] = info
+    return Registry(pm=pm, types=types, plugins=type_plugins)
 
 
 def _hook_names() -> list[str]:

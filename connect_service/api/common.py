@@ -23,7 +23,7 @@ def resolve_path(**loaders: Callable[[str], Any]):
     """View decorator: turn path ids into rows before ``@blp.arguments`` judges the body.
 
     SPEC: the resource in the path is resolved before the body, so an unknown
-    path id is a 404 whatever the body. ``resolve_path(app_id=get_org_app)``
+    path id is a 404 whatever the body. ``resolve_path(app_id=load_app)``
     calls the view with ``app=<row>`` instead of ``app_id``. Put it in the
     MethodView's ``decorators`` after the auth decorator (auth runs first).
     """
