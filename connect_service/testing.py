@@ -112,14 +112,17 @@ class HookRecorder:
 
     @hookimpl
     def connection_activated(self, connection):
+        """Record the call (``connect.hooks.of("connection_activated")``)."""
         self.calls.append(("connection_activated", {"connection": connection}))
 
     @hookimpl
     def connection_revoked(self, connection):
+        """Record the call (``connect.hooks.of("connection_revoked")``)."""
         self.calls.append(("connection_revoked", {"connection": connection}))
 
     @hookimpl
     def connection_failed(self, connection, reason):
+        """Record the call (``connect.hooks.of("connection_failed")``)."""
         self.calls.append(("connection_failed", {"connection": connection, "reason": reason}))
 
 
