@@ -1,4 +1,4 @@
-"""Helpers every API module shares: body loading and pagination."""
+"""Helpers the API modules share: path resolution before the body, keyset pagination."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +12,8 @@ from flask import request
 
 from .. import errors
 from . import json_body
-# re-exported while the API modules move over to the domain-level homes of these names
+# Re-exported only for api/oauth.py, api/connections.py and api/accounts.py (other branches of issue 11),
+# which still import them from here; delete with raw_json_body/load_body/body_doc once they do not.
 from ..auth import (authenticate_access_key, bearer, connect_identity, require_access_key,  # noqa: F401
                     require_connect_token)
 from ..extensions import keyring, registry, settings  # noqa: F401
@@ -24,8 +25,9 @@ def resolve_path(**loaders: Callable[[str], Any]):
 
     SPEC: the resource in the path is resolved before the body, so an unknown
     path id is a 404 whatever the body. ``resolve_path(app_id=load_app)``
-    calls the view with ``app=<row>`` instead of ``app_id``. Put it in the
-    MethodView's ``decorators`` after the auth decorator (auth runs first).
+    calls the view with ``app=<row>`` instead of ``app_id``. List it before the
+    auth decorator in a MethodView's ``decorators`` (the last one listed is
+    outermost, so authentication still runs first).
     """
     def decorator(view):
         @functools.wraps(view)
