@@ -14,10 +14,10 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from . import credentials, errors
-from .connections import delete_connection
 from .extensions import settings
 from .fields import NonBlank
 from .hosts import url_host
+from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, utcnow
 from .timestamps import iso
 

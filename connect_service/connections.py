@@ -1,7 +1,10 @@
 """Connection rows: encrypted settings, the public (seed 002) view, state changes.
 
 Everything that reads or writes a connection's secrets goes through here so
-the associated data (table, column, row id) is always the same.
+the associated data (table, column, row id) is always the same. This module
+sits below :mod:`connect_service.oauth` (which writes tokens through it);
+what needs a provider (import, refreshing reads, revocation) is in
+:mod:`connect_service.lifecycle`.
 """
 from __future__ import annotations
 
@@ -9,9 +12,11 @@ import copy
 import logging
 from typing import Any
 
-from flask import current_app
-
+from . import errors
+from .db import write_transaction
+from .extensions import keyring, registry
 from .models import Connection, utcnow
+from .timestamps import iso
 
 log = logging.getLogger(__name__)
 
@@ -21,24 +26,16 @@ COLUMN = "settings"
 OAUTH_SECRET_KEYS = ("access_token", "refresh_token", "id_token", "raw")
 
 
-def _keyring():
-    return current_app.extensions["connect_keyring"]
-
-
-def _registry():
-    return current_app.extensions["connect_registry"]
-
-
 def read_settings(conn: Connection) -> dict[str, Any]:
     """Decrypted settings of a connection (``{}`` when none are stored)."""
     if not conn.settings_encrypted:
         return {}
-    return _keyring().decrypt_json(conn.settings_encrypted, TABLE, COLUMN, conn.id)
+    return keyring().decrypt_json(conn.settings_encrypted, TABLE, COLUMN, conn.id)
 
 
 def seal_settings(conn: Connection, settings: dict[str, Any]) -> str:
     """Ciphertext for ``settings`` bound to this connection row (assign, then save)."""
-    return _keyring().encrypt_json(settings, TABLE, COLUMN, conn.id)
+    return keyring().encrypt_json(settings, TABLE, COLUMN, conn.id)
 
 
 def public_settings(conn: Connection, settings: dict[str, Any]) -> dict[str, Any]:
@@ -49,7 +46,7 @@ def public_settings(conn: Connection, settings: dict[str, Any]) -> dict[str, Any
         for key in OAUTH_SECRET_KEYS:
             oauth["credentials"].pop(key, None)
         return out
-    cls = _registry().get(conn.type)
+    cls = registry().get(conn.type)
     secret = set(cls.secret_fields()) if cls else set(out)
     for key in list(out):
         if key in secret:
@@ -59,8 +56,6 @@ def public_settings(conn: Connection, settings: dict[str, Any]) -> dict[str, Any
 
 def to_public(conn: Connection, include_secrets: bool = False) -> dict[str, Any]:
     """The seed 002 response shape (plus ``status``, ``app_id``, ``type``, ``requirement_id``)."""
-    from .timestamps import iso
-
     settings = read_settings(conn)
     return {
         "id": conn.id,
@@ -89,11 +84,13 @@ def hook_view(conn: Connection) -> dict[str, Any]:
 
 
 def notify_activated(conn: Connection) -> None:
-    _registry().notify("connection_activated", connection=hook_view(conn))
+    """Tell plugins (``connection_activated``) that ``conn`` now holds working credentials."""
+    registry().notify("connection_activated", connection=hook_view(conn))
 
 
 def notify_failed(conn: Connection, reason: str) -> None:
-    _registry().notify("connection_failed", connection=hook_view(conn), reason=reason)
+    """Tell plugins (``connection_failed``) why ``conn`` stopped working; ``reason`` holds no secrets."""
+    registry().notify("connection_failed", connection=hook_view(conn), reason=reason)
 
 
 def mark_error(conn: Connection, reason: str, *, generation: int | None = None) -> bool:
@@ -115,38 +112,51 @@ def mark_error(conn: Connection, reason: str, *, generation: int | None = None) 
     return True
 
 
-def revoke_at_provider(conn: Connection) -> bool:
-    """Best effort RFC 7009 revocation of an OAuth connection's tokens; True when the provider confirmed.
+def connection_view(conn: Connection, include_secrets: bool = False) -> dict[str, Any]:
+    """What ``/v1/connections`` answers: ``settings.oauth.last_fetched_at`` mirrors the column.
 
-    A provider that is down or refuses does not block the deletion (logged, no secrets).
+    Mirrored rather than stored so a secrets read need not re-encrypt the settings.
     """
-    from . import oauth
-    from .connection_types import ProviderError
-    from .http import OutboundError
-    from .models import Credential
-
-    cls = _registry().get(conn.type)
-    if cls is not None and cls.auth == "action_account":  # e.g. delete the linked platform account
-        return bool(cls().revoke_connection(conn))
-    if conn.credential_id is None:
-        return False
-    settings = read_settings(conn)
-    if not isinstance(settings.get("oauth"), dict):
-        return False
-    credential = Credential.get_or_none(Credential.id == conn.credential_id)
-    if credential is None:
-        return False
-    try:
-        return bool(oauth.revoke_tokens(credential, settings))
-    except (OutboundError, ProviderError) as exc:
-        log.warning("token revocation failed; deleting anyway",
-                    extra={"fields": {"connection_id": conn.id, "error": type(exc).__name__}})
-        return False
+    out = to_public(conn, include_secrets=include_secrets)
+    oauth = out["settings"].get("oauth") if isinstance(out["settings"], dict) else None
+    if isinstance(oauth, dict):
+        oauth["last_fetched_at"] = iso(conn.last_fetched_at)
+    return out
 
 
-def delete_connection(conn: Connection) -> None:
-    """Revoke at the provider where it can (best effort), delete the row, then notify ``connection_revoked``."""
-    revoke_at_provider(conn)
-    snapshot = hook_view(conn)
-    Connection.delete().where(Connection.id == conn.id).execute()
-    _registry().notify("connection_revoked", connection=snapshot)
+def get_org_connection(org_id: str, conn_id: str) -> Connection:
+    """A connection of the org, else 404 (another org's connection does not exist for the caller)."""
+    conn = Connection.get_or_none(Connection.id == conn_id, Connection.org == org_id)
+    if conn is None:
+        raise errors.NotFound()
+    return conn
+
+
+def org_connections(org_id: str, filters: dict[str, Any]):
+    """The org's connections matching ``customer_id``/``connector_name``/``type``/``status``/``app_id``."""
+    query = Connection.select().where(Connection.org == org_id)
+    for name in ("customer_id", "connector_name", "type", "status"):
+        if filters.get(name) is not None:
+            query = query.where(getattr(Connection, name) == filters[name])
+    if filters.get("app_id") is not None:
+        query = query.where(Connection.app == filters["app_id"])
+    return query
+
+
+def update_connection(conn: Connection, data: dict[str, Any]) -> Connection:
+    """Shallow-merge ``metadata``, set ``display_name``/``disabled``; never touches the tokens.
+
+    Only these columns are written, so a refresh storing a token at the same
+    moment is never overwritten with the settings this request read.
+    """
+    with write_transaction():
+        current = Connection.get_by_id(conn.id)
+        changes = {Connection.updated_at: utcnow()}
+        if "metadata" in data:
+            changes[Connection.metadata] = {**(current.metadata or {}), **data["metadata"]}
+        if "display_name" in data:
+            changes[Connection.display_name] = data["display_name"]
+        if "disabled" in data:
+            changes[Connection.disabled] = data["disabled"]
+        Connection.update(changes).where(Connection.id == conn.id).execute()
+    return Connection.get_by_id(conn.id)

@@ -18,11 +18,12 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from . import errors, oauth
-from .connections import delete_connection, mark_error
+from .connections import mark_error
 from .db import write_transaction
 from .extensions import registry, settings
 from .fields import NonBlank
 from .hosts import is_host_allowed, normalize_host, url_host, validate_allowed_host_pattern
+from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, new_id, utcnow
 
 READ_ACCESS = {"TEAM": "APP", "GLOBAL": "ORGANIZATION", "SPECIFIC_TEAMS": "SPECIFIC_APPS",
@@ -125,30 +126,39 @@ def get_for_org(org_id: str, credential_id: str) -> Credential:
     return cred
 
 
-def new(org: Organization, data: dict[str, Any]) -> Credential:
-    """A validated, not yet saved credential from :class:`CredentialSchema` data (400 naming each bad field)."""
+def create(org: Organization, data: dict[str, Any]) -> Credential:
+    """Create a credential from :class:`CredentialSchema` data (400 naming each bad field).
+
+    A client_credentials registration whose token the service keeps fetches
+    it first, so one the provider refuses is never saved.
+    """
     cred = Credential(id=new_id("ccfg"), org=org.id, mode="OAUTH", oauth_grant_type="authorization_code")
     _apply(cred, _merge(data), creating=True)
+    token = oauth.fetch_client_credentials(cred) if oauth.owns_org_token(cred) else None
+    _save(cred, token, created=True)
     return cred
 
 
-def change(cred: Credential, data: dict[str, Any]) -> bool:
-    """Validate a PATCH (any subset of :class:`CredentialSchema`) onto ``cred``, not saved.
-
-    Returns whether a field a client_credentials token depends on changed.
-    """
+def update(cred: Credential, data: dict[str, Any]) -> Credential:
+    """Apply a PATCH (any subset of :class:`CredentialSchema`); the token is fetched again if its inputs changed."""
     data = _merge(data)
     _apply(cred, data, creating=False)
     changed = {k if k != "oauth_token_endpoint_auth_method" else "token_endpoint_auth_method" for k in data}
-    return bool(changed & TOKEN_FIELDS)
+    token = None
+    if oauth.owns_org_token(cred) and (changed & TOKEN_FIELDS or org_level_connection(cred) is None):
+        token = oauth.fetch_client_credentials(cred)
+    _save(cred, token, created=False)
+    return cred
 
 
-def save(cred: Credential, *, created: bool) -> None:
+def _save(cred: Credential, token: dict[str, Any] | None, *, created: bool) -> None:
     cred.updated_at = utcnow()
     if created:
         cred.created_at = cred.updated_at
     with write_transaction():
         cred.save(force_insert=created)
+    if token is not None:
+        oauth.store_org_token(cred, token)
 
 
 def _check_url(value: str | None, field: str, details: dict[str, str]) -> None:

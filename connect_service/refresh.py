@@ -17,7 +17,7 @@ How a refresh runs (``refresh_connection`` on a read, ``run_refresh_due`` from c
    refreshes when the generation it saw is still current when it claims.
 
 A provider that is down (transport error or 5xx) leaves the connection
-``active`` and raises :class:`ProviderUnavailable`; ``invalid_grant`` re-reads
+``active`` and raises :class:`~connect_service.oauth.errors.ProviderUnavailable`; ``invalid_grant`` re-reads
 the row first (another worker or a re-authorization may have replaced the
 refresh token) and only then marks the connection ``error`` — with an
 ``UPDATE … WHERE refresh_generation = <seen>``, so a re-authorization that
@@ -38,50 +38,21 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
-from flask import current_app
 
 from . import connections
 from .connection_types import ProviderError
 from .db import database, db_now, write_transaction
 from .errors import NotFound
+from .extensions import settings
 from .http import OutboundError, redact_url
 from .models import Connection, Credential
+from .oauth import credential_scopes, grants, provider_for, purge_authorization_sessions, store_tokens
+from .oauth.errors import TRANSIENT_CODES, NotRefreshable, ProviderUnavailable, RefreshError, RefreshRejected
 
 log = logging.getLogger(__name__)
 
-#: OAuth error codes that mean "the provider is having trouble", not "this grant is bad"
-TRANSIENT_PROVIDER_CODES = {"server_error", "temporarily_unavailable"}
 #: seconds between polls of a loser waiting for the winner
 POLL_START, POLL_MAX = 0.05, 0.25
-
-
-class RefreshError(Exception):
-    """Base class: a refresh could not produce a fresh token. Messages carry no secrets."""
-
-    def __init__(self, connection_id: str, reason: str):
-        super().__init__(reason)
-        self.connection_id = connection_id
-        self.reason = reason
-
-
-class ProviderUnavailable(RefreshError):
-    """The token endpoint could not be reached or answered 5xx; the connection stays active."""
-
-    def __init__(self, connection_id: str, reason: str, token_url: str | None = None):
-        super().__init__(connection_id, reason)
-        self.token_url = token_url
-
-
-class RefreshRejected(RefreshError):
-    """The provider refused the grant (``invalid_grant``…); the connection is now ``error``."""
-
-    def __init__(self, connection_id: str, reason: str, code: str = ""):
-        super().__init__(connection_id, reason)
-        self.code = code
-
-
-class NotRefreshable(RefreshError):
-    """Nothing to refresh: not an OAuth connection, disabled, not active or no refresh token."""
 
 
 @dataclass
@@ -93,10 +64,6 @@ class _Observed:
 def lease_owner(prefix: str = "worker") -> str:
     """A unique lease owner name: ``prefix:host:pid:random`` (debugging aid, never trusted)."""
     return f"{prefix}:{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def _cfg() -> dict[str, Any]:
-    return current_app.config["CONNECT"]
 
 
 def _oauth_credentials(conn: Connection) -> dict[str, Any] | None:
@@ -146,7 +113,7 @@ def try_claim(conn_id: str, generation: int, owner: str) -> bool:
     One short write transaction (``BEGIN IMMEDIATE`` on SQLite); the conditional
     ``UPDATE`` is atomic on PostgreSQL too, so exactly one caller wins.
     """
-    lease = datetime.timedelta(seconds=_cfg()["refresh_lease_seconds"])
+    lease = datetime.timedelta(seconds=settings()["refresh_lease_seconds"])
     with write_transaction():
         now = db_now()
         claimed = (Connection.update(refresh_lease_until=now + lease, refresh_lease_owner=owner)
@@ -184,7 +151,7 @@ def refresh_connection(conn_id: str, *, force: bool = False, margin: int | None 
     connection that cannot be refreshed (disabled, not OAuth, no refresh
     token) is returned as it is.
     """
-    margin = _cfg()["refresh_margin_seconds"] if margin is None else margin
+    margin = settings()["refresh_margin_seconds"] if margin is None else margin
     conn = _reload(conn_id)
     reason = _refreshable_reason(conn)
     if reason is not None:
@@ -221,7 +188,8 @@ def _wait_for_winner(conn_id: str, seen: _Observed) -> tuple[Connection, bool]:
         if conn.refresh_lease_until is None:
             # Released without a new generation: the winner's provider call failed just now.
             # Do not hammer a failing provider once per waiting reader.
-            raise ProviderUnavailable(conn.id, "a concurrent refresh of this connection failed; try again")
+            raise ProviderUnavailable("a concurrent refresh of this connection failed; try again",
+                                      connection_id=conn.id)
         if conn.refresh_lease_until < db_now():
             return conn, False  # the holder died: its lease is up, claim again
         time.sleep(delay)
@@ -230,54 +198,34 @@ def _wait_for_winner(conn_id: str, seen: _Observed) -> tuple[Connection, bool]:
 
 def _run_claimed(conn_id: str, owner: str, seen: _Observed) -> Connection:
     """We hold the lease: call the provider (no transaction open) and store the result in one write."""
-    from . import oauth
-
     saved = False
     try:
         conn = _reload(conn_id)
         if conn.refresh_generation != seen.generation:  # the claim checked it; a changed row wins anyway
             return conn
-        settings = connections.read_settings(conn)
-        creds = settings["oauth"]["credentials"]
+        creds = connections.read_settings(conn)["oauth"]["credentials"]
         credential = Credential.get_by_id(conn.credential_id)
-        provider = oauth.provider_for(credential)
-        token_url = getattr(provider, "token_url", None) or credential.oauth_token_url
+        token_url = provider_for(credential).token_url or credential.oauth_token_url
         client_credentials = credential.oauth_grant_type == "client_credentials"
         try:
             if client_credentials:
                 # a new token for what the credential asks for now, not for the scope the last one got
-                token = oauth.request_client_credentials(credential)
+                token = grants.request_client_credentials(credential)
             else:
-                token = oauth.request_refresh(credential, creds["refresh_token"])
+                token = grants.request_refresh(credential, creds["refresh_token"])
         except OutboundError as exc:
-            raise ProviderUnavailable(conn.id, f"the token endpoint could not be reached: {exc.reason}",
-                                      exc.url) from None
+            raise ProviderUnavailable(f"the token endpoint could not be reached: {exc.reason}",
+                                      connection_id=conn.id, token_url=exc.url) from None
         except ProviderError as exc:
-            if isinstance(exc, oauth.ProviderUnavailable) or exc.code in TRANSIENT_PROVIDER_CODES:
-                raise ProviderUnavailable(conn.id, f"the token endpoint failed: {exc.code}",
-                                          redact_url(token_url or "")) from None
+            if isinstance(exc, ProviderUnavailable) or exc.code in TRANSIENT_CODES:
+                raise ProviderUnavailable(f"the token endpoint failed: {exc.code}", connection_id=conn.id,
+                                          token_url=redact_url(token_url or "")) from None
             return _rejected(conn, owner, seen, exc)
-
-        now = db_now()
-        new_settings, expires_at = oauth.token_settings(
-            token, previous=settings, provider=provider, credential=credential, now=now,
-            new_grant=client_credentials,
-            requested_scope=" ".join(oauth.credential_scopes(credential)) if client_credentials else None)
-        merged = dict(settings)
-        merged.update(new_settings)
+        scope = " ".join(credential_scopes(credential)) if client_credentials else None
         # One write: new access token, rotated refresh token, expiry, generation, lease released.
-        updated = (Connection.update(settings_encrypted=connections.seal_settings(conn, merged),
-                                     expires_at=expires_at,
-                                     refresh_generation=Connection.refresh_generation + 1,
-                                     refresh_lease_until=None, refresh_lease_owner=None,
-                                     last_refreshed_at=now, updated_at=now)
-                   .where(Connection.id == conn.id, Connection.refresh_generation == seen.generation)
-                   .execute())
+        fresh = store_tokens(conn, credential, token, refreshing=seen.generation, requested_scope=scope)
         saved = True
-        if updated != 1:
-            log.warning("refresh result discarded: the connection changed meanwhile",
-                        extra={"fields": {"connection_id": conn.id}})
-        return _reload(conn.id)
+        return fresh
     finally:
         if not saved:
             release(conn_id, owner)
@@ -294,7 +242,7 @@ def _rejected(conn: Connection, owner: str, seen: _Observed, exc: ProviderError)
         return fresh
     if exc.code != "invalid_grant":
         # e.g. invalid_client: an admin must fix the credential; the end user's grant may be fine
-        raise ProviderUnavailable(conn.id, f"the provider refused the refresh: {exc.code}")
+        raise ProviderUnavailable(f"the provider refused the refresh: {exc.code}", connection_id=conn.id)
     reason = f"token refresh failed: {exc.code}" + (f" ({exc.description})" if exc.description else "")
     # Before the lease goes (no retry), and only if no re-authorization stored a token since we looked.
     marked = connections.mark_error(fresh, reason + "; the user must reconnect", generation=seen.generation)
@@ -339,11 +287,9 @@ def refresh_claimed_or_skip(conn_id: str, generation: int, owner: str) -> str:
 
 def _purge_sessions(batches: int = 20, batch_size: int = 500) -> int:
     """Delete long-expired OAuth authorization sessions in bounded batches (at most batches × batch_size)."""
-    from . import oauth
-
     total = 0
     for _ in range(batches):
-        deleted = oauth.purge_authorization_sessions(batch_size)
+        deleted = purge_authorization_sessions(batch_size)
         total += deleted
         if deleted < batch_size:
             break
@@ -360,7 +306,7 @@ def run_refresh_due(margin: int | None = None, batch_size: int = 100,
     in the CLI); the summary ``{"refreshed", "failed", "skipped"}`` is printed
     as one JSON line on stdout. Exit code 1 when any refresh failed.
     """
-    margin = _cfg()["refresh_margin_seconds"] if margin is None else margin
+    margin = settings()["refresh_margin_seconds"] if margin is None else margin
     batch_size = max(1, batch_size)
     counts = {"refreshed": 0, "failed": 0, "skipped": 0}
     owner = lease_owner("refresh-due")
@@ -382,7 +328,7 @@ def run_refresh_due(margin: int | None = None, batch_size: int = 100,
                 done.add(row.id)
                 try:
                     outcome = refresh_claimed_or_skip(row.id, row.refresh_generation, owner)
-                except RefreshError as exc:
+                except (RefreshError, ProviderUnavailable) as exc:
                     outcome = "failed"
                     echo(f"refresh-due: {row.id} failed: {exc.reason}")
                 except Exception as exc:  # keep going: one broken row must not stop the run

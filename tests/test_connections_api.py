@@ -345,11 +345,10 @@ def test_import_expiry_limits_and_a_huge_jwt_exp_is_clamped(connect, credential)
 
 def test_import_expiry_is_based_on_the_database_clock(connect, credential, monkeypatch):
     """This host's clock runs two hours ahead; expires_at must still be database time + expires_in."""
-    from connect_service.api import connections as connections_api
     from connect_service.db import db_now
+    from tests.support.clock import skew_host_clock
 
-    skewed = lambda: utcnow() + datetime.timedelta(hours=2)  # noqa: E731
-    monkeypatch.setattr(connections_api, "utcnow", skewed)
+    skew_host_clock(monkeypatch, datetime.timedelta(hours=2))
     r = connect.client.post("/v1/connections", json=oauth_body(credential.id, {"access_token": "at",
                                                                                "expires_in": 600}),
                             headers=connect.auth)

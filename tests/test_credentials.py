@@ -211,11 +211,17 @@ def test_patch_list_delete_and_other_org(connect):
 
 
 def test_expired_redirect_url_is_refused(connect, monkeypatch):
-    from connect_service.api import oauth as oauth_api
+    import time
+
+    import itsdangerous
 
     body = post(connect, SEED)
-    monkeypatch.setattr(oauth_api, "START_URL_MAX_AGE", -1)
-    r = connect.client.get(body["redirect_url"])
+    real_time = time.time
+    # a redirect_url signed 25 hours ago (links live 24 hours)
+    monkeypatch.setattr(itsdangerous.timed.time, "time", lambda: real_time() - 25 * 3600)
+    stale = connect.client.get(f"/v1/credentials/{body['id']}", headers=connect.auth).get_json()["redirect_url"]
+    monkeypatch.undo()
+    r = connect.client.get(stale)
     assert r.status_code == 400 and b"expired" in r.data
 
 

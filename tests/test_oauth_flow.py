@@ -620,7 +620,7 @@ def test_a_failed_callback_does_not_overwrite_a_concurrent_successful_one(connec
     assert first["connection_id"] == second["connection_id"]
     first_location = browser_to_callback(first["authorization_url"])
     second_location = browser_to_callback(second["authorization_url"])
-    real_exchange = oauth.exchange_code
+    real_exchange = oauth.grants.exchange_code
     results, calls = [], []
 
     def exchange(credential, session, code):
@@ -632,7 +632,7 @@ def test_a_failed_callback_does_not_overwrite_a_concurrent_successful_one(connec
             raise oauth.ProviderError("invalid_grant", "the code expired")
         return real_exchange(credential, session, code)
 
-    monkeypatch.setattr(oauth, "exchange_code", exchange)
+    monkeypatch.setattr(oauth.grants, "exchange_code", exchange)
     failed = connect.client.get(first_location)
     assert failed.status_code == 400 and b"invalid_grant" in failed.data
     assert results[0].status_code == 200
@@ -645,12 +645,10 @@ def test_a_failed_callback_does_not_overwrite_a_concurrent_successful_one(connec
 
 def test_callback_times_come_from_the_database_clock(connect, server, monkeypatch):
     """This host's clock runs two hours ahead: expiry and last refresh are still database time."""
-    from connect_service import oauth
     from connect_service.db import db_now
+    from tests.support.clock import skew_host_clock
 
-    skewed = lambda: datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None) \
-        + datetime.timedelta(hours=2)  # noqa: E731
-    monkeypatch.setattr(oauth, "utcnow", skewed)
+    skew_host_clock(monkeypatch, datetime.timedelta(hours=2))
     cred, app, token, req_id, body, result = full_flow(connect, server, OAUTH2)
     assert result.status_code == 200
     conn, settings = connection(connect, body["connection_id"])

@@ -172,6 +172,10 @@ def test_initialise_checks_the_credential_and_the_caller(connect, app):
     assert initialise(connect, app["id"], "no-such-connector", cred, expect=404)
     r = connect.client.post(f"/v1/embed/{app['id']}/connector/github/oauth2/initialise", headers=connect.auth)
     assert r.status_code == 400 and r.get_json()["error"]["details"] == {"input": "cannot be blank"}
+    # the path is resolved before the body is judged: an unknown app or connector is 404 even with no body
+    for path in (f"/v1/embed/{uuid.uuid4()}/connector/github", f"/v1/embed/{app['id']}/connector/no-such-connector"):
+        r = connect.client.post(f"{path}/oauth2/initialise", headers=connect.auth)
+        assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_found"
     r = connect.client.post(f"/v1/embed/{app['id']}/connector/github/oauth2/initialise", json={"x": 1})
     assert r.status_code == 401
 

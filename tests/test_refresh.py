@@ -304,7 +304,7 @@ def test_invalid_grant_after_another_worker_won_returns_the_winners_token(connec
     from connect_service import oauth, refresh
 
     conn_id, old = expired
-    real = oauth.request_refresh
+    real = oauth.grants.request_refresh
     winner = {}
 
     def slow_worker_a(credential_row, refresh_token):
@@ -314,7 +314,7 @@ def test_invalid_grant_after_another_worker_won_returns_the_winners_token(connec
             winner["conn"] = refresh.refresh_connection(conn_id, force=True)
         return real(credential_row, refresh_token)
 
-    monkeypatch.setattr(oauth, "request_refresh", slow_worker_a)
+    monkeypatch.setattr(oauth.grants, "request_refresh", slow_worker_a)
     r = read_secrets(connect, conn_id)
     assert r.status_code == 200, r.get_json()
     assert oauth_server.token_calls("refresh_token") == 2
@@ -332,7 +332,7 @@ def test_invalid_grant_after_reauthorization_keeps_new_tokens(connect, oauth_ser
     from connect_service.connections import read_settings, seal_settings
 
     conn_id, old = expired
-    real = oauth.request_refresh
+    real = oauth.grants.request_refresh
     fresh = issue_tokens(oauth_server)
 
     def reauthorized_meanwhile(credential_row, refresh_token):
@@ -345,7 +345,7 @@ def test_invalid_grant_after_reauthorization_keeps_new_tokens(connect, oauth_ser
         oauth_server.revoke(refresh_token)  # the old grant is gone at the provider
         return real(credential_row, refresh_token)
 
-    monkeypatch.setattr(oauth, "request_refresh", reauthorized_meanwhile)
+    monkeypatch.setattr(oauth.grants, "request_refresh", reauthorized_meanwhile)
     r = read_secrets(connect, conn_id)
     assert r.status_code == 200, r.get_json()
     assert access_token(r) == fresh["access_token"]
@@ -621,25 +621,23 @@ def test_github_dead_refresh_token_marks_the_connection_error(connect, oauth_ser
 
 def test_invalid_grant_racing_a_reauthorization_does_not_mark_error(connect, oauth_server, expired, monkeypatch):
     """The re-authorization lands after the refresher re-read the row but before it writes ``error``."""
-    from connect_service import oauth, refresh
+    from connect_service import connections, oauth
 
     conn_id, old = expired
     oauth_server.revoke_family(old["refresh_token"])  # the old grant is dead at the provider
     fresh = issue_tokens(oauth_server)
-    real_observe = refresh._observe
-    observed = []
+    real_mark_error = connections.mark_error
+    marks = []
 
-    def observe(conn):
-        seen = real_observe(conn)
-        observed.append(seen)
-        if len(observed) == 2:  # inside _rejected, after its re-read: the user re-authorizes right now
-            credential = Credential.get_by_id(conn.credential_id)
-            oauth.store_tokens(conn, credential, fresh)
-        return seen
+    def reauthorized_first(conn, reason, *, generation=None):
+        # the refresher re-read the row and decided on "error": the user re-authorizes right now
+        marks.append(reason)
+        oauth.store_tokens(conn, Credential.get_by_id(conn.credential_id), fresh)
+        return real_mark_error(conn, reason, generation=generation)
 
-    monkeypatch.setattr(refresh, "_observe", observe)
+    monkeypatch.setattr(connections, "mark_error", reauthorized_first)
     r = read_secrets(connect, conn_id)
-    assert len(observed) == 2
+    assert len(marks) == 1 and "invalid_grant" in marks[0]
     assert r.status_code == 200, r.get_json()
     assert access_token(r) == fresh["access_token"]
     row, saved = stored(connect.app, conn_id)

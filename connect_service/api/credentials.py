@@ -14,16 +14,13 @@ from flask import g
 from flask.views import MethodView
 from marshmallow import fields
 
-from .. import credentials, errors, oauth
-from ..connection_types import ProviderError
+from .. import credentials, oauth
+from ..auth import require_access_key
 from ..credentials import CredentialPatchSchema, CredentialSchema, org_level_connection
-from ..extensions import registry
-from ..http import OutboundError
 from ..models import Credential
 from ..timestamps import iso
 from . import Blueprint, schemas
-from .common import PageArgs, paginate, require_access_key, resolve_path
-from .oauth import credential_start_url
+from .common import PageArgs, paginate, resolve_path
 
 blp = Blueprint("credentials", __name__, url_prefix="/v1/credentials", description="OAuth2 credentials (seed 003)")
 SECURITY = [{"accessKey": []}]
@@ -66,7 +63,7 @@ def credential_view(cred: Credential) -> dict[str, Any]:
     return {
         "id": cred.id, "name": cred.name, "slug": cred.slug, "mode": cred.mode,
         "connector_name": cred.connector_name,
-        "redirect_url": credential_start_url(cred) if cred.oauth_grant_type == "authorization_code" else "",
+        "redirect_url": oauth.credential_start_url(cred) if cred.oauth_grant_type == "authorization_code" else "",
         "app_id": cred.app_id, "folder_id": None, "read_access": cred.read_access,
         "shared_app_slugs": list(cred.shared_app_slugs or []), "description": cred.description or "",
         "allowed_hosts": list(cred.allowed_hosts or []), "metadata": cred.metadata or {},
@@ -85,36 +82,6 @@ def credential_view(cred: Credential) -> dict[str, Any]:
     }
 
 
-def _fetch_client_credentials(cred: Credential) -> dict[str, Any]:
-    """The client_credentials token, or a 400 naming the token endpoint."""
-    try:
-        return oauth.request_client_credentials(cred)
-    except OutboundError as exc:
-        raise errors.BadRequest({"oauth_token_url": f"could not reach the token endpoint: {exc.reason} ({exc.url})"
-                                 }) from None
-    except ProviderError as exc:
-        text = f"{exc.code}: {exc.description}" if exc.description else exc.code
-        raise errors.BadRequest({"oauth_token_url": f"the token endpoint refused the request: {text}"}) from None
-
-
-def _owns_token(cred: Credential) -> bool:
-    """client_credentials credentials whose token the service keeps in an org-level connection."""
-    cls = registry().by_connector(cred.connector_name)
-    return cred.oauth_grant_type == "client_credentials" and cls is not None and cls.auth != "action_account"
-
-
-def _store_org_token(cred: Credential, token: dict[str, Any]) -> None:
-    """Store a client_credentials token in the credential's one org-level connection.
-
-    Find-or-create goes through :func:`oauth.pending_connection_for`, which
-    serializes on the credential row, so concurrent saves never create two.
-    """
-    cls = registry().by_connector(cred.connector_name)
-    conn = oauth.pending_connection_for(cred, cls, app=None, customer_id=None)
-    oauth.store_tokens(conn, cred, token, keep_previous=False,
-                       requested_scope=" ".join(oauth.credential_scopes(cred)) or None)
-
-
 def _org_credential(credential_id: str) -> Credential:
     return credentials.get_for_org(g.org.id, credential_id)
 
@@ -128,12 +95,7 @@ class Credentials(MethodView):
     @blp.response(201, CredentialOutSchema)
     def post(self, data):
         """Create an OAuth2 credential (seed 003)"""
-        cred = credentials.new(g.org, data)
-        token = _fetch_client_credentials(cred) if _owns_token(cred) else None
-        credentials.save(cred, created=True)
-        if token is not None:
-            _store_org_token(cred, token)
-        return credential_view(cred)
+        return credential_view(credentials.create(g.org, data))
 
     @blp.doc(security=SECURITY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
@@ -159,14 +121,7 @@ class CredentialItem(MethodView):
     @blp.response(200, CredentialOutSchema)
     def patch(self, data, credential):
         """Update a credential; a client_credentials token is fetched again when its inputs change"""
-        cred = credential
-        token_inputs_changed = credentials.change(cred, data)
-        token = _fetch_client_credentials(cred) if _owns_token(cred) and (
-            token_inputs_changed or org_level_connection(cred) is None) else None
-        credentials.save(cred, created=False)
-        if token is not None:
-            _store_org_token(cred, token)
-        return credential_view(cred)
+        return credential_view(credentials.update(credential, data))
 
     @blp.doc(security=SECURITY)
     @blp.response(204)

@@ -1,0 +1,169 @@
+"""Token endpoint requests: code exchange, refresh, client_credentials, revocation.
+
+oauthlib builds the RFC 6749 bodies; the provider adds client authentication
+and reads the answer. Every request goes through :func:`.provider.oauth_client`
+(the SSRF-guarded client), and none of them writes a token: that is
+:func:`.token_store.store_tokens`' job.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Mapping
+from urllib.parse import parse_qsl
+
+from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
+
+from .. import errors as api_errors
+from ..connection_types import OAuth2Provider, ProviderError
+from ..extensions import keyring, registry
+from ..http import OutboundError
+from ..models import AuthorizationSession, Credential
+from .errors import InvalidClient, InvalidResponse, ServerError, TemporarilyUnavailable
+from .provider import client_secret, credential_scopes, oauth_client, provider_for
+from .start import pending_connection_for
+from .token_store import store_tokens
+
+log = logging.getLogger(__name__)
+
+
+def _decode_body(resp) -> dict[str, Any]:
+    status = resp.status_code
+    if status >= 500 or status == 429:
+        unavailable = TemporarilyUnavailable if status in (429, 503) else ServerError
+        raise unavailable(f"the token endpoint answered HTTP {status}")
+    ctype = (resp.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+    text = resp.content.decode("utf-8", "replace")
+    if ctype == "application/x-www-form-urlencoded":  # GitHub without Accept, some old servers
+        return dict(parse_qsl(text, keep_blank_values=True))
+    try:
+        # NaN/Infinity stay strings: the raw answer is echoed in API responses, which must be strict JSON
+        data = json.loads(text, parse_constant=str)
+    except ValueError:
+        raise ServerError(f"the token endpoint answered HTTP {status} with a body that is not JSON") from None
+    if not isinstance(data, dict):
+        raise ServerError(f"the token endpoint answered HTTP {status} with JSON that is not an object")
+    return data
+
+
+def _token_request(credential: Credential, provider: OAuth2Provider, body: dict[str, str],
+                   token_url: str | None = None) -> dict[str, Any]:
+    url = token_url or provider.token_url
+    if not url:
+        raise InvalidClient("the credential has no token URL")
+    kwargs = provider.prepare_token_request(body, client_id=credential.oauth_client_id,
+                                            client_secret=client_secret(credential),
+                                            auth_method=credential.token_endpoint_auth_method
+                                            or provider.token_endpoint_auth_method)
+    with oauth_client() as client:
+        resp = client.post(url, **kwargs)
+    data = _decode_body(resp)
+    token = provider.parse_token_response(resp.status_code, data)
+    if not isinstance(token.get("access_token"), str) or not token["access_token"]:
+        raise InvalidResponse("the token response has no access_token")
+    return token
+
+
+def _body(grant_type: str, **params: Any) -> dict[str, str]:
+    # oauthlib builds the RFC 6749 body; client authentication is the provider's job.
+    return dict(parse_qsl(prepare_token_request(grant_type, include_client_id=False, **params),
+                          keep_blank_values=True))
+
+
+def exchange_code(credential: Credential, session: AuthorizationSession, code: str) -> dict[str, Any]:
+    """Exchange an authorization code using only the stored session (token URL, redirect_uri, verifier)."""
+    verifier = None
+    if session.verifier_encrypted:
+        verifier = keyring().decrypt_json(session.verifier_encrypted, "authorization_session", "verifier",
+                                           session.id)
+    body = _body("authorization_code", code=code, redirect_uri=session.redirect_uri, code_verifier=verifier)
+    return _token_request(credential, provider_for(credential), body, token_url=session.token_url)
+
+
+def request_refresh(credential: Credential, refresh_token: str) -> dict[str, Any]:
+    """Refresh an access token; return the provider's token response (a dict with ``access_token``).
+
+    Raises :class:`ProviderError` for an OAuth error body (``e.g. code ==
+    "invalid_grant"``), :class:`.errors.ProviderUnavailable` (a ``ProviderError``
+    subclass) for a 5xx/429 or non-JSON answer, and
+    ``connect_service.http.OutboundError`` when the endpoint cannot be
+    reached or is refused by policy.
+    """
+    body = _body("refresh_token", refresh_token=refresh_token)
+    return _token_request(credential, provider_for(credential), body)
+
+
+def request_client_credentials(credential: Credential, scopes: list[str] | None = None) -> dict[str, Any]:
+    """Fetch a token with the client_credentials grant; errors as :func:`request_refresh`."""
+    scope_list = list(scopes) if scopes is not None else credential_scopes(credential)
+    provider = provider_for(credential)
+    params: dict[str, Any] = {}
+    if scope_list:
+        params["scope"] = provider.scope_separator.join(scope_list)
+    return _token_request(credential, provider, _body("client_credentials", **params))
+
+
+def revoke_tokens(credential: Credential, settings: Mapping[str, Any]) -> bool:
+    """Revoke a connection's tokens at the provider (RFC 7009 or the provider's own way).
+
+    ``settings`` is the connection's decrypted settings (seed 002 ``oauth``
+    shape). Returns True when the provider confirmed; False when it has no
+    revocation endpoint, there is no token, or the call failed. Never raises
+    for a provider or transport failure (it is logged without secrets).
+    """
+    creds = ((settings or {}).get("oauth") or {}).get("credentials") or {}
+    access, refresh = creds.get("access_token"), creds.get("refresh_token")
+    if not access and not refresh:
+        return False
+    provider = provider_for(credential)
+    try:
+        with oauth_client() as client:
+            return bool(provider.revoke(client, access_token=access, refresh_token=refresh,
+                                        client_id=credential.oauth_client_id,
+                                        client_secret=client_secret(credential),
+                                        auth_method=credential.token_endpoint_auth_method
+                                        or provider.token_endpoint_auth_method))
+    except (OutboundError, ProviderError) as exc:
+        log.warning("revocation for credential %s failed: %s", credential.id, type(exc).__name__)
+        return False
+
+
+# --------------------------------------------------------------------------- the org-level client_credentials token
+
+
+def owns_org_token(credential: Credential) -> bool:
+    """Whether the service keeps this credential's client_credentials token in an org-level connection.
+
+    Action-account platforms use their client_credentials registration for
+    their own API calls, so their token is not a connection of the org.
+    """
+    cls = registry().by_connector(credential.connector_name)
+    return credential.oauth_grant_type == "client_credentials" and cls is not None and cls.auth != "action_account"
+
+
+def fetch_client_credentials(credential: Credential) -> dict[str, Any]:
+    """The client_credentials token for a credential being saved, or a 400 naming ``oauth_token_url``.
+
+    Fetched before the credential is stored, so a registration the provider
+    refuses is never saved.
+    """
+    try:
+        return request_client_credentials(credential)
+    except OutboundError as exc:
+        raise api_errors.BadRequest({"oauth_token_url": f"could not reach the token endpoint: {exc.reason} "
+                                                        f"({exc.url})"}) from None
+    except ProviderError as exc:
+        text = f"{exc.code}: {exc.description}" if exc.description else exc.code
+        raise api_errors.BadRequest({"oauth_token_url": f"the token endpoint refused the request: {text}"}) from None
+
+
+def store_org_token(credential: Credential, token: dict[str, Any]) -> None:
+    """Store a client_credentials token in the credential's one org-level connection.
+
+    Find-or-create goes through :func:`.start.pending_connection_for`, which
+    serializes on the credential row, so concurrent saves never create two.
+    """
+    cls = registry().by_connector(credential.connector_name)
+    conn = pending_connection_for(credential, cls, app=None, customer_id=None)
+    store_tokens(conn, credential, token, keep_previous=False,
+                 requested_scope=" ".join(credential_scopes(credential)) or None)
