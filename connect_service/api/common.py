@@ -12,8 +12,8 @@ from flask import request
 
 from .. import errors
 from . import json_body
-# Re-exported only for api/oauth.py, api/connections.py and api/accounts.py (other branches of issue 11),
-# which still import them from here; delete with raw_json_body/load_body/body_doc once they do not.
+# Re-exported only for api/accounts.py, which imports them from here until branch r-accounts is merged;
+# delete these imports then.
 from ..auth import (authenticate_access_key, bearer, connect_identity, require_access_key,  # noqa: F401
                     require_connect_token)
 from ..extensions import keyring, registry, settings  # noqa: F401
@@ -41,21 +41,9 @@ def resolve_path(**loaders: Callable[[str], Any]):
 
 
 def raw_json_body() -> Any:
-    """Deprecated: declare the body with ``@blp.arguments(Schema)`` instead (same rules, see api.json_body)."""
+    """The body as a JSON object, by the same rules as ``@blp.arguments`` (``api.json_body``), for a body
+    no schema describes (a platform's webhook payload); anything else declares its schema."""
     return json_body(request)
-
-
-def load_body(schema: ma.Schema | type[ma.Schema]) -> dict[str, Any]:
-    """Deprecated: declare the body with ``@blp.arguments(Schema)`` instead; kept until no view calls it."""
-    instance = schema() if isinstance(schema, type) else schema
-    with errors.field_errors():
-        return instance.load(raw_json_body())
-
-
-def body_doc(schema: type[ma.Schema], description: str = "") -> dict:
-    """``blp.doc(**body_doc(Schema))`` documents a body loaded with :func:`load_body`."""
-    return {"requestBody": {"required": True, "description": description,
-                            "content": {"application/json": {"schema": schema}}}}
 
 
 # --- pagination -----------------------------------------------------------------------------
