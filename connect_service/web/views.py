@@ -96,7 +96,7 @@ def _post_session(key: str):
 
 @bp.post("/connect/<key>/requirements/<req_id>/credentials")
 def save_credentials(key: str, req_id: str):
-    """Save a credentials form (same logic as ``POST /v1/connect/requirements/{id}/credentials``)."""
+    """Save a connection type's form, its config (same logic as ``POST /v1/connect/requirements/{id}/credentials``)."""
     session, refused = _post_session(key)
     if refused is not None:
         return refused
