@@ -16,8 +16,9 @@ CORE = ROOT / "connect_service"
 PLUGINS = ROOT / "plugins"
 
 #: Known violations in files other branches are rewriting (H2: api/accounts, plugins/pipedream.py,
-#: connection_types.py, __init__.py; H4: db <-> models, app.py, cli.py, rotation.py). The lead empties this list as those branches merge: every entry must still be
-#: a real violation (test_known_exceptions_are_still_needed), so a fixed one has to be removed here.
+#: connection_types.py, __init__.py; H4: db <-> models, app.py, cli.py, rotation.py). The lead empties
+#: this list as those branches merge: every entry must still be a real violation
+#: (test_known_exceptions_are_still_needed), so a fixed one has to be removed here.
 KNOWN_EXCEPTIONS = {
     # H2 (r-accounts): the hosted page still calls api.accounts for account links; they move to accounts.py
     "api-import connect_service.web.render -> connect_service.api.accounts",
@@ -241,7 +242,8 @@ def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):
     (core / "api" / "views.py").write_text("from ..web import page\n")
     (core / "web" / "__init__.py").write_text("")
     (core / "web" / "page.py").write_text("")
-    (tmp_path / "plugins" / "p.py").write_text("from connect_service import APIError\nfrom connect_service.db import x\n")
+    (tmp_path / "plugins" / "p.py").write_text(
+        "from connect_service import APIError\nfrom connect_service.db import x\n")
     monkeypatch.setattr(__import__(__name__), "ROOT", tmp_path)
     monkeypatch.setattr(__import__(__name__), "CORE", core)
     monkeypatch.setattr(__import__(__name__), "PLUGINS", tmp_path / "plugins")
