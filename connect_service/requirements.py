@@ -186,18 +186,6 @@ def user_connections(app: App, user_id: str) -> list[Connection]:
     return list(Connection.select().where(Connection.app == app.id, Connection.customer_id == user_id))
 
 
-def statuses_for(app: App, user_id: str) -> list[dict[str, Any]]:
-    """Seed 001's requirements with ``status`` for one end user (the API and the hosted page)."""
-    reqs = deployed_requirements(app)
-    reg = registry()
-    for req in reqs:  # action-account types may look the user's accounts up at their platform
-        cls = reg.get(connection_type_name(req))
-        if cls is not None and cls.auth == "action_account":
-            cls().sync_status(app, user_id, req)
-    conns = user_connections(app, user_id)
-    return [dict(requirement_view(r), status=requirement_status(r, conns, reg)) for r in reqs]
-
-
 def requirement_status(req: Requirement, connections: list[Connection], registry) -> str:
     """``completed`` when an active, enabled connection fulfils the requirement, else ``pending``."""
     cls = registry.get(connection_type_name(req))

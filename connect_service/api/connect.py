@@ -9,7 +9,8 @@ from .. import errors, ratelimit
 from ..auth import authenticate_access_key, bearer, require_connect_token
 from ..extensions import settings
 from ..fields import NonBlank
-from ..requirements import deployed_requirements, find_requirement, requirement_view, statuses_for, submit_config
+from ..requirements import deployed_requirements, find_requirement, requirement_view, submit_config
+from ..statuses import statuses_for
 from ..tokens import issue_connect_token
 from . import Blueprint, schemas
 from .common import resolve_path

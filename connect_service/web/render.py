@@ -15,7 +15,8 @@ from ..connections import read_settings
 from ..crypto import DecryptionError
 from ..extensions import registry
 from ..models import Connection
-from ..requirements import find_requirement, statuses_for
+from ..requirements import find_requirement
+from ..statuses import statuses_for
 from .session import PageSession, csrf_token
 
 
