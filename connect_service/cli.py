@@ -145,7 +145,7 @@ def create_org(name, allow_duplicate):
 @with_appcontext
 def create_access_key_command(org_id, name):
     """Create an Access Key; its plaintext is printed once and stored only as a hash."""
-    from .api.access_keys import create_access_key, key_view
+    from .access_keys import create_access_key, key_view
     from .db import database
     from .models import Organization
 
@@ -281,8 +281,8 @@ def demo(bind):
     """Seed (once) a demo organization, Access Key and public app and print how to try them; reruns reuse them."""
     from flask import current_app
 
-    from .api.access_keys import create_access_key
-    from .api.apps import app_view
+    from .access_keys import create_access_key
+    from .apps import app_view
     from .auth import authenticate_access_key
     from .db import database
     from .deploy_file import deploy_from_file

@@ -22,36 +22,35 @@ from __future__ import annotations
 
 import click
 import marshmallow as ma
-from flask import current_app
 
-from . import errors
+from . import apps, errors
+from .apps import AppCreateSchema, app_view
 from .db import database
+from .extensions import registry
 from .models import App, Organization, utcnow
-from .requirements import create_version, deploy_version, validate_requirements, version_view
+from .requirements import VersionCreateSchema, create_version, deploy_version, validate_requirements, version_view
 
 
 def deploy_from_file(doc: dict, org_id: str) -> dict:
-    from .api import schemas
-    from .api.apps import app_view, create_app_row
-
+    """Create or update the file's app and deploy a new version; errors are one-line ``ClickException``s."""
     try:
-        app_data = schemas.AppCreateSchema().load(doc.get("app") or {})
+        app_data = AppCreateSchema().load(doc.get("app") or {})
     except ma.ValidationError as exc:
-        raise errors.BadRequest(errors.flatten_messages(exc.messages, "app")) from None
+        raise errors.invalid_input(exc.messages, "app") from None
     try:
-        reqs = schemas.VersionCreateSchema().load({"requirements": doc.get("requirements") or []})["requirements"]
+        reqs = VersionCreateSchema().load({"requirements": doc.get("requirements") or []})["requirements"]
     except ma.ValidationError as exc:
         raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
     with database.connection_context():
         org = Organization.get_or_none(Organization.id == org_id)
         if org is None:
             raise click.ClickException(f"no organization {org_id!r}")
-        validate_requirements(reqs, current_app.extensions["connect_registry"])  # errors.APIError: field details
+        validate_requirements(reqs, registry())  # errors.APIError: field details
         app = App.get_or_none(App.hostname == app_data["hostname"])
         if app is not None and app.org_id != org.id:
             raise click.ClickException(f"hostname {app_data['hostname']} belongs to another organization")
         if app is None:
-            app = create_app_row(org, app_data)
+            app = apps.create(org, app_data)
         else:
             for key in ("name", "visibility", "return_urls", "frame_ancestors"):
                 if key in (doc.get("app") or {}):

@@ -52,7 +52,7 @@ class PluginInfo:
 
 @dataclass
 class Registry:
-    """Everything the core needs from plugins: the manager, ``{type name: class}`` and their origins."""
+    """Everything the core needs from plugins: the manager, ``{type name: class}`` and the plugin of each type."""
 
     pm: pluggy.PluginManager
     types: dict[str, type[ConnectionType]]
@@ -77,34 +77,43 @@ class Registry:
         """The plugin (and distribution) that registered a type."""
         return self.plugins.get(type_name)
 
-    @property
-    def origins(self) -> dict[str, str]:
-        """``{type name: "plugin (distribution version)"}`` for messages and listings."""
-        return {name: str(info) for name, info in self.plugins.items()}
-
     def describe(self) -> list[dict[str, Any]]:
         """Every type's ``describe()`` entry, sorted by name (what ``GET /v1/connection-types`` lists)."""
         return [self.types[name].describe() for name in sorted(self.types)]
 
     def notify(self, hook: str, **kwargs: Any) -> None:
-        """Call a hook on every plugin implementing it.
+        """Call a hook on every plugin implementing it, through pluggy with keyword arguments.
 
         For the lifecycle hooks (:data:`OBSERVER_HOOKS`) each implementation
-        runs on its own: an exception is logged with the plugin's name and
-        does not reach the caller or stop the other plugins, since the change
-        being observed has already happened.
+        runs on its own, in registration order: an exception is logged with
+        the plugin's name and does not reach the caller or stop the other
+        plugins, since the change being observed has already happened.
         """
-        caller = getattr(self.pm.hook, hook)
         if hook not in OBSERVER_HOOKS:
-            caller(**kwargs)
+            getattr(self.pm.hook, hook)(**kwargs)
             return
-        for impl in caller.get_hookimpls():  # registration order (pluggy calls hooks last-registered first)
-            args = {name: kwargs[name] for name in impl.argnames}
+        for name, call in each_implementation(self.pm, hook):
             try:
-                impl.function(**args)
+                call(**kwargs)
             except Exception:
-                log.exception("plugin %r raised in %s; the other plugins were still notified",
-                              impl.plugin_name, hook)
+                log.exception("plugin %r raised in %s; the other plugins were still notified", name, hook)
+
+
+def each_implementation(pm: pluggy.PluginManager, hook: str):
+    """``(plugin name, caller)`` per implementation of ``hook``, in registration order.
+
+    Each caller is pluggy's own hook caller restricted to one plugin
+    (``subset_hook_caller``), so pluggy still matches the keyword arguments to
+    what the implementation accepts: a plugin may take any subset of a
+    hook's arguments, and arguments added to a hook later reach the plugins
+    that ask for them. (``pm.hook.<name>()`` alone would stop at the first
+    exception and could not say which plugin returned what.)
+    """
+    impls = getattr(pm.hook, hook).get_hookimpls()  # registration order (pluggy calls last-registered first)
+    plugins = [impl.plugin for impl in impls]
+    for impl in impls:
+        others = [p for p in plugins if p is not impl.plugin]
+        yield impl.plugin_name, pm.subset_hook_caller(hook, remove_plugins=others)
 
 
 def _entry_points() -> list[importlib.metadata.EntryPoint]:
@@ -199,12 +208,13 @@ def get_plugin_manager(config: dict[str, Any], extra_plugins: Iterable[object] =
                                   f"is an observer hook and cannot be a wrapper")
 
     types: dict[str, type[ConnectionType]] = {}
-    origins: dict[str, PluginInfo] = {}
-    for impl in pm.hook.register_connection_types.get_hookimpls():  # registration order
-        info = infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name)
-        result = impl.function()
-        if result is None:
+    type_plugins: dict[str, PluginInfo] = {}
+    for name, call in each_implementation(pm, "register_connection_types"):
+        info = infos.get(name) or PluginInfo(name)
+        results = call()  # pluggy's list of non-None results: at most one for one plugin
+        if not results:
             continue
+        result = results[0]
         if isinstance(result, (type, str, bytes)) or not hasattr(result, "__iter__"):
             raise PluginError(f"plugin {info}: register_connection_types must return a list of "
                               f"ConnectionType subclasses, got {result!r}")
@@ -217,10 +227,10 @@ def get_plugin_manager(config: dict[str, Any], extra_plugins: Iterable[object] =
                 raise PluginError(f"plugin {info}: {exc}") from None
             if cls.name in types:
                 raise PluginError(f"connection type {cls.name!r} is registered twice: "
-                                  f"by plugin {origins[cls.name]} and by plugin {info}")
+                                  f"by plugin {type_plugins[cls.name]} and by plugin {info}")
             types[cls.name] = cls
-            origins[cls.name] = info
-    return Registry(pm=pm, types=types, plugins=origins)
+            type_plugins[cls.name] = info
+    return Registry(pm=pm, types=types, plugins=type_plugins)
 
 
 def _hook_names() -> list[str]:

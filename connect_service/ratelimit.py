@@ -14,6 +14,7 @@ import secrets
 import time
 
 import peewee
+from flask import request
 
 from . import errors
 from .db import database, write_transaction
@@ -22,6 +23,11 @@ from .models import RateLimitHit
 WINDOW = 60
 #: one new window in this many also deletes every finished window (keeps the table small)
 PURGE_ONE_IN = 50
+
+
+def client_address() -> str:
+    """The address buckets are keyed by: ``request.remote_addr`` after ProxyFix (see above)."""
+    return request.remote_addr or "unknown"
 
 
 def hit(bucket: str, limit: int, now: float | None = None) -> None:

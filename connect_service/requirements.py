@@ -1,17 +1,45 @@
-"""Workflow versions, requirements and per-user requirement status."""
+"""Workflow versions, requirements, per-user requirement status and the config an end user submits.
+
+"Config" is what an end user types into a connection type's form (an API key,
+a URL); "credential" means an OAuth client registration (``credentials.py``).
+"""
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import marshmallow as ma
 import peewee
+from marshmallow import fields, validate
 
 from . import errors
+from .connections import notify_activated, seal_settings
 from .db import write_transaction
+from .extensions import registry
+from .fields import NonBlank
 from .models import App, Connection, Requirement, WorkflowVersion, utcnow
+from .timestamps import iso
 
 CONNECTION = "connection"
 MAX_VERSION = 2**31 - 1
+
+
+class SpecSchema(ma.Schema):
+    type = NonBlank(required=True)
+    data = fields.Dict(required=True)
+
+
+class RequirementInSchema(ma.Schema):
+    key = NonBlank(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$",
+                                                           error="must be 1-100 letters, digits, _ . : -"))
+    type = NonBlank(required=True)
+    title = NonBlank(required=True, validate=validate.Length(max=200))
+    description = fields.String(load_default="", validate=validate.Length(max=2000))
+    spec = fields.Nested(SpecSchema, required=True)
+
+
+class VersionCreateSchema(ma.Schema):
+    requirements = fields.List(fields.Nested(RequirementInSchema), required=True)
 
 
 def requirement_public_id(app_id: str, key: str) -> str:
@@ -89,6 +117,25 @@ def validate_requirements(items: list[dict[str, Any]], registry) -> None:
         raise errors.BadRequest(details)
 
 
+def new_version(app: App, items: list[dict[str, Any]]) -> WorkflowVersion:
+    """Validate requirements (:class:`RequirementInSchema` data) against the registry and store a new version."""
+    validate_requirements(items, registry())
+    return create_version(app, items)
+
+
+def page_versions(app: App, cursor: str | None, limit: int) -> tuple[list[WorkflowVersion], str | None]:
+    """An app's versions oldest first; the cursor is the last number seen (versions are never renumbered)."""
+    query = WorkflowVersion.select().where(WorkflowVersion.app == app.id)
+    if cursor:
+        if not cursor.isdigit() or len(cursor) > 10:
+            raise errors.BadRequest({"cursor": "is not a valid cursor"})
+        query = query.where(WorkflowVersion.number > int(cursor))
+    rows = list(query.order_by(WorkflowVersion.number).limit(limit + 1))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, str(rows[-1].number) if more else None
+
+
 def create_version(app: App, items: list[dict[str, Any]]) -> WorkflowVersion:
     """Store a new numbered version with its requirements (not deployed)."""
     for _ in range(5):
@@ -125,8 +172,6 @@ def deploy_version(app: App, number: int) -> WorkflowVersion:
 
 
 def version_view(version: WorkflowVersion) -> dict[str, Any]:
-    from .timestamps import iso
-
     reqs = Requirement.select().where(Requirement.version == version.id).order_by(Requirement.position)
     return {
         "number": version.number,
@@ -155,16 +200,12 @@ def requirement_status(req: Requirement, connections: list[Connection], registry
     return "pending"
 
 
-def submit_credentials(app: App, user_id: str, req: Requirement, body: dict[str, Any], registry) -> Connection:
+def submit_config(app: App, user_id: str, req: Requirement, body: dict[str, Any]) -> Connection:
     """Validate ``{"type", "config"}`` for a connection requirement and store it, in place on resubmission.
 
     Shared by ``POST /v1/connect/requirements/{id}/credentials`` and the hosted page.
     Raises ``BadRequest`` with per-field details.
     """
-    from marshmallow import ValidationError
-
-    from .connections import notify_activated, seal_settings
-
     submitted_type = body.get("type")
     if req.type != CONNECTION:
         raise errors.BadRequest({"input": f"this requirement is fulfilled by linking an account: "
@@ -188,7 +229,7 @@ def submit_credentials(app: App, user_id: str, req: Requirement, body: dict[str,
         details[key] = "is not a known field"
     if details:
         raise errors.BadRequest(details)
-    cls = registry.get(expected)
+    cls = registry().get(expected)
     if cls is None:
         raise errors.BadRequest({"type": "is no longer a registered connection type"})
     if cls.auth == "oauth2":
@@ -198,10 +239,8 @@ def submit_credentials(app: App, user_id: str, req: Requirement, body: dict[str,
         raise errors.BadRequest({"type": f"{expected} does not take credentials"})
     if body["config"] == {}:
         raise errors.BadRequest({"config": "cannot be blank"})
-    try:
+    with errors.field_errors("config"):
         config = cls.load_config(body["config"])
-    except ValidationError as exc:
-        raise errors.BadRequest(errors.flatten_messages(exc.messages, "config")) from None
 
     now = utcnow()
     for _ in range(3):

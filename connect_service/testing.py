@@ -45,8 +45,15 @@ from typing import Any
 
 import pytest
 
+from .access_keys import create_access_key
+from .app import create_app
 from .config import generate_key
+from .connections import read_settings, to_public
+from .db import database, is_postgres
+from .extensions import registry
 from .hookspecs import hookimpl
+from .migrations import migrate
+from .models import ALL_MODELS, Connection, Organization
 
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 
@@ -72,10 +79,6 @@ def make_config(tmp_path, **overrides: Any) -> dict[str, Any]:
 
 def reset_database() -> None:
     """Empty every table (PostgreSQL) or create them (fresh SQLite file)."""
-    from .db import database, is_postgres
-    from .migrations import migrate
-    from .models import ALL_MODELS
-
     migrate()
     if is_postgres():
         with database.connection_context():
@@ -109,14 +112,17 @@ class HookRecorder:
 
     @hookimpl
     def connection_activated(self, connection):
+        """Record the call (``connect.hooks.of("connection_activated")``)."""
         self.calls.append(("connection_activated", {"connection": connection}))
 
     @hookimpl
     def connection_revoked(self, connection):
+        """Record the call (``connect.hooks.of("connection_revoked")``)."""
         self.calls.append(("connection_revoked", {"connection": connection}))
 
     @hookimpl
     def connection_failed(self, connection, reason):
+        """Record the call (``connect.hooks.of("connection_failed")``)."""
         self.calls.append(("connection_failed", {"connection": connection, "reason": reason}))
 
 
@@ -145,7 +151,8 @@ class ConnectHarness:
     @property
     def registry(self):
         """The app's :class:`connect_service.plugins.Registry` (types, plugins, hooks)."""
-        return self.app.extensions["connect_registry"]
+        with self.app.app_context():
+            return registry()
 
     def connection_types(self) -> list[dict]:
         """``GET /v1/connection-types`` (every page) as the list of its items."""
@@ -211,25 +218,18 @@ class ConnectHarness:
         return {item["id"]: item["status"] for item in r.get_json()["data"]}
 
     def _connection_row(self, app: dict, user_id: str, key: str):
-        from .models import Connection
 
         return Connection.get_or_none(Connection.app == app["id"], Connection.customer_id == user_id,
                                       Connection.requirement_id == self.requirement_id(app, key))
 
     def connection(self, app: dict, user_id: str, key: str) -> dict | None:
         """The public view (no secrets) of the user's connection for a requirement, or None."""
-        from .connections import to_public
-        from .db import database
-
         with self.app.app_context(), database.connection_context():
             row = self._connection_row(app, user_id, key)
             return None if row is None else to_public(row)
 
     def stored_config(self, app: dict, user_id: str, key: str) -> dict | None:
         """The decrypted settings stored for the user's connection (what the app's backend reads), or None."""
-        from .connections import read_settings
-        from .db import database
-
         with self.app.app_context(), database.connection_context():
             row = self._connection_row(app, user_id, key)
             return None if row is None else read_settings(row)
@@ -256,13 +256,10 @@ def connect_hooks() -> HookRecorder:
 @pytest.fixture
 def connect_app(connect_config, connect_plugins, connect_hooks):
     """The Flask app: ``connect_config`` settings, installed plugins plus ``connect_plugins``, a fresh database."""
-    from .app import create_app
-
     app = create_app(connect_config, plugins=[*connect_plugins, connect_hooks])
     with app.app_context():
         reset_database()
     yield app
-    from .db import database
 
     if not database.is_closed():
         database.close()
@@ -274,10 +271,6 @@ def connect_app(connect_config, connect_plugins, connect_hooks):
 @pytest.fixture
 def connect(connect_app, connect_hooks) -> ConnectHarness:
     """A :class:`ConnectHarness`: app, test client, an org and its Access Key."""
-    from .api.access_keys import create_access_key
-    from .db import database
-    from .models import Organization
-
     with connect_app.app_context(), database.connection_context():
         org = Organization.create(name="Test org")
         _, plaintext = create_access_key(org, "tests")

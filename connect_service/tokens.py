@@ -18,6 +18,10 @@ from dataclasses import dataclass
 
 import jwt
 
+from . import ratelimit
+from .extensions import settings
+from .timestamps import iso
+
 ALGORITHM = "HS256"
 AUDIENCE = "connect"
 LIFETIME = datetime.timedelta(hours=24)
@@ -53,6 +57,14 @@ def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
     }
     token = jwt.encode(claims, secret_key.encode(), algorithm=ALGORITHM, headers={"kid": signing_kid(secret_key)})
     return token, expires
+
+
+def issue_connect_token(app, user_id: str) -> dict[str, str]:
+    """Seed 000's token answer for ``user_id`` of ``app``, rate-limited per app and client address."""
+    cfg = settings()
+    ratelimit.hit(f"tokens:{app.id}:{ratelimit.client_address()}", cfg["rate_limit_tokens_per_minute"])
+    token, expires = mint_connect_token(cfg["secret_key"], cfg["public_url"], app.id, user_id)
+    return {"token": token, "expires_at": iso(expires), "connect_url": f"{cfg['public_url']}/connect?token={token}"}
 
 
 def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issuer: str) -> ConnectToken:

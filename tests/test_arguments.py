@@ -115,3 +115,23 @@ def test_path_is_resolved_before_the_body_is_judged(client):
     assert client.patch("/things/unknown", data=b"{nope", content_type="application/json").status_code == 404
     r = client.patch("/things/known", json={"name": "a"})
     assert r.get_json() == {"got": {"name": "a"}, "thing": {"id": "known"}}
+
+
+# --- the same rules on real routes ----------------------------------------------------------------
+
+def test_access_key_body_is_optional_but_never_blank_json(connect):
+    r = connect.client.post("/v1/access-keys", headers=connect.auth)
+    assert r.status_code == 201 and r.get_json()["name"] == ""
+    r = connect.client.post("/v1/access-keys", json={}, headers=connect.auth)
+    assert r.status_code == 400 and _details(r) == {"input": "cannot be blank"}
+
+
+@pytest.mark.parametrize("method, path", [
+    ("patch", "/v1/apps/no-such-app"),
+    ("post", "/v1/apps/no-such-app/versions"),
+    ("patch", "/v1/credentials/no-such-credential"),
+    ("post", "/v1/connections/no-such-connection/check-host"),
+])
+def test_unknown_path_ids_are_404_whatever_the_body(connect, method, path):
+    r = getattr(connect.client, method)(path, data=b"{nope", content_type="application/json", headers=connect.auth)
+    assert r.status_code == 404 and r.get_json()["error"]["code"] == "not_found"

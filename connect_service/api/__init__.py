@@ -7,7 +7,6 @@ errors as a 400 naming each field) live in :class:`ArgumentsParser`, once.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -101,7 +100,7 @@ class ArgumentsParser(FlaskParser):
         messages = error.messages
         if isinstance(messages, Mapping) and len(messages) == 1 and next(iter(messages)) in self.__location_map__:
             messages = next(iter(messages.values()))  # webargs files messages under the location ("json", "query")
-        raise errors.BadRequest(errors.flatten_messages(messages), headers=error_headers)
+        raise errors.invalid_input(messages)
 
 
 class Blueprint(_Blueprint):
@@ -139,8 +138,6 @@ def init_app(app) -> Api:
         "connectToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                          "description": "Connect token from POST /v1/connect/tokens"},
     }}})
-    for name in BLUEPRINT_MODULES:
-        if importlib.util.find_spec(f"{__name__}.{name}") is None:
-            continue
+    for name in BLUEPRINT_MODULES:  # imported here, not at the top: each of them imports Blueprint from this module
         api.register_blueprint(importlib.import_module(f"{__name__}.{name}").blp)
     return api

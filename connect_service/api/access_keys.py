@@ -1,16 +1,16 @@
-"""Access Keys of the caller's organization: create (plaintext once), list, revoke."""
+"""``/v1/access-keys``: the HTTP face of ``access_keys.py`` (create with the plaintext once, list, revoke)."""
 from __future__ import annotations
 
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
-from . import Blueprint, OptionalBody
 
-from .. import errors
-from ..models import AccessKey, Organization, utcnow
-from ..tokens import generate_access_key
-from . import schemas
-from .common import PageArgs, iso, paginate, require_access_key
+from .. import access_keys
+from ..access_keys import create_access_key, key_view
+from ..auth import require_access_key
+from ..models import AccessKey
+from . import Blueprint, OptionalBody, schemas
+from .common import PageArgs, paginate
 
 blp = Blueprint("access_keys", __name__, url_prefix="/v1/access-keys", description="Access Keys")
 SECURITY = [{"accessKey": []}]
@@ -28,19 +28,6 @@ class AccessKeySchema(ma.Schema):
     created_at = ma.fields.String()
     last_used_at = ma.fields.String(allow_none=True)
     revoked_at = ma.fields.String(allow_none=True)
-
-
-def key_view(key: AccessKey, plaintext: str | None = None) -> dict:
-    out = {"id": key.id, "name": key.name, "prefix": key.prefix, "created_at": iso(key.created_at),
-           "last_used_at": iso(key.last_used_at), "revoked_at": iso(key.revoked_at)}
-    if plaintext:
-        out["key"] = plaintext
-    return out
-
-
-def create_access_key(org: Organization, name: str = "") -> tuple[AccessKey, str]:
-    plaintext, prefix, digest = generate_access_key()
-    return AccessKey.create(org=org, name=name, prefix=prefix, key_hash=digest), plaintext
 
 
 @blp.route("")
@@ -72,10 +59,4 @@ class AccessKeyItem(MethodView):
     @blp.response(200, AccessKeySchema)
     def delete(self, key_id):
         """Revoke an Access Key"""
-        key = AccessKey.get_or_none(AccessKey.id == key_id, AccessKey.org == g.org.id)
-        if key is None:
-            raise errors.NotFound()
-        if key.revoked_at is None:
-            key.revoked_at = utcnow()
-            key.save()
-        return key_view(key)
+        return key_view(access_keys.revoke(g.org.id, key_id))

@@ -13,12 +13,12 @@ from __future__ import annotations
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
-from . import Blueprint
 
-from .. import errors
-from ..hosts import is_host_allowed, url_host
-from ..models import Connection, Credential
-from .common import require_access_key, resolve_path
+from .. import credentials, errors
+from ..auth import require_access_key
+from ..models import Connection
+from . import Blueprint
+from .common import resolve_path
 
 blp = Blueprint("check_host", __name__, url_prefix="/v1/connections",
                 description="Check a URL against a connection's allowed hosts")
@@ -54,12 +54,4 @@ class CheckHost(MethodView):
     @blp.response(200, CheckHostResultSchema)
     def post(self, data, conn):
         """Whether the connection's credential may be sent to ``url`` (its ``allowed_hosts``)"""
-        try:
-            host = url_host(data["url"].strip())
-        except ValueError as exc:
-            raise errors.BadRequest({"url": f"must be an http(s) URL that names its host plainly: {exc}"}) from None
-        patterns: list[str] = []
-        if conn.credential_id:
-            cred = Credential.get_or_none(Credential.id == conn.credential_id)
-            patterns = list(cred.allowed_hosts or []) if cred else []
-        return {"allowed": is_host_allowed(patterns, data["url"].strip()), "host": host, "allowed_hosts": patterns}
+        return credentials.check_host(conn.credential_id, data["url"])

@@ -1,4 +1,4 @@
-"""Helpers every API module shares: body loading and pagination."""
+"""Helpers the API modules share: path resolution before the body, keyset pagination."""
 from __future__ import annotations
 
 import base64
@@ -12,7 +12,8 @@ from flask import request
 
 from .. import errors
 from . import json_body
-# re-exported while the API modules move over to the domain-level homes of these names
+# Re-exported only for api/accounts.py, which imports them from here until branch r-accounts is merged;
+# delete these imports then.
 from ..auth import (authenticate_access_key, bearer, connect_identity, require_access_key,  # noqa: F401
                     require_connect_token)
 from ..extensions import keyring, registry, settings  # noqa: F401
@@ -23,9 +24,10 @@ def resolve_path(**loaders: Callable[[str], Any]):
     """View decorator: turn path ids into rows before ``@blp.arguments`` judges the body.
 
     SPEC: the resource in the path is resolved before the body, so an unknown
-    path id is a 404 whatever the body. ``resolve_path(app_id=get_org_app)``
-    calls the view with ``app=<row>`` instead of ``app_id``. Put it in the
-    MethodView's ``decorators`` after the auth decorator (auth runs first).
+    path id is a 404 whatever the body. ``resolve_path(app_id=load_app)``
+    calls the view with ``app=<row>`` instead of ``app_id``. List it before the
+    auth decorator in a MethodView's ``decorators`` (the last one listed is
+    outermost, so authentication still runs first).
     """
     def decorator(view):
         @functools.wraps(view)
@@ -39,23 +41,9 @@ def resolve_path(**loaders: Callable[[str], Any]):
 
 
 def raw_json_body() -> Any:
-    """Deprecated: declare the body with ``@blp.arguments(Schema)`` instead (same rules, see api.json_body)."""
+    """The body as a JSON object, by the same rules as ``@blp.arguments`` (``api.json_body``), for a body
+    no schema describes (a platform's webhook payload); anything else declares its schema."""
     return json_body(request)
-
-
-def load_body(schema: ma.Schema | type[ma.Schema]) -> dict[str, Any]:
-    """Deprecated: declare the body with ``@blp.arguments(Schema)`` instead; kept until no view calls it."""
-    instance = schema() if isinstance(schema, type) else schema
-    try:
-        return instance.load(raw_json_body())
-    except ma.ValidationError as exc:
-        raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
-
-
-def body_doc(schema: type[ma.Schema], description: str = "") -> dict:
-    """``blp.doc(**body_doc(Schema))`` documents a body loaded with :func:`load_body`."""
-    return {"requestBody": {"required": True, "description": description,
-                            "content": {"application/json": {"schema": schema}}}}
 
 
 # --- pagination -----------------------------------------------------------------------------

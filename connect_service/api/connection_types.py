@@ -7,11 +7,12 @@ import functools
 
 import marshmallow as ma
 from flask.views import MethodView
-from . import Blueprint
 
 from .. import errors
-from . import schemas
-from .common import PageArgs, authenticate_access_key, bearer, connect_identity, registry
+from ..auth import authenticate_access_key, bearer, connect_identity
+from ..extensions import registry
+from . import Blueprint, schemas
+from .common import PageArgs
 
 blp = Blueprint("connection_types", __name__, url_prefix="/v1/connection-types",
                 description="Registered connection types (from plugins) and the forms that fulfil them")

@@ -1,9 +1,5 @@
-"""``/v1/credentials``: OAuth2 client registrations (seed 003) plus connector settings.
+"""``/v1/credentials``: the HTTP face of ``credentials.py`` (OAuth2 client registrations, seed 003).
 
-Seed 003's team maps to our app: ``team_id`` → ``app_id``; ``read_access``
-``TEAM``/``GLOBAL``/``SPECIFIC_TEAMS`` → ``APP``/``ORGANIZATION``/``SPECIFIC_APPS``
-with ``shared_team_slugs`` → ``shared_app_slugs`` (both spellings accepted,
-ours answered). The client secret is write-only and encrypted.
 ``authorization_code`` credentials answer a signed ``redirect_url`` that
 starts an org-level connection; ``client_credentials`` ones fetch a token at
 once into an org-level connection (unless the connector is an action-account
@@ -11,70 +7,23 @@ platform, whose plugin owns that token).
 """
 from __future__ import annotations
 
-import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
-from . import Blueprint
-from marshmallow import fields, validate
+from marshmallow import fields
 
-from .. import errors, oauth
-from ..connections import mark_error
-from ..db import write_transaction
-from ..fields import NonBlank
-from ..hosts import normalize_host, validate_allowed_host_pattern
-from ..lifecycle import delete_connection
-from ..models import App, Connection, Credential, new_id, utcnow
-from . import schemas
-from .common import PageArgs, body_doc, iso, load_body, paginate, raw_json_body, registry, require_access_key, settings
+from .. import credentials, oauth
+from ..auth import require_access_key
+from ..credentials import CredentialPatchSchema, CredentialSchema, org_level_connection
+from ..models import Credential
+from ..timestamps import iso
+from . import Blueprint, schemas
+from .common import PageArgs, paginate, resolve_path
 
 blp = Blueprint("credentials", __name__, url_prefix="/v1/credentials", description="OAuth2 credentials (seed 003)")
 SECURITY = [{"accessKey": []}]
-
-READ_ACCESS = {"TEAM": "APP", "GLOBAL": "ORGANIZATION", "SPECIFIC_TEAMS": "SPECIFIC_APPS",
-               "APP": "APP", "ORGANIZATION": "ORGANIZATION", "SPECIFIC_APPS": "SPECIFIC_APPS"}
-GRANTS = ("authorization_code", "client_credentials")
-#: fields whose change means a client_credentials token must be fetched again
-TOKEN_FIELDS = {"oauth_token_url", "oauth_client_id", "oauth_client_secret", "oauth_scope",
-                "token_endpoint_auth_method", "connector_name", "oauth_grant_type", "settings"}
-
-
-class HostPattern(fields.String):
-    def _deserialize(self, value, attr, data, **kwargs):
-        text = super()._deserialize(value, attr, data, **kwargs)
-        try:
-            return validate_allowed_host_pattern(text)
-        except ValueError as exc:
-            raise ma.ValidationError(str(exc)) from None
-
-
-class CredentialSchema(ma.Schema):
-    """Request body of POST (all of it) and PATCH (any subset)."""
-
-    name = NonBlank(required=True, validate=validate.Length(max=200))
-    mode = fields.String(validate=validate.OneOf(["OAUTH"]))
-    connector_name = NonBlank(metadata={"description": "provider connector (google, github, …; oauth2 = custom)"})
-    oauth_url = fields.String(allow_none=True, metadata={"description": "authorization URL (default: the plugin's)"})
-    oauth_token_url = fields.String(allow_none=True)
-    oauth_client_id = NonBlank()
-    oauth_client_secret = fields.String(allow_none=True, load_only=True)
-    oauth_scope = fields.String(allow_none=True)
-    oauth_grant_type = fields.String(validate=validate.OneOf(GRANTS))
-    oauthPkceCodeChallengeMethod = fields.String(allow_none=True, validate=validate.OneOf(["S256", "plain"]))
-    oauth_token_endpoint_auth_method = fields.String(allow_none=True, validate=validate.OneOf(oauth.AUTH_METHODS))
-    oauth_issuer = fields.String(allow_none=True)
-    app_id = fields.String(allow_none=True)
-    team_id = fields.String(allow_none=True, metadata={"description": "seed 003 spelling of app_id"})
-    read_access = fields.String(validate=validate.OneOf(list(READ_ACCESS)))
-    shared_app_slugs = fields.List(fields.String())
-    shared_team_slugs = fields.List(fields.String(), metadata={"description": "seed 003 spelling"})
-    description = fields.String(allow_none=True, validate=validate.Length(max=2000))
-    metadata = fields.Dict(allow_none=True)
-    allowed_hosts = fields.List(HostPattern())
-    settings = fields.Dict(allow_none=True, metadata={"description": "connector-specific, validated by its plugin"})
 
 
 class CredentialOutSchema(ma.Schema):
@@ -108,32 +57,6 @@ class CredentialOutSchema(ma.Schema):
     updated_at = fields.String()
 
 
-def slug_of(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:100] or "credential"
-
-
-def delete_credential(cred: Credential) -> None:
-    """Delete a credential after revoking and removing its own org-level connection.
-
-    End-user OAuth connections it served keep their rows but move to
-    ``error`` (their requirement is pending again, so the end user
-    reconnects): without the client registration they can never refresh.
-    """
-    conn = org_level_connection(cred)
-    if conn is not None:
-        delete_connection(conn)
-    for served in Connection.select().where(Connection.credential == cred.id, Connection.status != "error"):
-        mark_error(served, "its OAuth client registration (credential) was deleted; reconnect")
-    cred.delete_instance()
-
-
-def org_level_connection(credential: Credential) -> Connection | None:
-    """The org-level connection a credential owns (client_credentials token or its redirect_url flow)."""
-    return (Connection.select().where(Connection.credential == credential.id, Connection.app.is_null(),
-                                      Connection.customer_id.is_null(), Connection.requirement_id.is_null())
-            .order_by(Connection.created_at).first())
-
-
 def credential_view(cred: Credential) -> dict[str, Any]:
     provider = oauth.provider_for(cred)
     conn = org_level_connection(cred)
@@ -159,178 +82,20 @@ def credential_view(cred: Credential) -> dict[str, Any]:
     }
 
 
-def get_org_credential(credential_id: str) -> Credential:
-    cred = Credential.get_or_none(Credential.id == credential_id, Credential.org == g.org.id)
-    if cred is None:
-        raise errors.NotFound()
-    return cred
-
-
-def _check_url(value: str | None, field: str, details: dict[str, str]) -> None:
-    """An absolute https URL (http only for hosts in allowed_private_hosts, i.e. local servers)."""
-    if value is None:
-        return
-    parts = urlsplit(value)
-    try:
-        host = normalize_host(parts.hostname or "")
-    except ValueError:
-        host = None
-    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password or "\\" in value \
-            or any(ch.isspace() for ch in value):
-        details[field] = "must be an absolute https URL"
-    elif parts.scheme == "http" and host not in {normalize_host(h) for h in settings()["allowed_private_hosts"]}:
-        details[field] = "must use https"
-
-
-def _merge(data: dict[str, Any], cred: Credential | None) -> dict[str, Any]:
-    """Seed spellings → ours, with aliases checked for contradictions."""
-    details: dict[str, str] = {}
-    if "team_id" in data:
-        if "app_id" in data and data["app_id"] != data["team_id"]:
-            details["team_id"] = "contradicts app_id (give one of them)"
-        data.setdefault("app_id", data["team_id"])
-    if "shared_team_slugs" in data:
-        if "shared_app_slugs" in data and data["shared_app_slugs"] != data["shared_team_slugs"]:
-            details["shared_team_slugs"] = "contradicts shared_app_slugs (give one of them)"
-        data.setdefault("shared_app_slugs", data["shared_team_slugs"])
-    if details:
-        raise errors.BadRequest(details)
-    data.pop("team_id", None)
-    data.pop("shared_team_slugs", None)
-    return data
-
-
-def _apply(cred: Credential, data: dict[str, Any], creating: bool) -> None:
-    """Validate ``data`` against the org/registry and copy it onto ``cred`` (not saved)."""
-    reg = registry()
-    details: dict[str, str] = {}
-    if "connector_name" in data or creating:
-        name = data.get("connector_name") or "oauth2"
-        cls = reg.by_connector(name)
-        if cls is None or cls.auth == "credentials":
-            known = ", ".join(sorted(reg.connectors()))
-            details["connector_name"] = f"is not an installed OAuth2 or action-account connector (installed: {known})"
-        else:
-            cred.connector_name = name
-    simple = {"name": "name", "mode": "mode", "oauth_url": "oauth_url", "oauth_token_url": "oauth_token_url",
-              "oauth_client_id": "oauth_client_id", "oauth_grant_type": "oauth_grant_type",
-              "oauthPkceCodeChallengeMethod": "pkce_method",
-              "oauth_token_endpoint_auth_method": "token_endpoint_auth_method", "oauth_issuer": "oauth_issuer"}
-    for key, attr in simple.items():
-        if key in data:
-            value = data[key]
-            if isinstance(value, str) and key not in ("name",):
-                value = value.strip() or None
-            setattr(cred, attr, value)
-    if "name" in data:
-        cred.slug = slug_of(data["name"])
-    for key, default in (("oauth_scope", ""), ("description", "")):
-        if key in data:
-            setattr(cred, key, (data[key] or default).strip() if key == "oauth_scope" else (data[key] or default))
-    if "metadata" in data:
-        cred.metadata = data["metadata"] or {}
-    if "allowed_hosts" in data:
-        cred.allowed_hosts = list(dict.fromkeys(data["allowed_hosts"]))
-    _check_url(cred.oauth_url, "oauth_url", details)
-    _check_url(cred.oauth_token_url, "oauth_token_url", details)
-    if cred.oauth_issuer is not None and urlsplit(cred.oauth_issuer).scheme not in ("http", "https"):
-        details["oauth_issuer"] = "must be the issuer identifier URL of the authorization server"
-
-    # app / read access (seed 003's team)
-    if "app_id" in data:
-        app_id = data["app_id"]
-        if app_id is None:
-            cred.app = None
-        elif App.get_or_none(App.id == app_id, App.org == g.org.id) is None:
-            details["app_id"] = "is not an app of this organization"
-        else:
-            cred.app = app_id
-    if "read_access" in data:
-        cred.read_access = READ_ACCESS[data["read_access"]]
-    elif creating:
-        cred.read_access = "APP" if cred.app_id else "ORGANIZATION"
-    if "shared_app_slugs" in data:
-        cred.shared_app_slugs = list(dict.fromkeys(data["shared_app_slugs"]))
-    if cred.read_access == "APP" and not cred.app_id and "app_id" not in details:
-        details["read_access"] = "TEAM/APP needs app_id (or team_id): the app that owns the credential"
-    if cred.read_access == "SPECIFIC_APPS":
-        slugs = cred.shared_app_slugs or []
-        if not slugs:
-            details["shared_app_slugs"] = "is required when read_access is SPECIFIC_TEAMS/SPECIFIC_APPS"
-        else:
-            found = {a.slug for a in App.select(App.slug).where(App.org == g.org.id, App.slug.in_(slugs))}
-            for index, slug in enumerate(slugs):
-                if slug not in found:
-                    details[f"shared_app_slugs.{index}"] = "is not the slug of an app of this organization"
-    if details:
-        raise errors.BadRequest(details)
-
-    # connector settings, validated by the connector type's settings_schema
-    cls = reg.by_connector(cred.connector_name)
-    if "settings" in data or creating or "connector_name" in data:
-        raw = data.get("settings") if "settings" in data else (cred.settings or {})
-        raw = raw or {}
-        if cls.settings_schema is not None:
-            try:
-                cred.settings = cls.settings_schema().dump(cls.settings_schema().load(raw))
-            except ma.ValidationError as exc:
-                raise errors.BadRequest(errors.flatten_messages(exc.messages, "settings")) from None
-        elif raw:
-            raise errors.BadRequest({"settings": f"connector {cred.connector_name!r} takes no settings"})
-        else:
-            cred.settings = {}
-
-    if "oauth_client_secret" in data:
-        secret = data["oauth_client_secret"]
-        oauth.set_client_secret(cred, secret if secret else None)
-
-    # URLs may hold {client_id} and {<settings key>} placeholders, and no other braces
-    revoke_url = (cred.settings or {}).get("revoke_url") if isinstance(cred.settings, dict) else None
-    for field, url in (("oauth_url", cred.oauth_url), ("oauth_token_url", cred.oauth_token_url),
-                       ("settings.revoke_url", revoke_url if isinstance(revoke_url, str) else None)):
-        problem = oauth.url_placeholder_problem(url, cred)
-        if problem:
-            details[field] = problem
-    if details:
-        raise errors.BadRequest(details)
-
-    # what the connector needs to work at all
-    provider = oauth.provider_for(cred)
-    if cls.auth == "oauth2":
-        if not provider.token_url:
-            details["oauth_token_url"] = "is required for this connector"
-        if cred.oauth_grant_type == "authorization_code" and not provider.authorize_url:
-            details["oauth_url"] = "is required for grant type authorization_code"
-    if not cred.oauth_client_id:
-        details["oauth_client_id"] = "is required"
-    method = oauth.effective_auth_method(cred)
-    if method != "none" and not cred.oauth_client_secret_encrypted:
-        details["oauth_client_secret"] = f"is required for token endpoint auth method {method}"
-    if cred.oauth_grant_type == "client_credentials" and method == "none":
-        details["oauth_token_endpoint_auth_method"] = "client_credentials needs client authentication"
-    if details:
-        raise errors.BadRequest(details)
+def _org_credential(credential_id: str) -> Credential:
+    return credentials.get_for_org(g.org.id, credential_id)
 
 
 @blp.route("")
 class Credentials(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY, **body_doc(CredentialSchema))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(CredentialSchema)
     @blp.response(201, CredentialOutSchema)
-    def post(self):
+    def post(self, data):
         """Create an OAuth2 credential (seed 003)"""
-        data = _merge(load_body(CredentialSchema), None)
-        cred = Credential(id=new_id("ccfg"), org=g.org.id, mode="OAUTH", oauth_grant_type="authorization_code")
-        _apply(cred, data, creating=True)
-        token = oauth.fetch_client_credentials(cred) if oauth.owns_org_token(cred) else None
-        now = utcnow()
-        cred.created_at = cred.updated_at = now
-        with write_transaction():
-            cred.save(force_insert=True)
-        if token is not None:
-            oauth.store_org_token(cred, token)
-        return credential_view(cred)
+        return credential_view(credentials.create(g.org, data))
 
     @blp.doc(security=SECURITY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
@@ -343,39 +108,23 @@ class Credentials(MethodView):
 
 @blp.route("/<string:credential_id>")
 class CredentialItem(MethodView):
-    decorators = [require_access_key]
+    decorators = [resolve_path(credential_id=_org_credential), require_access_key]
 
     @blp.doc(security=SECURITY)
     @blp.response(200, CredentialOutSchema)
-    def get(self, credential_id):
+    def get(self, credential):
         """Get a credential (a fresh signed redirect_url with every read)"""
-        return credential_view(get_org_credential(credential_id))
+        return credential_view(credential)
 
-    @blp.doc(security=SECURITY, **body_doc(CredentialSchema))
+    @blp.doc(security=SECURITY)
+    @blp.arguments(CredentialPatchSchema)
     @blp.response(200, CredentialOutSchema)
-    def patch(self, credential_id):
+    def patch(self, data, credential):
         """Update a credential; a client_credentials token is fetched again when its inputs change"""
-        cred = get_org_credential(credential_id)
-        raw = raw_json_body()
-        try:
-            data = CredentialSchema().load(raw, partial=True)
-        except ma.ValidationError as exc:
-            raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
-        data = _merge(data, cred)
-        _apply(cred, data, creating=False)
-        changed = {k if k != "oauth_token_endpoint_auth_method" else "token_endpoint_auth_method" for k in data}
-        token = oauth.fetch_client_credentials(cred) if oauth.owns_org_token(cred) and (
-            changed & TOKEN_FIELDS or org_level_connection(cred) is None) else None
-        cred.updated_at = utcnow()
-        with write_transaction():
-            cred.save()
-        if token is not None:
-            oauth.store_org_token(cred, token)
-        return credential_view(cred)
+        return credential_view(credentials.update(credential, data))
 
     @blp.doc(security=SECURITY)
     @blp.response(204)
-    def delete(self, credential_id):
+    def delete(self, credential):
         """Delete a credential; its own org-level connection is revoked and removed"""
-        cred = get_org_credential(credential_id)
-        delete_credential(cred)
+        credentials.delete(credential)

@@ -1,12 +1,8 @@
-"""The hosted connect page (``/connect``)."""
+"""The hosted connect page (``/connect``): routes in ``views``, rendering in ``render``, forms in ``forms``."""
 from __future__ import annotations
+
+from . import views
 
 
 def init_app(app) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(f"{__name__}.views") is None:
-        return
-    from . import views
-
     views.init_app(app)

@@ -1,0 +1,145 @@
+"""Apps: the schema an app is written with, creation, update, deletion and its public view.
+
+Shared by ``api/apps.py`` (the HTTP face) and ``connect-service apps deploy``
+(``deploy_file.py``).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+import marshmallow as ma
+from marshmallow import fields, validate
+
+from . import credentials, errors
+from .extensions import settings
+from .fields import NonBlank
+from .hosts import url_host
+from .lifecycle import delete_connection
+from .models import App, Connection, Credential, Organization, utcnow
+from .timestamps import iso
+
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SLUG_ERROR = "must be lowercase letters, digits and dashes"
+
+
+def validate_return_url(value: str) -> None:
+    try:  # http(s) only; no user-info, whitespace, control characters, backslashes or bad ports
+        url_host(value)
+    except ValueError:
+        raise ma.ValidationError("must be an absolute http(s) URL") from None
+
+
+class HostnameField(NonBlank):
+    """An app hostname: lowercase DNS name, not an IP address and not the service's own host."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip().lower().rstrip(".")
+        if not HOSTNAME_RE.match(text):
+            raise ma.ValidationError("must be a hostname such as helpdesk.example.com (no scheme, port or path)")
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            pass
+        else:
+            raise ma.ValidationError("must be a DNS name, not an IP address")
+        if text == urlsplit(settings()["public_url"]).hostname:
+            raise ma.ValidationError("is the service's own host (public_url), which serves the management API")
+        return text
+
+
+class AppCreateSchema(ma.Schema):
+    name = NonBlank(required=True, validate=validate.Length(max=200))
+    hostname = HostnameField(required=True)
+    visibility = fields.String(load_default="private", validate=validate.OneOf(["public", "private"]))
+    slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
+    return_urls = fields.List(fields.String(validate=validate_return_url), load_default=list)
+    frame_ancestors = fields.List(fields.String(validate=validate_return_url), load_default=list,
+                                  metadata={"description": "origins allowed to frame the hosted page"})
+
+
+class AppPatchSchema(ma.Schema):
+    name = NonBlank(validate=validate.Length(max=200))
+    hostname = HostnameField()
+    visibility = fields.String(validate=validate.OneOf(["public", "private"]))
+    slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
+    return_urls = fields.List(fields.String(validate=validate_return_url))
+    frame_ancestors = fields.List(fields.String(validate=validate_return_url))
+
+
+def app_view(app: App) -> dict[str, Any]:
+    return {
+        "id": app.id, "name": app.name, "slug": app.slug, "hostname": app.hostname,
+        "visibility": app.visibility, "return_urls": app.return_urls or [],
+        "frame_ancestors": app.frame_ancestors or [], "deployed_version": app.deployed_version,
+        "created_at": iso(app.created_at), "updated_at": iso(app.updated_at),
+    }
+
+
+def get_for_org(org_id: str, app_id: str) -> App:
+    """An app of the organization, else 404 (another org's app is not revealed)."""
+    app = App.get_or_none(App.id == app_id, App.org == org_id)
+    if app is None:
+        raise errors.NotFound()
+    return app
+
+
+def slugify(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:60]
+    return slug or "app"
+
+
+def _check_unique(org_id: str, hostname: str | None, slug: str | None, exclude: str | None = None) -> None:
+    """409 naming the field: hostnames are unique service-wide (they route requests), slugs per org."""
+    details = {}
+    if hostname:
+        q = App.select().where(App.hostname == hostname)
+        if exclude:
+            q = q.where(App.id != exclude)
+        if q.exists():
+            details["hostname"] = "is already used by another app"
+    if slug:
+        q = App.select().where(App.org == org_id, App.slug == slug)
+        if exclude:
+            q = q.where(App.id != exclude)
+        if q.exists():
+            details["slug"] = "is already used by another app of this organization"
+    if details:
+        raise errors.Conflict(details)
+
+
+def create(org: Organization, data: dict[str, Any]) -> App:
+    """Create an app from :class:`AppCreateSchema` data; without a slug one is derived from the name."""
+    _check_unique(org.id, data["hostname"], data.get("slug"))
+    slug = data.get("slug") or slugify(data["name"])
+    if not data.get("slug"):
+        base, n = slug, 2
+        while App.select().where(App.org == org.id, App.slug == slug).exists():
+            slug, n = f"{base}-{n}", n + 1
+    return App.create(org=org, name=data["name"], slug=slug, hostname=data["hostname"],
+                      visibility=data.get("visibility", "private"), return_urls=data.get("return_urls", []),
+                      frame_ancestors=data.get("frame_ancestors", []))
+
+
+def update(app: App, data: dict[str, Any]) -> App:
+    """Apply :class:`AppPatchSchema` data (any subset) to an app and save it."""
+    _check_unique(app.org_id, data.get("hostname"), data.get("slug"), exclude=app.id)
+    for key, value in data.items():
+        setattr(app, key, value)
+    app.updated_at = utcnow()
+    app.save()
+    return app
+
+
+def delete(app: App) -> None:
+    """Delete an app: its connections (revoked at the provider where possible), own credentials, versions."""
+    for conn in Connection.select().where(Connection.app == app.id):
+        delete_connection(conn)
+    for cred in Credential.select().where(Credential.app == app.id, Credential.read_access == "APP"):
+        credentials.delete(cred)
+    # credentials that merely named this app as their team stay, organization-owned
+    Credential.update(app=None).where(Credential.app == app.id).execute()
+    app.delete_instance(recursive=True)
