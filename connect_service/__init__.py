@@ -10,7 +10,7 @@ facade") also use ``ActionAccountType``, ``AccountContext``, ``PlatformCredentia
 """
 from . import fields
 from .connection_types import (ActionAccountType, ConnectionType, OAuth2Provider, ProviderError, ValidationError,
-                               form_description)
+                               basic_authorization, form_description)
 from .hookspecs import hookimpl
 from .http import OutboundError
 # after the light base classes: the facade pulls in the storage and OAuth modules
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConnectionType", "OAuth2Provider", "ProviderError", "ValidationError", "form_description",
-    "hookimpl", "fields", "create_app", "__version__",
+    "hookimpl", "fields", "create_app", "__version__", "basic_authorization",
     "ActionAccountType", "AccountContext", "Account", "LinkedAccount", "PlatformCredential", "PlatformError",
     "TokenCache", "OutboundError",
 ]
@@ -29,6 +29,7 @@ __all__ = [
 
 def create_app(config=None, plugins=()):
     """Build the WSGI application (see :func:`connect_service.app.create_app`)."""
+    # lazy: plugins import this package, and the factory imports every plugin-facing module
     from .app import create_app as _create_app
 
     return _create_app(config, plugins)

@@ -4,9 +4,8 @@ Every command that creates something prints it as one JSON object on stdout.
 ``--help``, ``generate-key``, ``generate-secret`` and ``plugins`` need no
 configuration and no database and create nothing. A failure caused by the
 configuration or the database is one line on stderr starting
-``connect-service:`` and a non-zero exit, never a traceback. Commands import
-what they use inside their function, so that ``--help`` and the commands
-that need no app stay quick and import nothing that reads settings.
+``connect-service:`` and a non-zero exit, never a traceback. No module reads
+settings when imported, so the imports sit at the top as everywhere else.
 """
 from __future__ import annotations
 
@@ -18,11 +17,23 @@ import tomllib
 
 import click
 import peewee
+from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 
 from . import errors
+from .access_keys import create_access_key, key_view
+from .app import create_app
+from .apps import app_view
+from .auth import authenticate_access_key
 from .config import ConfigError, generate_key, generate_secret, load_config
-from .db import describe_error
+from .db import database, describe_error, write_transaction
+from .deploy_file import deploy_from_file
+from .migrations import current_version, head, migrate, pending
+from .models import App, Organization, WorkflowVersion
+from .plugins import get_plugin_manager
+from .refresh import run_refresh_due
+from .requirements import version_view
+from .rotation import pending_count, rotate_all
 
 #: commands that run on a database behind the code's migrations (they bring it up to date)
 SCHEMA_COMMANDS = {"migrate", "init-db", "demo"}
@@ -30,7 +41,6 @@ SCHEMA_COMMANDS = {"migrate", "init-db", "demo"}
 
 class Failure(click.ClickException):
     """A one-line failure: ``connect-service: <message>`` on stderr, exit code 2."""
-
     exit_code = 2
 
     def show(self, file=None) -> None:
@@ -38,7 +48,6 @@ class Failure(click.ClickException):
 
 
 def _create_app():
-    from .app import create_app
 
     command = click.get_current_context().info_name
     return create_app(require_schema=command not in SCHEMA_COMMANDS)
@@ -46,7 +55,6 @@ def _create_app():
 
 class ConnectGroup(FlaskGroup):
     """FlaskGroup that lists its own commands without building the app, and turns set-up failures into one line."""
-
     def list_commands(self, ctx):
         return click.Group.list_commands(self, ctx)  # FlaskGroup would load the app (needs settings) for --help
 
@@ -98,8 +106,6 @@ def generate_secret_command():
 @with_appcontext
 def migrate_command(check):
     """Apply pending schema migration steps, one transaction each (safe on several hosts at once)."""
-    from .migrations import current_version, head, migrate, pending
-
     if check:
         waiting = pending()
         for step in waiting:
@@ -124,9 +130,6 @@ def init_db(ctx):
 @with_appcontext
 def create_org(name, allow_duplicate):
     """Create an organization (names are unique unless --allow-duplicate)."""
-    from .db import database, write_transaction
-    from .models import Organization
-
     name = name.strip()
     if not name:
         raise Failure("create-org: NAME must not be empty")
@@ -145,10 +148,6 @@ def create_org(name, allow_duplicate):
 @with_appcontext
 def create_access_key_command(org_id, name):
     """Create an Access Key; its plaintext is printed once and stored only as a hash."""
-    from .access_keys import create_access_key, key_view
-    from .db import database
-    from .models import Organization
-
     with database.connection_context():
         org = Organization.get_or_none(Organization.id == org_id)
         if org is None:
@@ -172,7 +171,6 @@ def apps_deploy(path, org_id):
 
     A file error is printed as ``FILE: field: message`` lines on stderr (exit code 2).
     """
-    from .deploy_file import deploy_from_file
 
     with open(path, "rb") as fh:
         raw = fh.read()
@@ -198,7 +196,6 @@ def _file_errors(path: str, details: dict) -> None:
 def plugins_command():
     """List registered connection types, one JSON object a line: GET /v1/connection-types' items plus
     the plugin (the name `disabled_plugins` takes) and the distribution each comes from."""
-    from .plugins import get_plugin_manager
 
     registry = get_plugin_manager(load_config(validate=False))  # only disabled_plugins matters here
     for item in registry.describe():
@@ -219,7 +216,6 @@ def refresh_due(margin, batch_size):
 
     On a terminal a progress bar; otherwise one summary line per batch (for cron logs).
     """
-    from .refresh import run_refresh_due
 
     if not sys.stderr.isatty():
         sys.exit(run_refresh_due(margin=margin, batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
@@ -241,7 +237,6 @@ def rotate_keys(batch_size):
 
     On a terminal a progress bar; otherwise one line per batch and column. Then one summary line.
     """
-    from .rotation import pending_count, rotate_all
 
     if sys.stderr.isatty():
         lines: list[str] = []
@@ -279,16 +274,7 @@ DEMO_KEY_FILE = "demo-access-key"
 @with_appcontext
 def demo(bind):
     """Seed (once) a demo organization, Access Key and public app and print how to try them; reruns reuse them."""
-    from flask import current_app
 
-    from .access_keys import create_access_key
-    from .apps import app_view
-    from .auth import authenticate_access_key
-    from .db import database
-    from .deploy_file import deploy_from_file
-    from .migrations import migrate
-    from .models import App, Organization, WorkflowVersion
-    from .requirements import version_view
 
     migrate()
     key_path = os.path.join(current_app.instance_path, DEMO_KEY_FILE)

@@ -25,8 +25,10 @@ A minimal credentials type, in a plugin module registered under the
 """
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any, ClassVar, Literal, Mapping
+from urllib.parse import quote
 
 import marshmallow
 from marshmallow import Schema, ValidationError, validate
@@ -576,8 +578,5 @@ class OAuth2Provider:
 
 def basic_authorization(client_id: str, client_secret: str) -> str:
     """``Basic base64(urlencode(id):urlencode(secret))`` as RFC 6749 §2.3.1 asks."""
-    import base64
-    from urllib.parse import quote
-
     raw = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}".encode()
     return "Basic " + base64.b64encode(raw).decode("ascii")

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import peewee
 
+from . import extensions
 from .config import ConfigError
 from .crypto import PREFIX, DecryptionError, Keyring
 from .db import database, write_transaction
@@ -35,8 +36,6 @@ log = logging.getLogger(__name__)
 SUFFIX = "_encrypted"
 #: ``v1:`` + 8 hex digits of key id + ``:``
 KID_PREFIX_LENGTH = len(PREFIX) + 1 + 8 + 1
-#: (table, field) -> the associated-data column name, where it differs from the field without ``_encrypted``
-AAD_COLUMN_OVERRIDES: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,7 @@ def encrypted_columns() -> list[EncryptedColumn]:
         table = model._meta.table_name
         for name in model._meta.sorted_field_names:
             if name.endswith(SUFFIX):
-                column = AAD_COLUMN_OVERRIDES.get((table, name), name[: -len(SUFFIX)])
+                column = name[: -len(SUFFIX)]
                 out.append(EncryptedColumn(model, name, table, column))
     return out
 
@@ -77,9 +76,7 @@ def encrypted_columns() -> list[EncryptedColumn]:
 def _keyring(keyring: Keyring | None) -> Keyring:
     if keyring is not None:
         return keyring
-    from flask import current_app
-
-    return current_app.extensions["connect_keyring"]
+    return extensions.keyring()
 
 
 def _existing_tables() -> set[str]:

@@ -20,8 +20,7 @@ answering 204 — implemented by :meth:`GitHubProvider.revoke`.
 """
 from __future__ import annotations
 
-from connect_service import ConnectionType, OAuth2Provider, hookimpl
-from connect_service.connection_types import ProviderError, basic_authorization
+from connect_service import ConnectionType, OAuth2Provider, ProviderError, basic_authorization, hookimpl
 
 #: GitHub token-endpoint error codes -> the RFC 6749 code the service acts on
 GITHUB_ERRORS = {

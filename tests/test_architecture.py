@@ -15,52 +15,6 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "connect_service"
 PLUGINS = ROOT / "plugins"
 
-#: Known violations in files other branches are rewriting (H2: api/accounts, plugins/pipedream.py,
-#: connection_types.py, __init__.py; H4: db <-> models, app.py, cli.py, rotation.py). The lead empties
-#: this list as those branches merge: every entry must still be a real violation
-#: (test_known_exceptions_are_still_needed), so a fixed one has to be removed here.
-KNOWN_EXCEPTIONS = {
-    # H2 (r-accounts): the hosted page still calls api.accounts for account links; they move to accounts.py
-    "api-import connect_service.web.render -> connect_service.api.accounts",
-    "api-import connect_service.web.views -> connect_service.api.accounts",
-    "api-web connect_service.web.render -> connect_service.api.accounts",
-    "api-web connect_service.web.views -> connect_service.api.accounts",
-    "function-import connect_service.web.render connect_service.api.accounts",
-    "function-import connect_service.web.views connect_service.api.accounts",
-    "function-import connect_service.api.accounts connect_service.oauth",
-    "function-import connect_service.connection_types base64",
-    "function-import connect_service.connection_types urllib.parse",
-    "function-import connect_service connect_service.app",  # __init__.create_app: lazy on purpose, needs its comment
-    "plugin plugins/pipedream.py imports connect_service.connections",
-    "plugin plugins/pipedream.py imports connect_service.crypto",
-    "plugin plugins/pipedream.py imports connect_service.db",
-    "plugin plugins/pipedream.py imports connect_service.errors",
-    "plugin plugins/pipedream.py imports connect_service.http",
-    "plugin plugins/pipedream.py imports connect_service.models",
-    "plugin plugins/pipedream.py imports connect_service.oauth",
-    # lead at merge: export basic_authorization from connect_service/__init__.py (H2's file) and import it from there
-    "plugin plugins/github.py imports connect_service.connection_types",
-    # H4 (r-migrate): db <-> models, and the imports inside functions of app.py, cli.py and rotation.py
-    "cycle connect_service.db -> connect_service.models",
-    "function-import connect_service.db connect_service.models",
-    "function-import connect_service.app connect_service.api",
-    "function-import connect_service.app connect_service.health",
-    "function-import connect_service.app connect_service.models",
-    "function-import connect_service.app connect_service.rotation",
-    "function-import connect_service.app connect_service.web",
-    "function-import connect_service.app urllib.parse",
-    "function-import connect_service.cli connect_service.access_keys",
-    "function-import connect_service.cli connect_service.app",
-    "function-import connect_service.cli connect_service.db",
-    "function-import connect_service.cli connect_service.deploy_file",
-    "function-import connect_service.cli connect_service.migrations",
-    "function-import connect_service.cli connect_service.models",
-    "function-import connect_service.cli connect_service.refresh",
-    "function-import connect_service.cli connect_service.rotation",
-    "function-import connect_service.rotation flask",
-}
-
-
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
     if parts[-1] == "__init__":
@@ -219,13 +173,8 @@ def plugin_imports() -> set[str]:
 
 
 def test_layers_point_one_way():
-    unexpected = sorted(violations() - KNOWN_EXCEPTIONS)
-    assert not unexpected, "\n".join(unexpected)
-
-
-def test_known_exceptions_are_still_needed():
-    fixed = sorted(KNOWN_EXCEPTIONS - violations())
-    assert not fixed, "fixed: remove from KNOWN_EXCEPTIONS:\n" + "\n".join(fixed)
+    found = sorted(violations())
+    assert not found, "\n".join(found)
 
 
 def test_the_checker_sees_each_kind_of_violation(tmp_path, monkeypatch):

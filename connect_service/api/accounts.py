@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 
 import marshmallow as ma
-from flask import g, request
+from flask import g
 from flask.views import MethodView
 
 from .. import accounts, errors, ratelimit
@@ -16,7 +16,6 @@ from ..auth import require_connect_token
 from ..extensions import settings
 from ..requirements import find_requirement
 from . import Blueprint, schemas
-from .common import raw_json_body
 
 blp = Blueprint("accounts", __name__, url_prefix="/v1/connect", description="Action-connector accounts")
 
@@ -27,6 +26,13 @@ class AccountLinkSchema(ma.Schema):
     connect_link_url = ma.fields.String(required=True, metadata={
         "description": "open it in the end user's browser to link the account"})
     expires_at = ma.fields.String(required=True, metadata={"example": "2026-11-23T12:30:00Z"})
+
+
+class WebhookPayload(ma.Schema):
+    """Whatever JSON object the platform sends: its type judges it (``ActionAccountType.handle_webhook``)."""
+
+    class Meta:
+        unknown = ma.INCLUDE
 
 
 class LinkArgs(ma.Schema):
@@ -46,7 +52,7 @@ class Accounts(MethodView):
         """Get the link where the end user connects an account for an action-account requirement"""
         req = find_requirement(g.app, requirement_id)
         accounts.action_type(req)
-        ratelimit.hit(f"accounts:{g.app.id}:{request.remote_addr or 'unknown'}",
+        ratelimit.hit(f"accounts:{g.app.id}:{ratelimit.client_address()}",
                       settings()["rate_limit_credentials_per_minute"])
         return accounts.start_link(g.app, g.connect.user_id, req, return_to), 201, {"Cache-Control": "no-store"}
 
@@ -65,12 +71,12 @@ class Webhook(MethodView):
 
     @blp.doc(security=[], summary="Receive an action-connector platform's webhook",
              description="Called by the platform at the signed URL this service gave it. A missing, forged "
-                         "or expired signed value is a 401 and changes nothing.",
-             requestBody={"required": True, "content": {"application/json": {"schema": {"type": "object"}}}})
+                         "or expired signed value is a 401 and changes nothing.")
+    @blp.arguments(WebhookPayload)
     @blp.response(200, schemas.MessageSchema)
-    def post(self, target):
+    def post(self, payload, target):
         """Receive an action-connector platform's webhook"""
-        return accounts.receive_webhook(target, raw_json_body())
+        return accounts.receive_webhook(target, payload)
 
 
 @blp.route("/webhooks/<string:connector>", strict_slashes=False)

@@ -8,16 +8,8 @@ import json
 from typing import Any, Callable
 
 import marshmallow as ma
-from flask import request
 
 from .. import errors
-from . import json_body
-# Re-exported only for api/accounts.py, which imports them from here until branch r-accounts is merged;
-# delete these imports then.
-from ..auth import (authenticate_access_key, bearer, connect_identity, require_access_key,  # noqa: F401
-                    require_connect_token)
-from ..extensions import keyring, registry, settings  # noqa: F401
-from ..timestamps import iso  # noqa: F401
 
 
 def resolve_path(**loaders: Callable[[str], Any]):
@@ -38,12 +30,6 @@ def resolve_path(**loaders: Callable[[str], Any]):
             return view(*args, **kwargs)
         return wrapper
     return decorator
-
-
-def raw_json_body() -> Any:
-    """The body as a JSON object, by the same rules as ``@blp.arguments`` (``api.json_body``), for a body
-    no schema describes (a platform's webhook payload); anything else declares its schema."""
-    return json_body(request)
 
 
 # --- pagination -----------------------------------------------------------------------------
