@@ -159,7 +159,7 @@ def read_connection(conn: Connection, *, include_secrets: bool, refresh_mode: st
     if not include_secrets:
         return connection_view(conn)
     if refresh_mode != "never":
-        conn = _refreshed(conn, refresh_mode == "force", not_before)
+        conn = refreshed(conn, refresh_mode == "force", not_before)
     now = utcnow()
     with write_transaction():  # recorded only once the read succeeded, together with its timestamp
         Connection.update(last_fetched_at=now).where(Connection.id == conn.id).execute()
@@ -169,7 +169,8 @@ def read_connection(conn: Connection, *, include_secrets: bool, refresh_mode: st
     return connection_view(conn, include_secrets=True)
 
 
-def _refreshed(conn: Connection, force: bool, not_before: datetime.datetime | None) -> Connection:
+def refreshed(conn: Connection, force: bool, not_before: datetime.datetime | None) -> Connection:
+    """``conn`` with a token good for the refresh margin (or refreshed anyway with ``force``); failures as API errors."""
     try:
         return refresh.refresh_connection(conn.id, force=force, not_before=not_before)
     except ProviderUnavailable as exc:

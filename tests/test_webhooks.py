@@ -18,6 +18,7 @@ from connect_service import requirements, webhook_delivery
 from connect_service.db import database
 from connect_service.models import App, Connection, Organization, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from connect_service.access_keys import create_access_key
+from test_oauth_flow import OAUTH2, authorize, browser_to_callback, make_credential, requirement, server  # noqa: F401
 from tests.support.webhook_receiver import WebhookReceiver
 
 BIN = os.path.join(os.path.dirname(sys.executable), "connect-service")
@@ -328,3 +329,65 @@ def test_deliver_webhooks_once_from_the_command_line(connect, receiver, app_with
     assert json.loads(proc.stdout) == {"delivered": 2, "pending": 0, "failed": 0}
     assert "2 delivered" in proc.stderr
     assert len(receiver.accepted) == 2
+
+
+# --- OAuth connections: authorization, re-authorization, refresh, refused refresh --------------------
+
+@pytest.fixture
+def approving(server):
+    server.auto_approve, server.auto_deny = True, False
+    return server
+
+
+def test_oauth_lifecycle_events(connect, receiver, approving):
+    server = approving
+    endpoint = make_endpoint(connect, receiver)
+    cred = make_credential(connect, server)
+    app = connect.create_app_with_requirements([requirement(OAUTH2)])
+    token = connect.token(app, "user-1")
+    req_id = connect.requirement_id(app, "account")
+
+    def sign_in():
+        r = authorize(connect, token, req_id)
+        assert r.status_code == 201, r.get_json()
+        assert connect.client.get(browser_to_callback(r.get_json()["authorization_url"])).status_code == 200
+        return r.get_json()["connection_id"]
+
+    conn_id = sign_in()
+    assert sign_in() == conn_id  # re-authorized
+    read = connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true&refresh=force", headers=connect.auth)
+    assert read.status_code == 200
+    refresh_token = read.get_json()["settings"]["oauth"]["credentials"]["refresh_token"]
+    server.revoke_family(refresh_token)  # the user disconnected us at the provider
+    failed = connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true&refresh=force",
+                                headers=connect.auth)
+    assert failed.status_code == 502
+    deliver(connect)
+    got = [(p["type"], p["data"].get("status")) for p in receiver.payloads()]
+    assert sorted(got) == sorted([("connection.created", "active"), ("requirement.completed", None),
+                                  ("connection.updated", "active"), ("connection.refreshed", "active"),
+                                  ("connection.refresh_failed", "error")])
+    failure = receiver.payloads("connection.refresh_failed")[0]["data"]
+    assert failure["id"] == conn_id and "invalid_grant" in failure["error"]
+    text = json.dumps(receiver.requests)
+    assert refresh_token not in text and cred["_secret"] not in text
+    assert {d["endpoint_id"] for d in deliveries(connect)} == {endpoint["id"]}
+
+
+def test_a_failed_first_authorization_emits_connection_error(connect, receiver, approving):
+    server = approving
+    make_endpoint(connect, receiver)
+    make_credential(connect, server)
+    app = connect.create_app_with_requirements([requirement(OAUTH2)])
+    token = connect.token(app, "user-1")
+    r = authorize(connect, token, connect.requirement_id(app, "account"))
+    server.auto_deny = True
+    try:
+        result = connect.client.get(browser_to_callback(r.get_json()["authorization_url"]))
+    finally:
+        server.auto_deny = False
+    assert result.status_code == 400
+    deliver(connect)
+    [payload] = receiver.payloads()
+    assert payload["type"] == "connection.error" and payload["data"]["status"] == "error"
+    assert payload["data"]["error"].startswith("authorization failed")
