@@ -52,8 +52,7 @@ def emit(org_id: str, app_id: str | None, event_type: str, data: dict[str, Any],
                 return None
             event = WebhookEvent(org=org_id, app_id=app_id, type=event_type, dedupe_key=dedupe_key, created_at=now,
                                  payload={"type": event_type, "timestamp": iso(now), "data": data})
-            inserted = WebhookEvent.insert(**{f.name: getattr(event, f.name) for f in WebhookEvent._meta.sorted_fields}
-                                           ).on_conflict_ignore().execute()
+            inserted = WebhookEvent.insert(event.__data__).on_conflict_ignore().execute()
             if not inserted or not WebhookEvent.select().where(WebhookEvent.id == event.id).exists():
                 return None  # a concurrent writer recorded it first
         else:
