@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors
+from . import audit, errors
+from .db import write_transaction
 from .models import AccessKey, Organization, utcnow
 from .timestamps import iso
 from .tokens import generate_access_key
@@ -16,7 +17,10 @@ from .tokens import generate_access_key
 def create_access_key(org: Organization, name: str = "") -> tuple[AccessKey, str]:
     """A new key of ``org`` and its plaintext (which is not stored: show it now or never)."""
     plaintext, prefix, digest = generate_access_key()
-    return AccessKey.create(org=org, name=name, prefix=prefix, key_hash=digest), plaintext
+    with write_transaction():
+        key = AccessKey.create(org=org, name=name, prefix=prefix, key_hash=digest)
+        audit.record("access_key.created", org_id=key.org_id, target_type="access_key", target_id=key.id)
+    return key, plaintext
 
 
 def key_view(key: AccessKey, plaintext: str | None = None) -> dict[str, Any]:
@@ -33,6 +37,8 @@ def revoke(org_id: str, key_id: str) -> AccessKey:
     if key is None:
         raise errors.NotFound()
     if key.revoked_at is None:
-        key.revoked_at = utcnow()
-        key.save()
+        with write_transaction():
+            key.revoked_at = utcnow()
+            key.save()
+            audit.record("access_key.revoked", org_id=key.org_id, target_type="access_key", target_id=key.id)
     return key

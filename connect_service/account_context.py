@@ -22,7 +22,7 @@ from marshmallow import ValidationError
 
 from . import oauth
 
-from . import errors
+from . import errors, outbox
 from .connection_types import ActionAccountType
 from .connections import notify_activated, notify_failed, read_settings, seal_settings
 from .crypto import DecryptionError
@@ -268,6 +268,9 @@ class AccountContext:
                 Connection.update(status=row.status, status_reason=row.status_reason, updated_at=now).where(
                     Connection.id == row.id).execute()
                 changed.append(row)
+            for row in changed:  # webhook events, in this transaction
+                outbox.emit_connection(row, "connection.error" if row.status == "error" else (
+                    "connection.created" if row.created_at == now else "connection.updated"))
         for row in changed:
             if row.status == "active":
                 notify_activated(row)

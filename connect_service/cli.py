@@ -33,7 +33,9 @@ from .models import App, Organization, WorkflowVersion
 from .plugins import get_plugin_manager
 from .refresh import run_refresh_due
 from .requirements import version_view
+from .retention import prune_all
 from .rotation import pending_count, rotate_all
+from .webhook_delivery import run as run_webhook_delivery
 
 #: commands that run on a database behind the code's migrations (they bring it up to date)
 SCHEMA_COMMANDS = {"migrate", "init-db", "demo"}
@@ -252,6 +254,30 @@ def rotate_keys(batch_size):
     emit(summary)
     if summary["failed"]:  # values no key decrypts: keep the old key until they are dealt with
         sys.exit(1)
+
+
+@cli.command("deliver-webhooks")
+@click.option("--once", is_flag=True, help="deliver what is due now, then exit (for cron and tests)")
+@click.option("--batch-size", type=int, default=10, show_default=True, help="deliveries claimed at a time")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="seconds between polls when idle")
+@with_appcontext
+def deliver_webhooks(once, batch_size, interval):
+    """Send pending webhook deliveries (any number of deliverers on any number of hosts)."""
+    totals = run_webhook_delivery(once=once, batch_size=max(1, batch_size), interval=interval,
+                                  echo=lambda line: click.echo(line, err=True))
+    emit(totals)
+
+
+@cli.command("prune")
+@with_appcontext
+def prune_command():
+    """Delete audit events older than audit_retention_days, expired authorization sessions, old rate-limit rows."""
+    days = current_app.config["CONNECT"]["audit_retention_days"]
+    summary = prune_all(days)
+    click.echo(f"prune: {summary['audit_events']} audit events (older than {days} days), "
+               f"{summary['authorization_sessions']} authorization sessions, "
+               f"{summary['rate_limit_rows']} rate-limit rows", err=True)
+    emit(summary)
 
 
 #: the demo app asks only for what works without outside accounts: an HttpApiKey connection. A

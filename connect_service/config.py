@@ -47,6 +47,9 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "database_pool_size": (8, "int"),
     "log_level": ("INFO", "str"),
     "account_lookup_seconds": (60, "int"),
+    "webhook_lease_seconds": (300, "int"),
+    "audit_retention_days": (365, "int"),
+    "proxy_max_response_bytes": (10 * 1024 * 1024, "int"),
 }
 
 DEV_SECRET_FILE = "secrets.json"

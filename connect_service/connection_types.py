@@ -73,6 +73,14 @@ class ConnectionType:
     ``settings_schema`` (marshmallow ``Schema`` subclass)
         Connector-specific ``settings`` of a credential (e.g. a platform's
         project id), for connectors that have any.
+    ``api_base_url`` (str)
+        Where ``/v1/connections/{id}/proxy/{path}`` sends a connection's
+        requests (``https://api.github.com``); its path is kept. Override
+        :meth:`proxy_base_url` when it comes from the config or credential.
+    ``proxy_auth`` (``"bearer"`` | ``("header", name)`` | ``("query", name)``)
+        How the proxy injects the secret (the OAuth access token, or the
+        config field ``proxy_secret_field``, default ``api_key``). Override
+        :meth:`proxy_injection` when a requirement may choose.
 
     Worked example: a database type with a port default and a check beyond
     the schema::
@@ -106,6 +114,9 @@ class ConnectionType:
     provider: ClassVar[OAuth2Provider | None] = None
     description: ClassVar[str] = ""
     settings_schema: ClassVar[type[Schema] | None] = None
+    api_base_url: ClassVar[str | None] = None
+    proxy_auth: ClassVar[str | tuple[str, str]] = "bearer"
+    proxy_secret_field: ClassVar[str] = "api_key"
 
     @classmethod
     def check_definition(cls) -> None:
@@ -177,6 +188,30 @@ class ConnectionType:
     def form(cls) -> dict[str, Any]:
         """JSON description of the config form (see :func:`form_description`); ``{"fields": []}`` without a schema."""
         return form_description(cls.schema) if cls.schema else {"fields": []}
+
+    @classmethod
+    def proxy_base_url(cls, config: Mapping[str, Any], credential_settings: Mapping[str, Any]) -> str | None:
+        """The API base URL the proxy uses for one connection; ``None``: this connection cannot be proxied.
+
+        ``config`` is the connection's stored config (empty for OAuth types),
+        ``credential_settings`` its credential's ``settings``. The default is
+        :attr:`api_base_url`; the generic ``oauth2`` type reads
+        ``credential_settings["api_base_url"]``, ``HttpApiKey`` its ``config["url"]``.
+        """
+        return cls.api_base_url
+
+    @classmethod
+    def proxy_injection(cls, requirement_data: Mapping[str, Any]) -> tuple[str, str | None]:
+        """``("bearer", None)``, ``("header", name)`` or ``("query", name)``: how the proxy adds the secret.
+
+        ``requirement_data`` is the ``spec.data`` of the requirement the
+        connection fulfils (empty for imported connections). The default is
+        :attr:`proxy_auth`; ``HttpApiKey`` lets ``spec.data.header`` name a header.
+        """
+        if cls.proxy_auth == "bearer":
+            return "bearer", None
+        kind, name = cls.proxy_auth
+        return kind, name
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

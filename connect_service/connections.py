@@ -12,7 +12,7 @@ import copy
 import logging
 from typing import Any
 
-from . import errors
+from . import audit, errors, outbox
 from .db import write_transaction
 from .extensions import keyring, registry
 from .models import Connection, utcnow
@@ -93,21 +93,25 @@ def notify_failed(conn: Connection, reason: str) -> None:
     registry().notify("connection_failed", connection=hook_view(conn), reason=reason)
 
 
-def mark_error(conn: Connection, reason: str, *, generation: int | None = None) -> bool:
+def mark_error(conn: Connection, reason: str, *, generation: int | None = None,
+               event: str = "connection.error") -> bool:
     """Move ``conn`` to ``error`` with ``reason`` and fire ``connection_failed``; True when it did.
 
     With ``generation`` (the ``refresh_generation`` the caller's decision was
     based on) the update is conditional: when a refresh or re-authorization
     stored a token meanwhile, nothing changes, no hook fires and the answer
-    is False.
+    is False. The webhook ``event`` (``connection.error``, or
+    ``connection.refresh_failed`` for a refused refresh) is written with the change.
     """
     query = Connection.update(status="error", status_reason=reason[:500], updated_at=utcnow()).where(
         Connection.id == conn.id)
     if generation is not None:
         query = query.where(Connection.refresh_generation == generation)
-    if query.execute() != 1:
-        return False
-    conn.status, conn.status_reason = "error", reason[:500]
+    with write_transaction():
+        if query.execute() != 1:
+            return False
+        conn.status, conn.status_reason = "error", reason[:500]
+        outbox.emit_connection(conn, event)
     notify_failed(conn, reason)
     return True
 
@@ -159,4 +163,6 @@ def update_connection(conn: Connection, data: dict[str, Any]) -> Connection:
         if "disabled" in data:
             changes[Connection.disabled] = data["disabled"]
         Connection.update(changes).where(Connection.id == conn.id).execute()
+        audit.record("connection.updated", org_id=conn.org_id, target_type="connection", target_id=conn.id,
+                     app_id=conn.app_id)
     return Connection.get_by_id(conn.id)

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from . import errors, oauth
+from . import audit, errors, oauth
 from .connections import mark_error
 from .db import write_transaction
 from .extensions import registry, settings
@@ -92,7 +92,10 @@ def delete(cred: Credential) -> None:
         delete_connection(conn)
     for served in Connection.select().where(Connection.credential == cred.id, Connection.status != "error"):
         mark_error(served, "its OAuth client registration (credential) was deleted; reconnect")
-    cred.delete_instance()
+    with write_transaction():
+        cred.delete_instance()
+        audit.record("credential.deleted", org_id=cred.org_id, target_type="credential", target_id=cred.id,
+                     app_id=cred.app_id)
 
 
 def org_level_connection(credential: Credential) -> Connection | None:
@@ -157,6 +160,8 @@ def _save(cred: Credential, token: dict[str, Any] | None, *, created: bool) -> N
         cred.created_at = cred.updated_at
     with write_transaction():
         cred.save(force_insert=created)
+        audit.record("credential.created" if created else "credential.updated", org_id=cred.org_id,
+                     target_type="credential", target_id=cred.id, app_id=cred.app_id)
     if token is not None:
         oauth.store_org_token(cred, token)
 

@@ -338,6 +338,7 @@ class GuardedClient:
         verify: bool | str = True,
         cert: Any = None,
         allowed_hosts: Iterable[str] | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         """Send a request and return the final :class:`requests.Response`, body read.
 
@@ -347,6 +348,8 @@ class GuardedClient:
         ``allowed_hosts``: a credential's host patterns (see
         :func:`connect_service.hosts.is_host_allowed`), enforced on the URL and
         on every redirect. HTTP error statuses are returned, not raised.
+        With ``stream=True`` the final response's body is left unread: read it
+        with :meth:`iter_body` (which enforces ``max_response_bytes``) and close it.
 
         Raises:
             BlockedDestination: scheme, host, address or redirect refused.
@@ -374,6 +377,9 @@ class GuardedClient:
             target = self._check(prep.url, allowed_hosts, redirected)
             resp = self._send(prep, target, connect_read, verify, cert)
             if not (allow_redirects and resp.is_redirect):
+                if stream:
+                    resp.history = history
+                    return resp
                 self._read_body(resp, deadline)
                 resp.history = history
                 return resp
@@ -385,6 +391,34 @@ class GuardedClient:
                 raise Unreachable(redact_url(prep.url), "timed out")
             prep = self._follow(prep, resp, target)
             redirected = True
+
+    def iter_body(self, resp: requests.Response, chunk_size: int = 64 * 1024) -> Iterable[bytes]:
+        """The body of a ``stream=True`` response as it arrives, undecoded (as sent, e.g. gzip).
+
+        Raises :class:`ResponseTooLarge` once more than ``max_response_bytes``
+        arrived and :class:`Unreachable` when the connection fails; closes the
+        response in any case.
+        """
+        size = 0
+        try:
+            while True:
+                try:
+                    chunk = resp.raw.read1(chunk_size, decode_content=False)
+                except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                    reason = _unreachable_reason(exc)
+                    break
+                if not chunk:
+                    return
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    reason = None
+                    break
+                yield chunk
+        finally:
+            resp.close()
+        if reason is None:
+            raise ResponseTooLarge(redact_url(resp.url), f"response body larger than {self.max_response_bytes} bytes")
+        raise Unreachable(redact_url(resp.url), reason)
 
     # -- internals ------------------------------------------------------
 

@@ -13,9 +13,10 @@ from typing import Any
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from . import accounts, errors, refresh
+from . import accounts, audit, errors, outbox, refresh
 from .connection_types import ConnectionType, ProviderError
 from .connections import connection_view, hook_view, notify_activated, read_settings, seal_settings
+from .db import write_transaction
 from .extensions import registry
 from .fields import NonBlank
 from .http import OutboundError
@@ -135,7 +136,11 @@ def import_connection(org_id: str, data: dict[str, Any]) -> Connection:
     conn.status, conn.expires_at = "active", None
     conn.created_at = conn.updated_at = now
     conn.settings_encrypted = seal_settings(conn, config)
-    conn.save(force_insert=True)
+    with write_transaction():
+        conn.save(force_insert=True)
+        outbox.emit_connection(conn, "connection.created")
+        audit.record("connection.created", org_id=conn.org_id, target_type="connection", target_id=conn.id,
+                     app_id=conn.app_id)
     notify_activated(conn)
     return conn
 
@@ -154,14 +159,18 @@ def read_connection(conn: Connection, *, include_secrets: bool, refresh_mode: st
     if not include_secrets:
         return connection_view(conn)
     if refresh_mode != "never":
-        conn = _refreshed(conn, refresh_mode == "force", not_before)
+        conn = refreshed(conn, refresh_mode == "force", not_before)
     now = utcnow()
-    Connection.update(last_fetched_at=now).where(Connection.id == conn.id).execute()
+    with write_transaction():  # recorded only once the read succeeded, together with its timestamp
+        Connection.update(last_fetched_at=now).where(Connection.id == conn.id).execute()
+        audit.record("connection.secrets_read", org_id=conn.org_id, target_type="connection", target_id=conn.id,
+                     app_id=conn.app_id)
     conn.last_fetched_at = now
     return connection_view(conn, include_secrets=True)
 
 
-def _refreshed(conn: Connection, force: bool, not_before: datetime.datetime | None) -> Connection:
+def refreshed(conn: Connection, force: bool, not_before: datetime.datetime | None) -> Connection:
+    """``conn`` with a token good for the refresh margin (or refreshed anyway with ``force``); failures as API errors."""
     try:
         return refresh.refresh_connection(conn.id, force=force, not_before=not_before)
     except ProviderUnavailable as exc:
@@ -205,7 +214,15 @@ def revoke_at_provider(conn: Connection) -> bool:
 
 def delete_connection(conn: Connection) -> None:
     """Revoke at the provider where it can (best effort), delete the row, then notify ``connection_revoked``."""
-    revoke_at_provider(conn)
+    revoked = revoke_at_provider(conn)
     snapshot = hook_view(conn)
-    Connection.delete().where(Connection.id == conn.id).execute()
+    with write_transaction():
+        if Connection.delete().where(Connection.id == conn.id).execute() != 1:
+            return  # deleted meanwhile: that deletion reported it
+        outbox.emit_connection(conn, "connection.deleted")
+        audit.record("connection.deleted", org_id=conn.org_id, target_type="connection", target_id=conn.id,
+                     app_id=conn.app_id)
+        if revoked:
+            audit.record("token.revoked", org_id=conn.org_id, target_type="connection", target_id=conn.id,
+                         app_id=conn.app_id)
     registry().notify("connection_revoked", connection=snapshot)

@@ -204,7 +204,87 @@ class AccountLookup(BaseModel):
     checked_at = pw.DateTimeField()
 
 
+class WebhookEndpoint(BaseModel):
+    """Where an org wants its events (Standard Webhooks); the signing secret is encrypted."""
+
+    id = pw.CharField(primary_key=True, default=lambda: new_id("whep"))
+    org = pw.ForeignKeyField(Organization, backref="webhook_endpoints", on_delete="CASCADE")
+    app = pw.ForeignKeyField(App, null=True, backref="webhook_endpoints", on_delete="CASCADE")
+    url = pw.TextField()
+    events = JSONField(default=list)  # empty: every event type
+    description = pw.TextField(default="")
+    secret_encrypted = pw.TextField()
+    # after a rotation the old secret signs alongside the new one until previous_secret_until
+    previous_secret_encrypted = pw.TextField(null=True)
+    previous_secret_until = pw.DateTimeField(null=True)
+    failing_since = pw.DateTimeField(null=True)
+    disabled_at = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+
+class WebhookEvent(BaseModel):
+    """The outbox: one row per event, written in the transaction of the change it reports."""
+
+    id = pw.CharField(primary_key=True, default=lambda: new_id("msg"))
+    org = pw.ForeignKeyField(Organization, backref="webhook_events", on_delete="CASCADE")
+    app_id = pw.CharField(null=True)
+    type = pw.CharField()
+    payload = JSONField()
+    # events that happen once only (requirement.completed) carry a key the unique index holds to it
+    dedupe_key = pw.CharField(null=True, unique=True)
+    created_at = pw.DateTimeField(default=utcnow)
+
+
+class WebhookDelivery(BaseModel):
+    """One event for one endpoint: pending until a 2xx answer, retried with backoff, then failed."""
+
+    id = pw.CharField(primary_key=True, default=lambda: new_id("whd"))
+    event = pw.ForeignKeyField(WebhookEvent, backref="deliveries", on_delete="CASCADE")
+    endpoint = pw.ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE")
+    status = pw.CharField(default="pending")  # pending | delivered | failed
+    attempts = pw.IntegerField(default=0)
+    last_status_code = pw.IntegerField(null=True)
+    last_error = pw.TextField(null=True)
+    next_attempt_at = pw.DateTimeField()
+    lease_until = pw.DateTimeField(null=True)
+    lease_owner = pw.CharField(null=True)
+    delivered_at = pw.DateTimeField(null=True)
+    created_at = pw.DateTimeField(default=utcnow)
+    updated_at = pw.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = (
+            (("status", "next_attempt_at"), False),
+            (("endpoint", "created_at"), False),
+        )
+
+
+class AuditEvent(BaseModel):
+    """Who did what to which object (never a secret); written in the transaction of the change."""
+
+    id = pw.CharField(primary_key=True, default=lambda: new_id("aud"))
+    org = pw.ForeignKeyField(Organization, null=True, backref="audit_events", on_delete="CASCADE")
+    at = pw.DateTimeField(default=utcnow)
+    actor_type = pw.CharField()  # access_key | connect_token | system
+    actor_id = pw.CharField(null=True)
+    action = pw.CharField()
+    target_type = pw.CharField(null=True)
+    target_id = pw.CharField(null=True)
+    app_id = pw.CharField(null=True)
+    ip = pw.CharField(null=True)
+    request_id = pw.CharField(null=True)
+    details = JSONField(default=dict)
+
+    class Meta:
+        indexes = (
+            (("org", "at"), False),
+            (("at",), False),
+        )
+
+
 ALL_MODELS = [
     Organization, AccessKey, App, WorkflowVersion, Requirement, Credential, Connection,
-    AuthorizationSession, RateLimitHit, AccountLookup,
+    AuthorizationSession, RateLimitHit, AccountLookup, WebhookEndpoint, WebhookEvent, WebhookDelivery,
+    AuditEvent,
 ]

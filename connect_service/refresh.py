@@ -245,7 +245,8 @@ def _rejected(conn: Connection, owner: str, seen: _Observed, exc: ProviderError)
         raise ProviderUnavailable(f"the provider refused the refresh: {exc.code}", connection_id=conn.id)
     reason = f"token refresh failed: {exc.code}" + (f" ({exc.description})" if exc.description else "")
     # Before the lease goes (no retry), and only if no re-authorization stored a token since we looked.
-    marked = connections.mark_error(fresh, reason + "; the user must reconnect", generation=seen.generation)
+    marked = connections.mark_error(fresh, reason + "; the user must reconnect", generation=seen.generation,
+                                    event="connection.refresh_failed")
     release(conn.id, owner)
     if not marked:
         log.info("refresh token was rejected but the connection was re-authorized meanwhile",

@@ -12,7 +12,7 @@ import marshmallow as ma
 import peewee
 from marshmallow import fields, validate
 
-from . import errors
+from . import audit, errors, outbox
 from .connections import notify_activated, seal_settings
 from .db import write_transaction
 from .extensions import registry
@@ -266,6 +266,9 @@ def submit_config(app: App, user_id: str, req: Requirement, body: dict[str, Any]
                     conn.save(force_insert=conn._new)
             except peewee.IntegrityError:  # a concurrent first submission won: update that row
                 continue
+            action = "connection.created" if conn._new else "connection.updated"
+            outbox.emit_connection(conn, action)
+            audit.record(action, org_id=conn.org_id, target_type="connection", target_id=conn.id, app_id=app.id)
         notify_activated(conn)
         return conn
     raise errors.Conflict()

@@ -25,11 +25,11 @@ from typing import Any, Callable
 
 import peewee
 
-from . import extensions
+from . import audit, extensions
 from .config import ConfigError
 from .crypto import PREFIX, DecryptionError, Keyring
 from .db import database, write_transaction
-from .models import ALL_MODELS
+from .models import ALL_MODELS, AuditEvent
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +131,10 @@ def rotate_all(batch_size: int = 200, echo: Callable[[str], Any] = print,
                 summary[key] += stats[key]
             echo(f"{col.label}: {stats['rotated']} re-encrypted, {stats['already_current']} already current, "
                  f"{stats['failed']} failed, {stats['changed_concurrently']} changed concurrently")
+    with database.connection_context(), write_transaction():  # one system-wide event per run
+        if AuditEvent._meta.table_name in _existing_tables():
+            audit.record("keys.rotated", org_id=None, target_type="encryption_key", target_id=ring.primary_kid,
+                         details={key: summary[key] for key in ("rotated", "already_current", "failed")})
     if summary["failed"]:
         summary["status"] = "incomplete"
         echo(f"{summary['failed']} value(s) could not be decrypted with any key of CONNECT_ENCRYPTION_KEYS; "

@@ -24,6 +24,7 @@ class OpenAI(ConnectionType):
     title = "OpenAI"
     description = "An OpenAI API key."
     schema = api_key_schema("OpenAI", "sk-…")
+    api_base_url = "https://api.openai.com"
 
 
 class Anthropic(ConnectionType):
@@ -31,6 +32,8 @@ class Anthropic(ConnectionType):
     title = "Anthropic"
     description = "An Anthropic API key."
     schema = api_key_schema("Anthropic", "sk-ant-…")
+    api_base_url = "https://api.anthropic.com"
+    proxy_auth = ("header", "x-api-key")
 
 
 class Gemini(ConnectionType):
@@ -38,6 +41,8 @@ class Gemini(ConnectionType):
     title = "Google Gemini"
     description = "A Google AI Studio (Gemini API) key."
     schema = api_key_schema("Gemini")
+    api_base_url = "https://generativelanguage.googleapis.com"
+    proxy_auth = ("query", "key")
 
 
 class Mistral(ConnectionType):

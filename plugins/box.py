@@ -33,6 +33,7 @@ class Box(ConnectionType):
     auth = "oauth2"
     connector_name = "box"
     provider = BoxProvider()
+    api_base_url = "https://api.box.com"  # for /v1/connections/{id}/proxy/…
 
 
 @hookimpl

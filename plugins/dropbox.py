@@ -44,6 +44,7 @@ class Dropbox(ConnectionType):
     auth = "oauth2"
     connector_name = "dropbox"
     provider = DropboxProvider()
+    api_base_url = "https://api.dropboxapi.com"  # for /v1/connections/{id}/proxy/…
 
 
 @hookimpl

@@ -72,6 +72,7 @@ class GitHub(ConnectionType):
     auth = "oauth2"
     connector_name = "github"
     provider = GitHubProvider()
+    api_base_url = "https://api.github.com"  # for /v1/connections/{id}/proxy/…
 
 
 @hookimpl

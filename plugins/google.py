@@ -40,6 +40,7 @@ class Google(ConnectionType):
     auth = "oauth2"
     connector_name = "google"
     provider = GoogleProvider()
+    api_base_url = "https://www.googleapis.com"  # for /v1/connections/{id}/proxy/…
 
 
 @hookimpl

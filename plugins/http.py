@@ -25,6 +25,19 @@ class HttpApiKey(ConnectionType):
     description = "An HTTP API URL and the API key that authorizes requests to it."
     schema = HttpApiKeyConfig
 
+    @classmethod
+    def proxy_base_url(cls, config, credential_settings):
+        """The submitted ``url``: each connection names its own API."""
+        return config.get("url")
+
+    @classmethod
+    def proxy_injection(cls, requirement_data):
+        """``Authorization: Bearer <api_key>``, unless the requirement's ``spec.data.header`` names another header."""
+        header = requirement_data.get("header")
+        if isinstance(header, str) and HEADER_NAME.match(header) and header.lower() != "authorization":
+            return "header", header
+        return "bearer", None
+
 
 def _check_headers(headers: dict[str, str]) -> None:
     for name, value in headers.items():

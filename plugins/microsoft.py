@@ -43,6 +43,7 @@ class Microsoft(ConnectionType):
     auth = "oauth2"
     connector_name = "microsoft"
     provider = MicrosoftProvider()
+    api_base_url = "https://graph.microsoft.com"  # for /v1/connections/{id}/proxy/…
     settings_schema = MicrosoftSettings
 
 

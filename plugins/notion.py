@@ -45,6 +45,7 @@ class Notion(ConnectionType):
     auth = "oauth2"
     connector_name = "notion"
     provider = NotionProvider()
+    api_base_url = "https://api.notion.com"  # for /v1/connections/{id}/proxy/…
 
 
 @hookimpl

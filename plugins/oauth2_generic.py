@@ -15,6 +15,8 @@ from connect_service import ConnectionType, OAuth2Provider, fields, hookimpl
 class GenericOAuth2Settings(Schema):
     revoke_url = fields.Url(allow_none=True, metadata={
         "label": "Revocation URL", "help": "RFC 7009 token revocation endpoint, used when a connection is deleted"})
+    api_base_url = fields.Url(allow_none=True, metadata={
+        "label": "API base URL", "help": "where /v1/connections/{id}/proxy/… sends requests (its path is kept)"})
 
 
 class OAuth2(ConnectionType):
@@ -32,6 +34,11 @@ class OAuth2(ConnectionType):
         supports_pkce=True,
     )
     settings_schema = GenericOAuth2Settings
+
+    @classmethod
+    def proxy_base_url(cls, config, credential_settings):
+        """The credential's ``settings.api_base_url``: the server is known only to the credential."""
+        return credential_settings.get("api_base_url")
 
 
 @hookimpl

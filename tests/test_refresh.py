@@ -629,11 +629,11 @@ def test_invalid_grant_racing_a_reauthorization_does_not_mark_error(connect, oau
     real_mark_error = connections.mark_error
     marks = []
 
-    def reauthorized_first(conn, reason, *, generation=None):
+    def reauthorized_first(conn, reason, *, generation=None, **kwargs):
         # the refresher re-read the row and decided on "error": the user re-authorizes right now
         marks.append(reason)
         oauth.store_tokens(conn, Credential.get_by_id(conn.credential_id), fresh)
-        return real_mark_error(conn, reason, generation=generation)
+        return real_mark_error(conn, reason, generation=generation, **kwargs)
 
     monkeypatch.setattr(connections, "mark_error", reauthorized_first)
     r = read_secrets(connect, conn_id)

@@ -121,7 +121,7 @@ class Api(_Api):
 #: modules under connect_service.api that define ``blp``; registered in this order
 BLUEPRINT_MODULES = [
     "apps", "access_keys", "connect", "connection_types", "credentials", "connections", "oauth",
-    "accounts", "check_host",
+    "accounts", "check_host", "webhooks", "audit", "proxy",
 ]
 
 

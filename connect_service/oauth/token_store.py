@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 import jwt
 
-from .. import errors
+from .. import audit, errors, outbox
 from ..connection_types import OAuth2Provider
 from ..connections import notify_activated, read_settings, seal_settings
 from ..db import db_now, write_transaction
@@ -197,6 +197,9 @@ def store_tokens(conn: Connection, credential: Credential, token: Mapping[str, A
             conn.settings_encrypted = seal_settings(conn, stored)
             conn.save(force_insert=True)
             written = 1
+            outbox.emit_connection(conn, "connection.created")
+            audit.record("connection.created", org_id=conn.org_id, target_type="connection", target_id=conn.id,
+                         app_id=conn.app_id)
         else:
             current = Connection.get_or_none(Connection.id == conn.id)
             if current is None:  # deleted while the provider answered
@@ -220,6 +223,14 @@ def store_tokens(conn: Connection, credential: Credential, token: Mapping[str, A
                 last_refreshed_at=now, refresh_generation=Connection.refresh_generation + 1,
                 refresh_lease_until=None, refresh_lease_owner=None, **changes,
             ).where(*where).execute()
+            if written == 1:
+                # a refresh, a first authorization (no token was ever stored), or a re-authorization
+                event = "connection.refreshed" if refresh else (
+                    "connection.created" if current.last_refreshed_at is None else "connection.updated")
+                outbox.emit_connection(Connection.get_by_id(current.id), event)
+                if not refresh:
+                    audit.record(event, org_id=current.org_id, target_type="connection", target_id=current.id,
+                                 app_id=current.app_id)
     fresh = Connection.get_or_none(Connection.id == conn.id)
     if fresh is None:
         raise errors.NotFound()

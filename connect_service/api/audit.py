@@ -1,0 +1,59 @@
+"""``/v1/audit-events``: the HTTP face of ``audit.py`` (newest first, scoped to the org)."""
+from __future__ import annotations
+
+import marshmallow as ma
+from flask import g
+from flask.views import MethodView
+from marshmallow import fields, validate
+
+from .. import audit
+from ..auth import require_access_key
+from . import Blueprint, schemas
+
+blp = Blueprint("audit", __name__, url_prefix="/v1/audit-events", description="Audit log")
+SECURITY = [{"accessKey": []}]
+
+
+class AuditListArgs(ma.Schema):
+    action = fields.String(validate=validate.OneOf(audit.ACTIONS))
+    target_id = fields.String()
+    actor_id = fields.String()
+    since = fields.DateTime(metadata={"description": "ISO 8601, inclusive"})
+    until = fields.DateTime(metadata={"description": "ISO 8601, exclusive"})
+    cursor = fields.String(load_default=None, metadata={"description": "opaque cursor from next_cursor"})
+    limit = fields.Integer(load_default=50, validate=validate.Range(min=1, max=200))
+
+
+class ActorSchema(ma.Schema):
+    type = fields.String(validate=validate.OneOf(["access_key", "connect_token", "system"]))
+    id = fields.String(allow_none=True)
+
+
+class TargetSchema(ma.Schema):
+    type = fields.String(allow_none=True)
+    id = fields.String(allow_none=True)
+
+
+class AuditEventSchema(ma.Schema):
+    id = fields.String()
+    at = fields.String()
+    actor = fields.Nested(ActorSchema)
+    action = fields.String()
+    target = fields.Nested(TargetSchema)
+    app_id = fields.String(allow_none=True)
+    ip = fields.String(allow_none=True)
+    request_id = fields.String(allow_none=True)
+    details = fields.Dict(metadata={"description": "e.g. method, host and status of a proxied call; never a secret"})
+
+
+@blp.route("")
+class AuditEvents(MethodView):
+    decorators = [require_access_key]
+
+    @blp.doc(security=SECURITY)
+    @blp.arguments(AuditListArgs, location="query", as_kwargs=True)
+    @blp.response(200, schemas.list_of(AuditEventSchema))
+    def get(self, **args):
+        """List audit events, newest first (filters: action, target_id, actor_id, since, until)"""
+        rows, cursor = audit.list_events(g.org.id, args)
+        return {"data": [audit.event_view(e) for e in rows], "next_cursor": cursor}

@@ -1,0 +1,77 @@
+"""The webhook outbox: events written in the same transaction as the change they report.
+
+A domain function that changes a connection calls :func:`emit_connection`
+inside its own transaction. The event row and one pending delivery per
+matching endpoint are inserted there, so a change that rolls back emits
+nothing and a committed change is never lost: ``connect-service
+deliver-webhooks`` (:mod:`connect_service.webhook_delivery`) sends them later.
+The payload is the connection's public view, never a secret.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .db import database
+from .models import Connection, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
+from .timestamps import iso
+
+CONNECTION_EVENTS = ("connection.created", "connection.updated", "connection.refreshed",
+                     "connection.refresh_failed", "connection.error", "connection.deleted")
+REQUIREMENT_COMPLETED = "requirement.completed"
+#: every event type an endpoint may subscribe to
+EVENT_TYPES = (*CONNECTION_EVENTS, REQUIREMENT_COMPLETED)
+
+
+def connection_data(conn: Connection) -> dict[str, Any]:
+    """A connection as webhook payloads show it: identity and state, no settings, no secret."""
+    return {"id": conn.id, "app_id": conn.app_id, "customer_id": conn.customer_id,
+            "requirement_id": conn.requirement_id, "connector_name": conn.connector_name,
+            "status": conn.status, "display_name": conn.display_name, "error": conn.status_reason}
+
+
+def _subscribers(org_id: str, app_id: str | None, event_type: str) -> list[WebhookEndpoint]:
+    query = WebhookEndpoint.select(WebhookEndpoint.id, WebhookEndpoint.events).where(
+        WebhookEndpoint.org == org_id, WebhookEndpoint.disabled_at.is_null())
+    query = query.where(WebhookEndpoint.app.is_null() | (WebhookEndpoint.app == app_id)) if app_id \
+        else query.where(WebhookEndpoint.app.is_null())
+    return [ep for ep in query if not ep.events or event_type in ep.events]
+
+
+def emit(org_id: str, app_id: str | None, event_type: str, data: dict[str, Any], *,
+         dedupe_key: str | None = None) -> WebhookEvent | None:
+    """Insert an event and its pending deliveries; call it inside the transaction of the change.
+
+    With ``dedupe_key`` the event is written at most once ever (None when it
+    already was). Runs in a savepoint of the caller's transaction (or a
+    transaction of its own when there is none).
+    """
+    now = utcnow()
+    with database.atomic():
+        if dedupe_key is not None:
+            if WebhookEvent.select().where(WebhookEvent.dedupe_key == dedupe_key).exists():
+                return None
+            event = WebhookEvent(org=org_id, app_id=app_id, type=event_type, dedupe_key=dedupe_key, created_at=now,
+                                 payload={"type": event_type, "timestamp": iso(now), "data": data})
+            inserted = WebhookEvent.insert(event.__data__).on_conflict_ignore().execute()
+            if not inserted or not WebhookEvent.select().where(WebhookEvent.id == event.id).exists():
+                return None  # a concurrent writer recorded it first
+        else:
+            event = WebhookEvent.create(org=org_id, app_id=app_id, type=event_type, dedupe_key=None, created_at=now,
+                                        payload={"type": event_type, "timestamp": iso(now), "data": data})
+        rows = [{"id": WebhookDelivery.id.default(), "event": event.id, "endpoint": ep.id, "status": "pending",
+                 "attempts": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+                for ep in _subscribers(org_id, app_id, event_type)]
+        if rows:
+            WebhookDelivery.insert_many(rows).execute()
+    return event
+
+
+def emit_connection(conn: Connection, event_type: str) -> None:
+    """Emit ``event_type`` for ``conn``; a connection that is now active also completes its requirement once."""
+    emit(conn.org_id, conn.app_id, event_type, connection_data(conn))
+    if event_type in ("connection.created", "connection.updated", "connection.refreshed") \
+            and conn.status == "active" and conn.requirement_id and conn.customer_id and conn.app_id:
+        emit(conn.org_id, conn.app_id, REQUIREMENT_COMPLETED,
+             {"app_id": conn.app_id, "customer_id": conn.customer_id, "requirement_id": conn.requirement_id,
+              "connection_id": conn.id},
+             dedupe_key=f"{REQUIREMENT_COMPLETED}:{conn.app_id}:{conn.customer_id}:{conn.requirement_id}")
