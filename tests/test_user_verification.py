@@ -208,3 +208,11 @@ def test_user_display_rides_in_the_signed_token(connect, app_with_key):
     r = mint(connect, app_with_key, {"user_id": "alice", "user_display": "Alice É."})
     claims = jwt.decode(r.get_json()["token"], options={"verify_signature": False})
     assert claims["sub"] == "alice" and claims["name"] == "Alice É."
+
+
+def test_longest_display_name_keeps_the_page_cookie_small(connect, app_with_key):
+    """Eight page cookies must fit nginx's 8 KB header buffer: claims are UTF-8, not ``\\uXXXX`` escapes."""
+    r = mint(connect, app_with_key, {"user_id": "user-12345", "user_display": "\U0001F600" * 64})
+    assert r.status_code == 201, r.get_json()
+    cookie = len("connect_session_") + 24 + 1 + len(r.get_json()["token"])
+    assert cookie * 8 < 8 * 1024
