@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from . import credentials, errors
+from . import credentials, errors, tokens
 from .extensions import keyring, settings
 from .fields import NonBlank
 from .hosts import url_host
@@ -160,7 +160,7 @@ def update(app: App, data: dict[str, Any]) -> App:
     _check_unique(app.org_id, data.get("hostname"), data.get("slug"), exclude=app.id)
     now = utcnow()
     if app.visibility == "public" and data.get("visibility") == "private":
-        app.tokens_valid_after = now
+        tokens.revoke_app_tokens(app)
     if data.get("user_verification") == "required" and not app.user_verification_secret_encrypted:
         _new_user_verification_secret(app)
     elif data.get("user_verification") == "none":

@@ -33,7 +33,7 @@ import marshmallow as ma
 from . import errors, ratelimit
 from .extensions import keyring, settings
 from .fields import NonBlank
-from .models import App, TokenRevocation, utcnow
+from .models import App, AuthorizationSession, Connection, TokenRevocation, utcnow
 from .timestamps import iso
 
 ALGORITHM = "HS256"
@@ -163,6 +163,22 @@ def revoke_user_tokens(app: App, user_id: str) -> None:
      .on_conflict(conflict_target=[TokenRevocation.app, TokenRevocation.user_id],
                   update={TokenRevocation.tokens_valid_after: now})
      .execute())
+    _expire_pending_flows(Connection.select(Connection.id).where(Connection.app == app.id,
+                                                                 Connection.customer_id == user_id), now)
+
+
+def revoke_app_tokens(app: App) -> None:
+    """Refuse every connect token of ``app`` issued up to now; the caller saves ``app``."""
+    now = utcnow()
+    app.tokens_valid_after = now
+    _expire_pending_flows(Connection.select(Connection.id).where(Connection.app == app.id), now)
+
+
+def _expire_pending_flows(connections, now) -> None:
+    """OAuth flows that revoked tokens started expire with them: their callback answers "expired"."""
+    AuthorizationSession.update(expires_at=now).where(
+        AuthorizationSession.connection.in_(connections), AuthorizationSession.consumed_at.is_null(),
+        AuthorizationSession.expires_at > now).execute()
 
 
 def is_revoked(identity: ConnectToken, *cutoffs: datetime.datetime | None) -> bool:

@@ -22,6 +22,7 @@ from connect_service.models import App, Organization, TokenRevocation
 from connect_service.testing import TEST_SECRET_KEY
 from connect_service.tokens import mint_connect_token, signing_kid
 from tests.conftest import API_KEY_ONLY
+from tests.test_oauth_flow import OAUTH2, authorize, browser_to_callback, make_credential, requirement, server  # noqa: F401
 
 BASE = "http://connect.test"
 EXPIRED_TEXT = "This link has expired. Ask the app for a new one."
@@ -192,6 +193,41 @@ def test_switching_to_private_through_the_deploy_file_revokes_too(connect, app_w
         result = deploy_from_file(doc, connect.org_id)
     assert result["app"]["visibility"] == "private"
     assert status_of(connect, token) == 401
+
+
+# --- OAuth flows in progress -----------------------------------------------------------------------
+
+def _two_flows(connect, server, app_visibility="public"):
+    server.reset_records()
+    server.auto_approve, server.auto_deny, server.down = True, False, False
+    make_credential(connect, server)
+    app = connect.create_app_with_requirements([requirement(OAUTH2)], visibility=app_visibility)
+    rid = connect.requirement_id(app, "account")
+    started = {user: authorize(connect, connect.token(app, user), rid) for user in ("alice", "bob")}
+    for r in started.values():
+        assert r.status_code == 201, r.get_json()
+    return app, {user: r.get_json()["authorization_url"] for user, r in started.items()}
+
+
+def test_revocation_ends_the_users_oauth_flows_in_progress(connect, server):
+    """A flow started with a token that is then revoked cannot complete (its state expires with it)."""
+    app, urls = _two_flows(connect, server)
+    assert revoke(connect, app, "alice").status_code == 204
+    result = connect.client.get(browser_to_callback(urls["alice"]))
+    assert result.status_code == 400 and b"expired" in result.data
+    assert server.token_calls() == 0
+    assert connect.client.get(browser_to_callback(urls["bob"])).status_code == 200  # bob's flow is untouched
+    assert server.token_calls() == 1
+
+
+def test_switching_to_private_ends_every_oauth_flow_in_progress(connect, server):
+    app, urls = _two_flows(connect, server)
+    r = connect.client.patch(f"/v1/apps/{app['id']}", json={"visibility": "private"}, headers=connect.auth)
+    assert r.status_code == 200
+    for url in urls.values():
+        result = connect.client.get(browser_to_callback(url))
+        assert result.status_code == 400 and b"expired" in result.data
+    assert server.token_calls() == 0
 
 
 # --- cost of the check ------------------------------------------------------------------------------
