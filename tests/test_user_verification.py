@@ -16,6 +16,7 @@ import jwt
 import pytest
 
 from connect_service.db import database
+from connect_service.deploy_file import deploy_from_file
 from connect_service.extensions import keyring
 from connect_service.models import App
 from tests.conftest import API_KEY_ONLY
@@ -163,6 +164,20 @@ def test_switching_on_by_patch_shows_the_secret_and_switching_off_drops_it(conne
     with connect.app.app_context(), database.connection_context():
         assert App.get_by_id(app_with_key["id"]).user_verification_secret_encrypted is None
     assert mint(connect, app_with_key, {"user_id": "alice"}).status_code == 201
+
+
+def test_deploy_file_shows_the_secret_once_and_can_switch_verification(connect):
+    doc = {"app": {"name": "Filed", "hostname": "filed.example.com", "visibility": "public",
+                   "user_verification": "required"}, "requirements": API_KEY_ONLY}
+    with connect.app.app_context():
+        first = deploy_from_file(doc, connect.org_id)["app"]
+        again = deploy_from_file(doc, connect.org_id)["app"]
+        doc["app"]["user_verification"] = "none"
+        off = deploy_from_file(doc, connect.org_id)["app"]
+    assert first["user_verification"] == "required" and first["user_verification_secret"].startswith("uvs_")
+    assert "user_verification_secret" not in again and again["user_verification"] == "required"
+    assert off["user_verification"] == "none"
+    assert mint(connect, off, {"user_id": "alice"}).status_code == 201
 
 
 # --- "Connecting for …" on the hosted page ------------------------------------------------------------
