@@ -55,10 +55,16 @@ def _plain_text(value: str) -> None:
         raise ma.ValidationError("must be plain text on one line (no markup or control characters)")
 
 
+def _no_surrogates(value: str) -> None:
+    """A lone surrogate cannot be encoded as UTF-8: no token (nor page, nor row) may carry one."""
+    if any(unicodedata.category(c) == "Cs" for c in value):
+        raise ma.ValidationError("must be valid Unicode text (no unpaired surrogates)")
+
+
 class TokenCreateSchema(ma.Schema):
     """Seed 001's body plus the optional identity fields of issue 12 (items 9 and 10)."""
 
-    user_id = NonBlank(required=True, validate=ma.validate.Length(min=1, max=USER_ID_MAX),
+    user_id = NonBlank(required=True, validate=[ma.validate.Length(min=1, max=USER_ID_MAX), _no_surrogates],
                        metadata={"description": "your end user's id"})
     user_id_signature = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=128), metadata={
         "description": "apps with user_verification \"required\": hex HMAC-SHA256 of user_id under the "

@@ -131,6 +131,13 @@ def test_bad_field_types_are_400_naming_the_field(connect, app_with_key):
     assert r.status_code == 400 and "user_verification" in r.get_json()["error"]["details"]
 
 
+def test_a_user_id_with_a_lone_surrogate_is_a_400(connect, app_with_key, verified_app):
+    """Claims are UTF-8 JSON: a lone surrogate must be refused before minting, never a 500."""
+    for app in (app_with_key, verified_app):
+        r = mint(connect, app, {"user_id": "al\ud800ice", "user_id_signature": "ab" * 32})
+        assert r.status_code == 400 and "user_id" in r.get_json()["error"]["details"], r.get_json()
+
+
 def test_rotation_shows_a_new_secret_once_and_the_old_one_stops_working(connect, verified_app):
     old = verified_app["user_verification_secret"]
     r = connect.client.post(f"/v1/apps/{verified_app['id']}/user-verification-secret", headers=connect.auth)
