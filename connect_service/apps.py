@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
-from . import credentials, errors
-from .extensions import settings
+from . import credentials, errors, tokens
+from .extensions import keyring, settings
 from .fields import NonBlank
 from .hosts import url_host
 from .lifecycle import delete_connection
@@ -24,6 +25,9 @@ from .timestamps import iso
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SLUG_ERROR = "must be lowercase letters, digits and dashes"
+USER_VERIFICATION = ("none", "required")
+USER_VERIFICATION_HELP = ('"required": minting a connect token needs user_id_signature, the hex HMAC-SHA256 '
+                          "of user_id under the app's user_verification_secret (shown once)")
 
 
 def validate_return_url(value: str) -> None:
@@ -59,6 +63,8 @@ class AppCreateSchema(ma.Schema):
     return_urls = fields.List(fields.String(validate=validate_return_url), load_default=list)
     frame_ancestors = fields.List(fields.String(validate=validate_return_url), load_default=list,
                                   metadata={"description": "origins allowed to frame the hosted page"})
+    user_verification = fields.String(load_default="none", validate=validate.OneOf(USER_VERIFICATION),
+                                      metadata={"description": USER_VERIFICATION_HELP})
 
 
 class AppPatchSchema(ma.Schema):
@@ -68,15 +74,31 @@ class AppPatchSchema(ma.Schema):
     slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
     return_urls = fields.List(fields.String(validate=validate_return_url))
     frame_ancestors = fields.List(fields.String(validate=validate_return_url))
+    user_verification = fields.String(validate=validate.OneOf(USER_VERIFICATION),
+                                      metadata={"description": USER_VERIFICATION_HELP})
 
 
 def app_view(app: App) -> dict[str, Any]:
-    return {
+    """The app as the API shows it; ``user_verification_secret`` only right after it was generated."""
+    view = {
         "id": app.id, "name": app.name, "slug": app.slug, "hostname": app.hostname,
         "visibility": app.visibility, "return_urls": app.return_urls or [],
         "frame_ancestors": app.frame_ancestors or [], "deployed_version": app.deployed_version,
+        "user_verification": app.user_verification,
         "created_at": iso(app.created_at), "updated_at": iso(app.updated_at),
     }
+    shown_once = getattr(app, "new_user_verification_secret", None)
+    if shown_once:
+        view["user_verification_secret"] = shown_once
+    return view
+
+
+def _new_user_verification_secret(app: App) -> None:
+    """Generate the app's secret, store it encrypted, and keep the plaintext on this row object only
+    (``new_user_verification_secret``) so the answer to this request shows it once."""
+    secret = "uvs_" + secrets.token_urlsafe(32)
+    app.user_verification_secret_encrypted = keyring().encrypt_json(secret, "app", "user_verification_secret", app.id)
+    app.new_user_verification_secret = secret
 
 
 def get_for_org(org_id: str, app_id: str) -> App:
@@ -119,16 +141,42 @@ def create(org: Organization, data: dict[str, Any]) -> App:
         base, n = slug, 2
         while App.select().where(App.org == org.id, App.slug == slug).exists():
             slug, n = f"{base}-{n}", n + 1
-    return App.create(org=org, name=data["name"], slug=slug, hostname=data["hostname"],
-                      visibility=data.get("visibility", "private"), return_urls=data.get("return_urls", []),
-                      frame_ancestors=data.get("frame_ancestors", []))
+    app = App(org=org, name=data["name"], slug=slug, hostname=data["hostname"],
+              visibility=data.get("visibility", "private"), return_urls=data.get("return_urls", []),
+              frame_ancestors=data.get("frame_ancestors", []),
+              user_verification=data.get("user_verification", "none"))
+    if app.user_verification == "required":
+        _new_user_verification_secret(app)
+    app.save(force_insert=True)
+    return app
 
 
 def update(app: App, data: dict[str, Any]) -> App:
-    """Apply :class:`AppPatchSchema` data (any subset) to an app and save it."""
+    """Apply :class:`AppPatchSchema` data (any subset) to an app and save it.
+
+    Public → private refuses every connect token issued so far (the app's ``tokens_valid_after``);
+    switching ``user_verification`` on generates its secret (shown once), switching it off drops it.
+    """
     _check_unique(app.org_id, data.get("hostname"), data.get("slug"), exclude=app.id)
+    now = utcnow()
+    if app.visibility == "public" and data.get("visibility") == "private":
+        tokens.revoke_app_tokens(app)
+    if data.get("user_verification") == "required" and not app.user_verification_secret_encrypted:
+        _new_user_verification_secret(app)
+    elif data.get("user_verification") == "none":
+        app.user_verification_secret_encrypted = None
     for key, value in data.items():
         setattr(app, key, value)
+    app.updated_at = now
+    app.save()
+    return app
+
+
+def rotate_user_verification_secret(app: App) -> App:
+    """A new ``user_verification_secret`` (shown once); signatures made with the old one stop working."""
+    if app.user_verification != "required":
+        raise errors.Conflict({"user_verification": 'is "none": set it to "required" first'})
+    _new_user_verification_secret(app)
     app.updated_at = utcnow()
     app.save()
     return app

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import functools
 
+import peewee as pw
 from flask import g, request
 
 from . import errors
 from .extensions import settings
-from .models import AccessKey, App, utcnow
-from .tokens import InvalidToken, hash_access_key, verify_connect_token
+from .models import AccessKey, App, TokenRevocation, utcnow
+from .tokens import ConnectToken, InvalidToken, hash_access_key, is_revoked, verify_connect_token
 
 #: a key's ``last_used_at`` is written at most this often, so reads stay reads
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -59,8 +60,23 @@ def require_access_key(view):
     return wrapper
 
 
+def _app_unless_revoked(identity: ConnectToken) -> App | None:
+    """The token's app, unless the app or the user's tokens were revoked after it was issued.
+
+    One indexed lookup: the app by primary key, joined to the (app, user) revocation by its primary key.
+    """
+    user_cut = TokenRevocation.tokens_valid_after.alias("user_tokens_valid_after")
+    app = (App.select(App, user_cut)
+           .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
+                 on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == identity.user_id))
+           .where(App.id == identity.app_id).objects().first())
+    if app is None or is_revoked(identity, app.tokens_valid_after, app.user_tokens_valid_after):
+        return None
+    return app
+
+
 def connect_identity(token: str | None):
-    """``(identity, app)`` for a valid connect token whose app exists; None when anything is wrong."""
+    """``(identity, app)`` for a valid, unrevoked connect token whose app exists; None when anything is wrong."""
     if not token or token.startswith("ak_"):
         return None
     cfg = settings()
@@ -68,7 +84,7 @@ def connect_identity(token: str | None):
         identity = verify_connect_token(token, cfg["secret_key"], cfg["secret_key_fallbacks"], cfg["public_url"])
     except InvalidToken:
         return None
-    app = App.get_or_none(App.id == identity.app_id)
+    app = _app_unless_revoked(identity)
     if app is None:
         return None
     return identity, app

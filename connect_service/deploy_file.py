@@ -27,7 +27,7 @@ from . import apps, errors
 from .apps import AppCreateSchema, app_view
 from .db import database
 from .extensions import registry
-from .models import App, Organization, utcnow
+from .models import App, Organization
 from .requirements import VersionCreateSchema, create_version, deploy_version, validate_requirements, version_view
 
 
@@ -52,10 +52,10 @@ def deploy_from_file(doc: dict, org_id: str) -> dict:
         if app is None:
             app = apps.create(org, app_data)
         else:
-            for key in ("name", "visibility", "return_urls", "frame_ancestors"):
-                if key in (doc.get("app") or {}):
-                    setattr(app, key, app_data[key])
-            app.updated_at = utcnow()
-            app.save()
+            # through apps.update, so public → private revokes the app's tokens as the API does
+            given = doc.get("app") or {}
+            apps.update(app, {key: app_data[key] for key in
+                              ("name", "visibility", "return_urls", "frame_ancestors", "user_verification")
+                              if key in given})
         version = deploy_version(app, create_version(app, reqs).number)
         return {"app": app_view(app), "version": version_view(version)}

@@ -69,9 +69,28 @@ class App(BaseModel):
     deployed_version = pw.IntegerField(null=True)
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
+    #: ``none`` or ``required`` (token minting needs ``user_id_signature``, an HMAC under the secret)
+    user_verification = pw.CharField(default="none")
+    user_verification_secret_encrypted = pw.TextField(null=True)
+    #: connect tokens issued up to this instant are refused (set when the app turns private)
+    tokens_valid_after = pw.DateTimeField(null=True)
 
     class Meta:
         indexes = ((("org", "slug"), True),)
+
+
+class TokenRevocation(BaseModel):
+    """``DELETE /v1/apps/{id}/users/{user_id}/tokens``: the user's tokens issued up to this instant are refused.
+
+    Naive UTC with microseconds; the primary key is the lookup every token verification makes.
+    """
+
+    app = pw.ForeignKeyField(App, backref="token_revocations", on_delete="CASCADE", index=False)  # the key leads with it
+    user_id = pw.CharField()
+    tokens_valid_after = pw.DateTimeField()
+
+    class Meta:
+        primary_key = pw.CompositeKey("app", "user_id")
 
 
 class WorkflowVersion(BaseModel):
@@ -284,7 +303,7 @@ class AuditEvent(BaseModel):
 
 
 ALL_MODELS = [
-    Organization, AccessKey, App, WorkflowVersion, Requirement, Credential, Connection,
+    Organization, AccessKey, App, TokenRevocation, WorkflowVersion, Requirement, Credential, Connection,
     AuthorizationSession, RateLimitHit, AccountLookup, WebhookEndpoint, WebhookEvent, WebhookDelivery,
     AuditEvent,
 ]

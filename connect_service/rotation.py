@@ -79,8 +79,12 @@ def _keyring(keyring: Keyring | None) -> Keyring:
     return extensions.keyring()
 
 
-def _existing_tables() -> set[str]:
-    return set(database.get_tables())
+def _present_columns() -> list[EncryptedColumn]:
+    """The encrypted columns the database has: a fresh database has no tables yet, and one behind its
+    code (before ``connect-service migrate``) lacks the columns later steps add."""
+    tables = set(database.get_tables())
+    columns = {t: {c.name for c in database.get_columns(t)} for t in {c.table for c in encrypted_columns()} & tables}
+    return [c for c in encrypted_columns() if c.field.column_name in columns.get(c.table, ())]
 
 
 # --- rotation ------------------------------------------------------------------------------------
@@ -90,10 +94,8 @@ def pending_count(keyring: Keyring | None = None) -> int:
     prefix = _current_prefix(_keyring(keyring))
     total = 0
     with database.connection_context():
-        tables = _existing_tables()
-        for col in encrypted_columns():
-            if col.table in tables:
-                total += col.model.select().where(_stale(col.field, prefix)).count()
+        for col in _present_columns():
+            total += col.model.select().where(_stale(col.field, prefix)).count()
     return total
 
 
@@ -121,10 +123,7 @@ def rotate_all(batch_size: int = 200, echo: Callable[[str], Any] = print,
     summary: dict[str, Any] = {"status": "ok", "primary_key_id": ring.primary_kid, "rotated": 0,
                                "already_current": 0, "failed": 0, "changed_concurrently": 0, "columns": {}}
     with database.connection_context():
-        tables = _existing_tables()
-        for col in encrypted_columns():
-            if col.table not in tables:
-                continue
+        for col in _present_columns():
             stats = _rotate_column(col, ring, batch_size, echo, progress)
             summary["columns"][col.label] = stats
             for key in ("rotated", "already_current", "failed", "changed_concurrently"):
@@ -211,10 +210,8 @@ def check_keys_decrypt(keyring: Keyring | None = None, samples_per_key: int = 3)
         log.warning("encryption key check skipped: database unreachable (%s)", type(exc).__name__)
         return result
     with database.connection_context():  # closes the connection opened above
-        tables = _existing_tables()
-        for col in encrypted_columns():
-            if col.table in tables:
-                result["checked"][col.label] = _check_column(col, ring, samples_per_key, result)
+        for col in _present_columns():
+            result["checked"][col.label] = _check_column(col, ring, samples_per_key, result)
     return result
 
 

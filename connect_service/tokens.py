@@ -7,19 +7,33 @@ secret and its fallbacks (never from a header such as ``jku``/``x5u``/``jwk``,
 which are refused outright), every claim is required and type-checked, the
 audience (``connect``) and issuer (``public_url``) are checked, and a token may
 live at most 24 h.
+
+Revocation (``DELETE /v1/apps/{id}/users/{user_id}/tokens``, an app turning
+private) stores a cut-off with microseconds; a token carries its issue time to
+the microsecond in ``iat_us`` beside the whole-second ``iat``, so a token minted
+in the same second after a revocation still works (:func:`is_revoked`).
+Apps with ``user_verification: "required"`` mint tokens only for a
+``user_id_signature`` = hex HMAC-SHA256(secret, user_id) (:func:`issue_connect_token`).
 """
 from __future__ import annotations
 
 import datetime
 import hashlib
+import hmac
+import json
+import re
 import secrets
+import unicodedata
 import uuid
 from dataclasses import dataclass
 
 import jwt
+import marshmallow as ma
 
-from . import ratelimit
-from .extensions import settings
+from . import errors, ratelimit
+from .extensions import keyring, settings
+from .fields import NonBlank
+from .models import App, AuthorizationSession, Connection, TokenRevocation, utcnow
 from .timestamps import iso
 
 ALGORITHM = "HS256"
@@ -27,6 +41,37 @@ AUDIENCE = "connect"
 LIFETIME = datetime.timedelta(hours=24)
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "app", "iat", "exp", "jti"]
 FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
+EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+MICROSECOND = datetime.timedelta(microseconds=1)
+#: ``user_display`` is shown on the hosted page ("Connecting for …") and rides in the token (cookie size)
+DISPLAY_MAX = 64
+USER_ID_MAX = 200
+SIGNATURE_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _plain_text(value: str) -> None:
+    """Short plain text: no markup, no control, format (bidi override), private-use or unpaired characters."""
+    if any(c in "<>" or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in value):
+        raise ma.ValidationError("must be plain text on one line (no markup or control characters)")
+
+
+def _no_surrogates(value: str) -> None:
+    """A lone surrogate cannot be encoded as UTF-8: no token (nor page, nor row) may carry one."""
+    if any(unicodedata.category(c) == "Cs" for c in value):
+        raise ma.ValidationError("must be valid Unicode text (no unpaired surrogates)")
+
+
+class TokenCreateSchema(ma.Schema):
+    """Seed 001's body plus the optional identity fields of issue 12 (items 9 and 10)."""
+
+    user_id = NonBlank(required=True, validate=[ma.validate.Length(min=1, max=USER_ID_MAX), _no_surrogates],
+                       metadata={"description": "your end user's id"})
+    user_id_signature = ma.fields.String(allow_none=True, validate=ma.validate.Length(max=128), metadata={
+        "description": "apps with user_verification \"required\": hex HMAC-SHA256 of user_id under the "
+                       "app's user_verification_secret (ignored otherwise)"})
+    user_display = NonBlank(validate=[ma.validate.Length(max=DISPLAY_MAX), _plain_text], metadata={
+        "description": "how the hosted page names the user (\"Connecting for …\"); default: user_id",
+        "example": "Alice Example"})
 
 
 class InvalidToken(Exception):
@@ -39,6 +84,10 @@ class ConnectToken:
     app_id: str
     jti: str
     expires_at: datetime.datetime
+    #: microseconds since the epoch (``iat_us``; a token without it: the start of its ``iat`` second)
+    issued_at_us: int = 0
+    #: the ``user_display`` given at minting (claim ``name``), else None
+    user_display: str | None = None
 
 
 def signing_kid(secret: str) -> str:
@@ -46,25 +95,101 @@ def signing_kid(secret: str) -> str:
     return hashlib.sha256(b"connect-service-jwt" + secret.encode()).hexdigest()[:12]
 
 
+class _Utf8Json(json.JSONEncoder):
+    """Claims as UTF-8 JSON (RFC 7519), not ``\\uXXXX`` escapes: a non-ASCII user id or display name
+    costs its UTF-8 bytes in the token, and so in the hosted page's cookie, instead of up to 12 per character."""
+
+    def __init__(self, **kwargs):
+        kwargs["ensure_ascii"] = False
+        super().__init__(**kwargs)
+
+
+def _micros(moment: datetime.datetime) -> int:
+    """Microseconds since the epoch, exactly (naive values are UTC, as the database stores them)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return (moment - EPOCH) // MICROSECOND
+
+
 def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
-                       now: datetime.datetime | None = None) -> tuple[str, datetime.datetime]:
+                       now: datetime.datetime | None = None,
+                       user_display: str | None = None) -> tuple[str, datetime.datetime]:
     now = now or datetime.datetime.now(datetime.timezone.utc)
-    now = now.replace(microsecond=0)
-    expires = now + LIFETIME
+    issued_us = _micros(now)
+    iat = issued_us // 1_000_000
+    expires = datetime.datetime.fromtimestamp(iat, datetime.timezone.utc) + LIFETIME
     claims = {
         "iss": issuer, "aud": AUDIENCE, "sub": user_id, "app": app_id,
-        "iat": int(now.timestamp()), "exp": int(expires.timestamp()), "jti": uuid.uuid4().hex,
+        "iat": iat, "iat_us": issued_us, "exp": int(expires.timestamp()), "jti": uuid.uuid4().hex,
     }
-    token = jwt.encode(claims, secret_key.encode(), algorithm=ALGORITHM, headers={"kid": signing_kid(secret_key)})
+    if user_display:
+        claims["name"] = user_display
+    token = jwt.encode(claims, secret_key.encode(), algorithm=ALGORITHM, headers={"kid": signing_kid(secret_key)},
+                       json_encoder=_Utf8Json)
     return token, expires
 
 
-def issue_connect_token(app, user_id: str) -> dict[str, str]:
-    """Seed 000's token answer for ``user_id`` of ``app``, rate-limited per app and client address."""
+def issue_connect_token(app: App, data: dict) -> dict[str, str]:
+    """Seed 001's token answer for :class:`TokenCreateSchema` data, rate-limited per app and client address.
+
+    An app with ``user_verification: "required"`` needs ``user_id_signature``; missing or wrong is a 401.
+    """
     cfg = settings()
     ratelimit.hit(f"tokens:{app.id}:{ratelimit.client_address()}", cfg["rate_limit_tokens_per_minute"])
-    token, expires = mint_connect_token(cfg["secret_key"], cfg["public_url"], app.id, user_id)
+    if app.user_verification == "required" and not user_signature_valid(app, data["user_id"],
+                                                                          data.get("user_id_signature")):
+        raise errors.Unauthorized()
+    token, expires = mint_connect_token(cfg["secret_key"], cfg["public_url"], app.id, data["user_id"],
+                                        user_display=data.get("user_display"))
     return {"token": token, "expires_at": iso(expires), "connect_url": f"{cfg['public_url']}/connect?token={token}"}
+
+
+def user_verification_secret(app: App) -> str | None:
+    """The app's decrypted ``user_verification_secret``, or None."""
+    if not app.user_verification_secret_encrypted:
+        return None
+    return keyring().decrypt_json(app.user_verification_secret_encrypted, "app", "user_verification_secret", app.id)
+
+
+def user_signature_valid(app: App, user_id: str, signature: str | None) -> bool:
+    """Whether ``signature`` is hex HMAC-SHA256(app's secret, UTF-8 ``user_id``); compared in constant time."""
+    secret = user_verification_secret(app)
+    if secret is None or not isinstance(signature, str) or not SIGNATURE_RE.fullmatch(signature):
+        return False
+    expected = hmac.new(secret.encode(), user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature.lower())
+
+
+def revoke_user_tokens(app: App, user_id: str) -> None:
+    """Refuse every connect token of ``user_id`` of ``app`` issued up to now (tokens minted later work)."""
+    if len(user_id) > USER_ID_MAX:  # no token can carry it
+        raise errors.BadRequest({"user_id": f"must be at most {USER_ID_MAX} characters"})
+    now = utcnow()
+    (TokenRevocation.insert(app=app.id, user_id=user_id, tokens_valid_after=now)
+     .on_conflict(conflict_target=[TokenRevocation.app, TokenRevocation.user_id],
+                  update={TokenRevocation.tokens_valid_after: now})
+     .execute())
+    _expire_pending_flows(Connection.select(Connection.id).where(Connection.app == app.id,
+                                                                 Connection.customer_id == user_id), now)
+
+
+def revoke_app_tokens(app: App) -> None:
+    """Refuse every connect token of ``app`` issued up to now; the caller saves ``app``."""
+    now = utcnow()
+    app.tokens_valid_after = now
+    _expire_pending_flows(Connection.select(Connection.id).where(Connection.app == app.id), now)
+
+
+def _expire_pending_flows(connections, now) -> None:
+    """OAuth flows that revoked tokens started expire with them: their callback answers "expired"."""
+    AuthorizationSession.update(expires_at=now).where(
+        AuthorizationSession.connection.in_(connections), AuthorizationSession.consumed_at.is_null(),
+        AuthorizationSession.expires_at > now).execute()
+
+
+def is_revoked(identity: ConnectToken, *cutoffs: datetime.datetime | None) -> bool:
+    """Whether the token was issued at or before any of the cut-offs (``tokens_valid_after`` values)."""
+    return any(cut is not None and identity.issued_at_us <= _micros(cut) for cut in cutoffs)
 
 
 def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issuer: str) -> ConnectToken:
@@ -99,12 +224,19 @@ def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issu
         raise InvalidToken("bad claim type")
     if type(claims["iat"]) is not int or type(claims["exp"]) is not int:  # noqa: E721 (bool is an int)
         raise InvalidToken("bad claim type")
+    issued_us = claims.get("iat_us", claims["iat"] * 1_000_000)
+    if type(issued_us) is not int or issued_us // 1_000_000 != claims["iat"]:  # noqa: E721
+        raise InvalidToken("bad claim type")
+    display = claims.get("name")
+    if display is not None and not (isinstance(display, str) and 0 < len(display) <= DISPLAY_MAX):
+        raise InvalidToken("bad claim type")
     if not 0 < claims["exp"] - claims["iat"] <= LIFETIME.total_seconds():
         raise InvalidToken("lifetime not within 24 h")
     if claims["iat"] > datetime.datetime.now(datetime.timezone.utc).timestamp() + 60:
         raise InvalidToken("issued in the future")
     expires = datetime.datetime.fromtimestamp(claims["exp"], datetime.timezone.utc)
-    return ConnectToken(user_id=claims["sub"], app_id=claims["app"], jti=claims["jti"], expires_at=expires)
+    return ConnectToken(user_id=claims["sub"], app_id=claims["app"], jti=claims["jti"], expires_at=expires,
+                        issued_at_us=issued_us, user_display=display)
 
 
 ACCESS_KEY_PREFIX = "ak_"

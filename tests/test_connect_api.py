@@ -74,7 +74,7 @@ def test_token_claims_and_response(connect, seed_app):
     header = jwt.get_unverified_header(body["token"])
     assert header["alg"] == "HS256" and header["kid"]
     claims = jwt.decode(body["token"], options={"verify_signature": False})
-    assert set(claims) == {"iss", "aud", "sub", "app", "iat", "exp", "jti"}
+    assert set(claims) == {"iss", "aud", "sub", "app", "iat", "iat_us", "exp", "jti"}
     assert claims["sub"] == "alice" and claims["app"] == seed_app["id"] and claims["aud"] == "connect"
     assert claims["iss"] == "http://connect.test"
     assert claims["exp"] - claims["iat"] == 24 * 3600

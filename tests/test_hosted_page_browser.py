@@ -54,6 +54,7 @@ def test_credentials_form_wrong_then_right_value(live_service, browser_page):
     assert token not in page.url
     assert re.fullmatch(re.escape(live_service.url) + r"/connect/[0-9a-f]{24}", page.url)
     assert page.get_by_role("heading", level=1).inner_text() == app["name"]
+    assert page.locator(".connecting-for").inner_text() == "Connecting for user-1"  # whose session this is
     assert badge(page, app, "helpdesk").inner_text() == "Needs action"
     assert badge(page, app, "webhook").inner_text() == "Needs action"
 

@@ -9,6 +9,8 @@ ours, and are left out.
 from __future__ import annotations
 
 import json
+import hashlib
+import hmac
 import logging
 import uuid
 from urllib.parse import parse_qs, urlsplit
@@ -198,6 +200,24 @@ def test_full_flow_leaks_no_secret(connect, server, capture, capfd):
     # 6. list views and the statuses
     keep(connect.client.get("/v1/connections", headers=connect.auth))
     keep(connect.client.get("/v1/connect/requirements/statuses", headers=bearer(token)))
+    # 7. user verification: the secret (shown once, in its own answers only), signatures good and bad, rotation
+    r = connect.client.post("/v1/apps", headers=connect.auth, json={
+        "name": "Verified", "hostname": f"verified-{uuid.uuid4().hex[:8]}.test", "visibility": "public",
+        "user_verification": "required"})
+    assert r.status_code == 201
+    verified, secrets["uv_secret"] = r.get_json(), r.get_json()["user_verification_secret"]
+    secrets["uv_signature"] = hmac.new(secrets["uv_secret"].encode(), b"alice", hashlib.sha256).hexdigest()
+    secrets["uv_wrong_signature"] = hmac.new(b"guess", b"alice", hashlib.sha256).hexdigest()
+    for signature, status in ((secrets["uv_wrong_signature"], 401), (secrets["uv_signature"], 201)):
+        r = connect.client.post("/v1/connect/tokens", json={"user_id": "alice", "user_id_signature": signature},
+                                headers={"Host": verified["hostname"]})
+        assert r.status_code == status
+        if status == 401:
+            keep(r)
+    r = connect.client.post(f"/v1/apps/{verified['id']}/user-verification-secret", headers=connect.auth)
+    secrets["uv_rotated_secret"] = r.get_json()["user_verification_secret"]
+    keep(connect.client.get(f"/v1/apps/{verified['id']}", headers=connect.auth))
+    keep(connect.client.get("/v1/apps", headers=connect.auth))
 
     # --- the checks ---------------------------------------------------------------------------
     logged = capture.text()

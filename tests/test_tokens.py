@@ -69,7 +69,8 @@ def test_minted_token_shape():
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "HS256" and header["kid"] == signing_kid(TEST_SECRET_KEY)
     claims = jwt.decode(token, TEST_SECRET_KEY.encode(), algorithms=["HS256"], audience="connect")
-    assert set(claims) == {"iss", "aud", "sub", "app", "iat", "exp", "jti"}
+    assert set(claims) == {"iss", "aud", "sub", "app", "iat", "iat_us", "exp", "jti"}
+    assert claims["iat_us"] // 1_000_000 == claims["iat"]  # the issue time to the microsecond (revocation)
     assert claims["exp"] - claims["iat"] == LIFETIME.total_seconds() == 24 * 3600
     assert claims["iss"] == ISSUER and claims["aud"] == "connect"
     # the HMAC key is the UTF-8 bytes of the setting (SPEC section 3)
@@ -210,10 +211,20 @@ def test_every_claim_is_required(claim):
 @pytest.mark.parametrize("changes", [
     {"sub": ""}, {"sub": 42}, {"sub": None}, {"app": ""}, {"app": 7}, {"app": ["a"]}, {"jti": ""}, {"jti": 1},
     {"iat": "2026-01-01"}, {"exp": "tomorrow"}, {"iat": True}, {"exp": 1.5e12},
+    {"iat_us": "soon"}, {"iat_us": 1.5}, {"iat_us": True}, {"iat_us": 0}, {"iat_us": (now() + 1) * 1_000_000},
+    {"name": 5}, {"name": ""}, {"name": "x" * 65}, {"name": ["a"]},
 ])
 def test_claim_types_are_checked(changes):
     with pytest.raises(InvalidToken):
         verify(forge(good_header(), good_claims(**changes)))
+
+
+def test_optional_claims_are_read():
+    t = now()
+    identity = verify(forge(good_header(), good_claims(iat=t, iat_us=t * 1_000_000 + 123_456, name="Alice")))
+    assert identity.issued_at_us == t * 1_000_000 + 123_456 and identity.user_display == "Alice"
+    identity = verify(forge(good_header(), good_claims(iat=t)))  # a token of the release before them
+    assert identity.issued_at_us == t * 1_000_000 and identity.user_display is None
 
 
 def test_lifetime_over_24h_is_rejected():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import g
 from flask.views import MethodView
 
-from .. import apps, requirements
+from .. import apps, requirements, tokens
 from ..apps import AppCreateSchema, AppPatchSchema, app_view
 from ..auth import require_access_key
 from ..models import App
@@ -63,6 +63,29 @@ class AppItem(MethodView):
     def delete(self, app):
         """Delete an app: its connections (revoked at the provider where possible), own credentials, versions"""
         apps.delete(app)
+
+
+@blp.route("/<string:app_id>/user-verification-secret")
+class UserVerificationSecret(MethodView):
+    decorators = [resolve_path(app_id=_org_app), require_access_key]
+
+    @blp.doc(security=SECURITY)
+    @blp.response(200, schemas.AppSchema)
+    def post(self, app):
+        """Rotate the app's user_verification_secret: the answer shows the new one once (409 unless "required")"""
+        return app_view(apps.rotate_user_verification_secret(app))
+
+
+# ``path``: a user id may contain "/" (it is any string up to 200 characters)
+@blp.route("/<string:app_id>/users/<path:user_id>/tokens")
+class UserTokens(MethodView):
+    decorators = [resolve_path(app_id=_org_app), require_access_key]
+
+    @blp.doc(security=SECURITY)
+    @blp.response(204)
+    def delete(self, app, user_id):
+        """Revoke every connect token minted for this end user so far (tokens minted afterwards work)"""
+        tokens.revoke_user_tokens(app, user_id)
 
 
 @blp.route("/<string:app_id>/versions")

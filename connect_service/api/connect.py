@@ -8,20 +8,14 @@ from flask.views import MethodView
 from .. import errors, ratelimit
 from ..auth import authenticate_access_key, bearer, require_connect_token
 from ..extensions import settings
-from ..fields import NonBlank
 from ..requirements import deployed_requirements, find_requirement, requirement_view, submit_config
 from ..statuses import statuses_for
-from ..tokens import issue_connect_token
+from ..tokens import TokenCreateSchema, issue_connect_token
 from . import Blueprint, schemas
 from .common import resolve_path
 
 blp = Blueprint("connect", __name__, url_prefix="/v1/connect", description="End-user connect flow")
 TOKEN_SECURITY = [{"connectToken": []}]
-
-
-class TokenCreateSchema(ma.Schema):
-    user_id = NonBlank(required=True, validate=ma.validate.Length(min=1, max=200),
-                               metadata={"description": "your end user's id"})
 
 
 class TokenSchema(ma.Schema):
@@ -55,7 +49,8 @@ class Tokens(MethodView):
     @blp.arguments(TokenCreateSchema)
     @blp.response(201, TokenSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def post(self, data):
-        """Create a connect token (on the app's hostname; private apps need an Access Key)"""
+        """Create a connect token (on the app's hostname; private apps need an Access Key, apps with
+        ``user_verification: "required"`` a ``user_id_signature``)"""
         app = getattr(g, "host_app", None)
         if app is None:  # not an app host (see app.py's host routing)
             raise errors.NotFound()
@@ -63,7 +58,7 @@ class Tokens(MethodView):
             key = authenticate_access_key(bearer())
             if key is None or key.org_id != app.org_id:
                 raise errors.Unauthorized()
-        return issue_connect_token(app, data["user_id"]), 201, {"Cache-Control": "no-store"}
+        return issue_connect_token(app, data), 201, {"Cache-Control": "no-store"}
 
 
 @blp.route("/requirements")

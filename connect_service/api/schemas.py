@@ -14,6 +14,9 @@ class AppSchema(ma.Schema):
     return_urls = fields.List(fields.String())
     frame_ancestors = fields.List(fields.String())
     deployed_version = fields.Integer(allow_none=True)
+    user_verification = fields.String(metadata={"enum": ["none", "required"]})
+    user_verification_secret = fields.String(metadata={
+        "description": "only in the answer that generated it (creation, switching on, rotation)"})
     created_at = fields.String()
     updated_at = fields.String()
 

@@ -137,6 +137,7 @@ def render_page(session: PageSession, status: int = 200, form_errors: dict[str, 
                        if request.args["status"] == "success" else
                        {"kind": "error", "text": "Linking the account did not complete. Try again."})
     html = render_template("connect_page.html", app_name=session.app.name, cards=cards, page_notice=page_notice,
+                           connecting_for=session.display,
                            nothing_deployed=items is None, key=session.key, csrf_token=csrf_token(session))
     return html, status
 

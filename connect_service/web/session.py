@@ -43,6 +43,8 @@ class PageSession:
     user_id: str
     app: App
     expires_at: datetime.datetime
+    #: how the page names the user ("Connecting for …"): the token's ``user_display``, else the user id
+    display: str = ""
 
 
 def _mac(*parts: str) -> str:
@@ -81,7 +83,8 @@ def _session_from(key: str, token: str | None) -> PageSession | None:
     identity, app = found
     if not hmac.compare_digest(page_key(app.id, identity.user_id), key):
         return None
-    return PageSession(key=key, token=token, user_id=identity.user_id, app=app, expires_at=identity.expires_at)
+    return PageSession(key=key, token=token, user_id=identity.user_id, app=app, expires_at=identity.expires_at,
+                       display=identity.user_display or identity.user_id)
 
 
 def load_session(key: str) -> PageSession | None:
