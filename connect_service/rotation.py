@@ -131,7 +131,7 @@ def rotate_all(batch_size: int = 200, echo: Callable[[str], Any] = print,
             echo(f"{col.label}: {stats['rotated']} re-encrypted, {stats['already_current']} already current, "
                  f"{stats['failed']} failed, {stats['changed_concurrently']} changed concurrently")
     with database.connection_context(), write_transaction():  # one system-wide event per run
-        if AuditEvent._meta.table_name in _existing_tables():
+        if AuditEvent._meta.table_name in database.get_tables():
             audit.record("keys.rotated", org_id=None, target_type="encryption_key", target_id=ring.primary_kid,
                          details={key: summary[key] for key in ("rotated", "already_current", "failed")})
     if summary["failed"]:
