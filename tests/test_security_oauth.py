@@ -332,6 +332,7 @@ def test_the_start_link_lifetime_is_a_setting(connect, provider, monkeypatch):
 def test_the_start_link_never_reaches_the_access_log(connect, provider, caplog):
     cred = registered_credential(connect, provider)
     signed = cred["redirect_url"].rsplit("/", 1)[1]
+    caplog.clear()
     with caplog.at_level("INFO", logger="connect_service"):
         assert connect.app.test_client().get(cred["redirect_url"]).status_code == 303
     paths = [r.fields["path"] for r in caplog.records if r.name == "connect_service.access"]
