@@ -6,7 +6,7 @@ import peewee as pw
 from ..db import database
 
 
-class _SpentKey(pw.Model):
+class SpentKey(pw.Model):
     """A frozen copy of ``models.SpentKey`` as this step creates it."""
 
     key = pw.CharField(primary_key=True)
@@ -15,8 +15,8 @@ class _SpentKey(pw.Model):
 
     class Meta:
         database = database
-        table_name = "spent_key"
+        legacy_table_names = False
 
 
 def up(migrator, db):
-    db.create_tables([_SpentKey])
+    db.create_tables([SpentKey])
