@@ -296,7 +296,8 @@ def receive_webhook(target: WebhookTarget, body: dict[str, Any]) -> dict[str, An
     delivery that the type accepts is remembered with its answer for as long
     as the URL is valid; a replay gets that answer again without the type
     (nor the platform) being asked. A delivery the type refuses (400, 502) is
-    forgotten, so the platform may retry it; one still being handled is a 409.
+    forgotten, so the platform may retry it; one arriving while the first is
+    still being handled is handled as well (the type's writes are serialised).
     Deliveries that reach the type are limited per webhook URL
     (``rate_limit_webhook_per_minute``), so a leaked URL cannot make the
     service hammer the platform.
@@ -304,21 +305,21 @@ def receive_webhook(target: WebhookTarget, body: dict[str, Any]) -> dict[str, An
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     event = replay.key_for("webhook", f"{target.url_key}\n{canonical}")
     found, answer = replay.answer_of(event)
-    if not found:
-        ratelimit.hit(f"webhook:{target.url_key}", int(settings()["rate_limit_webhook_per_minute"]))
-        if replay.claim(event, WEBHOOK_MAX_AGE_SECONDS):
-            try:
-                with _context(target.type, target.app, target.user_id, target.requirement) as ctx:
-                    answer = target.type().handle_webhook(ctx, body)
-            except BaseException:
-                replay.release(event)
-                raise
-            replay.record_answer(event, answer)
-            return answer
-        found, answer = replay.answer_of(event)
-    if answer is None:  # a concurrent delivery of the same event is still being handled
-        raise errors.Conflict({"input": "this event is being handled; deliver it again later"})
-    log.info("%s: a replayed webhook event answered from the first delivery", target.type.name)
+    if found and answer is not None:
+        log.info("%s: a replayed webhook event answered from the first delivery", target.type.name)
+        return answer
+    ratelimit.hit(f"webhook:{target.url_key}", int(settings()["rate_limit_webhook_per_minute"]))
+    first = not found and replay.claim(event, WEBHOOK_MAX_AGE_SECONDS)
+    # (a delivery racing the first one is handled too: the type's writes are serialised per user)
+    try:
+        with _context(target.type, target.app, target.user_id, target.requirement) as ctx:
+            answer = target.type().handle_webhook(ctx, body)
+    except BaseException:
+        if first:
+            replay.release(event)
+        raise
+    if first:
+        replay.record_answer(event, answer)
     return answer
 
 
