@@ -498,7 +498,8 @@ def test_oauth_connect_link_starts_a_browser_bound_flow(connect):
     location = r.headers["Location"]
     assert location.startswith("https://crm.example.com/authorize?")
     query = parse_qs(urlsplit(location).query)
-    assert query["client_id"] == ["crm-client"] and query["redirect_uri"] == [f"{BASE}/v1/connect/oauth2/callback/{cred_id}"]
+    assert query["client_id"] == ["crm-client"]
+    assert query["redirect_uri"] == [f"{BASE}/v1/connect/oauth2/callback/{cred_id}"]
     cookie_name = oauth.nonce_cookie_name(query["state"][0])  # one binding cookie per flow
     nonce_cookie = client.get_cookie(cookie_name, domain="connect.test", path=oauth.CALLBACK_PATH)
     assert nonce_cookie is not None and nonce_cookie.http_only and nonce_cookie.same_site == "Lax"

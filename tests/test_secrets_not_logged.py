@@ -242,7 +242,8 @@ def test_gunicorn_logs_no_token_or_secret(connect, app_with_key, tmp_path):
             json.dumps({"type": HTTP_API_KEY, "config": {"url": "https://h.example", "api_key": API_KEY}}).encode(),
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Host": "connect.test"})
         assert status == 201
-        status, _, _ = server.request("GET", "/v1/connect/oauth2/callback/ccfg_x?state=STATE_SECRET_1&code=CODE_SECRET_1",
+        status, _, _ = server.request("GET", "/v1/connect/oauth2/callback/ccfg_x"
+                                      "?state=STATE_SECRET_1&code=CODE_SECRET_1",
                                       headers={"Host": "connect.test"})
         assert status >= 400
     log = server.log()

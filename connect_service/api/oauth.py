@@ -122,7 +122,7 @@ class Callback(MethodView):
         ("state", "code", "error", "error_description", "iss")])
     @blp.response(200, description="the result page, or a 303 redirect to the flow's return URL")
     def get(self, credential_id):
-        """OAuth2 redirect target of one credential (its ``redirect_uri``): validates state, exchanges the code, stores the tokens"""
+        """OAuth2 redirect target of one credential (its redirect_uri): checks state, exchanges the code"""
         params = request.args.to_dict(flat=True)
         # each flow has its own binding cookie, named after its state: parallel flows never collide
         cookie = oauth.nonce_cookie_name(params["state"]) if params.get("state") else None
