@@ -502,3 +502,23 @@ def test_end_users_never_see_credential_ids_or_provider_urls(connect, provider, 
     assert page.status_code == 400
     assert "127.0.0.1:9" not in page.get_data(as_text=True) and cred["id"] not in page.get_data(as_text=True)
     assert any("127.0.0.1:9" in rec.getMessage() for rec in caplog.records)
+
+
+def test_action_account_links_never_show_end_users_credential_ids(connect, pd, caplog):
+    """The sibling of the OAuth start: an ambiguous platform credential is the org's problem, told in its log."""
+    ids = []
+    for name in ("Pipedream A", "Pipedream B"):
+        r = connect.client.post("/v1/credentials", headers=connect.auth, json={
+            "name": name, "mode": "OAUTH", "connector_name": "pipedream", "oauth_client_id": PD_CLIENT,
+            "oauth_client_secret": PD_SECRET, "oauth_grant_type": "client_credentials",
+            "settings": {"project_id": PROJECT, "environment": "production", "api_base_url": pd.url}})
+        assert r.status_code == 201, r.get_json()
+        ids.append(r.get_json()["id"])
+    app = connect.create_app_with_requirements([GMAIL])
+    token = connect.token(app, "user-1")
+    rid = connect.requirement_id(app, "gmail")
+    with caplog.at_level(logging.WARNING, logger="connect_service"):
+        r = connect.client.post(f"/v1/connect/requirements/{rid}/accounts", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 400
+    assert not any(i in r.get_data(as_text=True) for i in ids) and pd.url not in r.get_data(as_text=True)
+    assert any(ids[0] in rec.getMessage() for rec in caplog.records)
