@@ -108,7 +108,7 @@ def complete_authorization(params: Mapping[str, str], *, credential_id: str,
     if session.credential_id != credential_id:
         _consume(session, now)
         log.warning("callback of credential %s got a state of credential %s: refused (mix-up?)",
-                    credential_id, session.credential_id)
+                    credential_id[:64], session.credential_id)
         return CallbackOutcome(False, "This sign-in response does not belong to this sign-in. Start again.",
                                400, error_code=InvalidState.code)
     rejected = None
