@@ -224,7 +224,7 @@ def test_code_and_state_of_credential_b_at_credential_a_callback_are_refused(con
 
     r = connect.client.get(f"/v1/connect/oauth2/callback/{cred_a['id']}", query_string=stolen,
                            headers={"Accept": "application/json"})
-    assert r.status_code == 400 and r.get_json()["error"]["code"] == "invalid_state"
+    assert r.status_code == 400 and r.get_json()["error"]["details"]["error"] == "invalid_state"
     assert provider.token_calls() == 0
     conn = connection_row(connect, started["connection_id"])
     assert (conn.status, conn.status_reason, conn.settings_encrypted) == ("pending", None, None)

@@ -7,7 +7,6 @@ or a page and redirect for the browser-facing ones).
 from __future__ import annotations
 
 import functools
-import json
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import marshmallow as ma
@@ -47,16 +46,12 @@ def _with_query(url: str, extra: dict[str, str]) -> str:
 def _page(ok: bool, message: str, status: int, code: str | None = None):
     """The result page; a client that asks for JSON (``Accept: application/json``) gets the error shape.
 
-    ``code`` (an OAuth error code such as ``invalid_state``) replaces the generic error code there.
+    There ``details.error`` carries ``code``, the OAuth error code (e.g. ``invalid_state``) that a
+    redirect would send as ``?error=``; ``error.code`` stays the HTTP reason (``bad_request``).
     """
     wants_json = request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
     if not ok and wants_json:
-        resp = errors.error_response(status, {"input": message})
-        if code:
-            body = resp.get_json()
-            body["error"]["code"] = code
-            resp.set_data(json.dumps(body))
-        return resp
+        return errors.error_response(status, {"input": message, **({"error": code} if code else {})})
     resp = make_response(render_template("oauth_result.html", ok=ok, message=message), status)
     resp.headers.update(PAGE_HEADERS)
     return resp
