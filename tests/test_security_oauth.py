@@ -403,6 +403,17 @@ def test_pending_sessions_are_capped_per_user_oldest_dropped(connect, provider):
     assert len([s for s in session_rows(connect) if s.consumed_at is None]) == 3
 
 
+@pytest.mark.parametrize("connect_config", [{"oauth_pending_sessions_per_user": 2}], indirect=True)
+def test_org_level_starts_are_capped_per_credential(connect, provider):
+    cred = registered_credential(connect, provider)
+    other = registered_credential(connect, provider)
+    for c in (cred, cred, cred, other):
+        link = connect.client.get(f"/v1/credentials/{c['id']}", headers=connect.auth).get_json()["redirect_url"]
+        assert connect.app.test_client().get(link).status_code == 303
+    pending = [s for s in session_rows(connect) if s.consumed_at is None]
+    assert sorted(s.credential_id for s in pending) == sorted([cred["id"], cred["id"], other["id"]])
+
+
 PROJECT, PD_CLIENT, PD_SECRET = "proj_sec", "pd_client_sec", "pd_secret_sec"
 GMAIL = {"key": "gmail", "type": "pipedream_account", "title": "Gmail",
          "spec": {"type": "pipedream_account", "data": {"app_slug": "gmail"}}}
