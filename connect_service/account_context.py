@@ -190,8 +190,15 @@ class AccountContext:
         """The serving credential: the app's own, else one shared with it; ``spec.data.credential_id`` picks."""
         if self._credential is None:
             wanted = self.spec.get("credential_id") if self._requirement is not None else None
-            row = oauth.select_credential(self._app, self.type.connector_name, credential_id=wanted,
-                                          grant_types=None)
+            try:
+                row = oauth.select_credential(self._app, self.type.connector_name, credential_id=wanted,
+                                              grant_types=None)
+            except errors.BadRequest as exc:  # end users read this: the org's setup goes to the log
+                log.warning("app %s: no usable %s credential: %s", self.app_id, self.type.connector_name,
+                            exc.details or exc.message)
+                raise errors.BadRequest({"requirement": "cannot be linked right now: the app's setup is "
+                                                        "incomplete (its administrators can see why in the "
+                                                        "service's log)"}) from None
             self._credential = PlatformCredential.load(row, self.type)
         return self._credential
 

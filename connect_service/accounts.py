@@ -17,6 +17,7 @@ access log replaces the value with ``<signed>``.
 """
 from __future__ import annotations
 
+import json
 import logging
 import re
 from contextlib import contextmanager
@@ -26,9 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from marshmallow import ValidationError
 
-from . import oauth
-
-from . import errors
+from . import errors, oauth, ratelimit, replay
 from .account_context import AccountContext, LinkedAccount, PlatformError, claim_lookup
 from .connection_types import ActionAccountType
 from .connections import read_settings
@@ -268,6 +267,8 @@ class WebhookTarget:
     app: App
     user_id: str
     requirement: Requirement
+    #: names the webhook URL in replay keys and rate-limit buckets (a hash: never the signed value)
+    url_key: str = ""
 
 
 def webhook_target(connector: str, signed: str) -> WebhookTarget:
@@ -284,13 +285,42 @@ def webhook_target(connector: str, signed: str) -> WebhookTarget:
     req = _requirement_of(app, claims["r"]) if app is not None else None
     if req is None or registry().get(connection_type_name(req)) is not cls:
         raise errors.NotFound()
-    return WebhookTarget(cls, app, claims["u"], req)
+    url_key = replay.key_for("webhook-url", f"{connector}/{signed}").split(":", 1)[1][:40]
+    return WebhookTarget(cls, app, claims["u"], req, url_key)
 
 
 def receive_webhook(target: WebhookTarget, body: dict[str, Any]) -> dict[str, Any]:
-    """Let the target's type judge the platform's ``body`` (its JSON answer, a 400 or a 502)."""
-    with _context(target.type, target.app, target.user_id, target.requirement) as ctx:
-        return target.type().handle_webhook(ctx, body)
+    """Let the target's type judge the platform's ``body`` (its JSON answer, a 400 or a 502), once per event.
+
+    An event is the webhook URL plus the body (as canonical JSON). The first
+    delivery that the type accepts is remembered with its answer for as long
+    as the URL is valid; a replay gets that answer again without the type
+    (nor the platform) being asked. A delivery the type refuses (400, 502) is
+    forgotten, so the platform may retry it; one arriving while the first is
+    still being handled is handled as well (the type's writes are serialised).
+    Deliveries that reach the type are limited per webhook URL
+    (``rate_limit_webhook_per_minute``), so a leaked URL cannot make the
+    service hammer the platform.
+    """
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    event = replay.key_for("webhook", f"{target.url_key}\n{canonical}")
+    found, answer = replay.answer_of(event)
+    if found and answer is not None:
+        log.info("%s: a replayed webhook event answered from the first delivery", target.type.name)
+        return answer
+    ratelimit.hit(f"webhook:{target.url_key}", int(settings()["rate_limit_webhook_per_minute"]))
+    first = not found and replay.claim(event, WEBHOOK_MAX_AGE_SECONDS)
+    # (a delivery racing the first one is handled too: the type's writes are serialised per user)
+    try:
+        with _context(target.type, target.app, target.user_id, target.requirement) as ctx:
+            answer = target.type().handle_webhook(ctx, body)
+    except BaseException:
+        if first:
+            replay.release(event)
+        raise
+    if first:
+        replay.record_answer(event, answer)
+    return answer
 
 
 # --- deleting a linked account ------------------------------------------------------------------

@@ -375,7 +375,9 @@ class ActionAccountType(ConnectionType):
 
         The signature has been checked and names ``ctx``'s user and requirement;
         ``body`` is the platform's JSON object. Confirm with the platform before
-        recording anything.
+        recording anything. Called once per event: the core answers a replay of
+        an accepted event (same URL and body) with the answer recorded the first
+        time, and limits deliveries per webhook URL.
         """
         raise NotImplementedError(f"{self.name} takes no webhooks")
 

@@ -44,10 +44,12 @@ def init_app(app) -> None:
     def _log(response):
         response.headers["X-Request-Id"] = g.get("request_id", "")
         # The path only: query strings of /connect and the OAuth callback carry tokens and codes,
-        # and the webhook path's last segment is a signed value.
+        # and the last segment of webhook paths and credential start links is a signed value.
         path = request.path
         if path.startswith("/v1/connect/webhooks/"):
             path = path.rsplit("/", 1)[0] + "/<signed>"
+        elif path.startswith("/v1/connect/oauth2/start/"):
+            path = "/v1/connect/oauth2/start/<signed>"
         access_log.info("request", extra={"fields": {
             "request_id": g.get("request_id"), "method": request.method, "path": path,
             "status": response.status_code, "remote_addr": request.remote_addr,

@@ -302,8 +302,18 @@ class AuditEvent(BaseModel):
         )
 
 
+class SpentKey(BaseModel):
+    """A single-use value already used (a credential start link, a platform's webhook event),
+    kept until ``expires_at``, after which the value could not be used anyway."""
+
+    key = pw.CharField(primary_key=True)
+    expires_at = pw.DateTimeField(index=True)
+    # what the first use answered (a webhook event's JSON answer), repeated to a replay
+    answer = JSONField(null=True)
+
+
 ALL_MODELS = [
     Organization, AccessKey, App, TokenRevocation, WorkflowVersion, Requirement, Credential, Connection,
     AuthorizationSession, RateLimitHit, AccountLookup, WebhookEndpoint, WebhookEvent, WebhookDelivery,
-    AuditEvent,
+    AuditEvent, SpentKey,
 ]

@@ -71,6 +71,9 @@ def make_config(tmp_path, **overrides: Any) -> dict[str, Any]:
         "proxy_count": 1,
         "rate_limit_tokens_per_minute": 1000,
         "rate_limit_credentials_per_minute": 1000,
+        "rate_limit_oauth_starts_per_minute": 1000,
+        "rate_limit_oauth_starts_per_address_per_minute": 1000,
+        "rate_limit_webhook_per_minute": 1000,
         "log_level": "INFO",
     }
     cfg.update(overrides)

@@ -190,11 +190,11 @@ def test_logs_hold_no_query_strings_and_no_signed_segments(deployment):
     for secret in (signed, "not-a-real-token-secret", "token=", "code=", "state="):
         assert secret not in access
     assert "?" not in access
-    # the service's own access log (one JSON line per request) holds no query string either;
-    # (its handling of the start link's segment is issue 12's, tested with the service's logs)
+    # the service's own access log (one JSON line per request) holds no query string and no signed segment
     service = deployment.gunicorn.log()
     assert '"path": "/v1/connect/webhooks/pipedream/<signed>"' in service
-    for secret in ("not-a-real-token-secret", "token=", "code=", "state="):
+    assert '"path": "/v1/connect/oauth2/start/<signed>"' in service
+    for secret in (signed, "not-a-real-token-secret", "token=", "code=", "state="):
         assert secret not in service
 
 

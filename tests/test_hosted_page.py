@@ -488,7 +488,7 @@ def test_oauth_connect_link_starts_a_browser_bound_flow(connect):
     from connect_service.models import AuthorizationSession
 
     app = connect.create_app_with_requirements([CRM])
-    make_oauth_credential(connect, app)
+    cred_id = make_oauth_credential(connect, app)
     client, path, _ = open_page(connect, app)
     html = client.get(path, base_url=BASE).get_data(as_text=True)
     start = unescape(re.search(r'href="([^"]+)">Connect</a>', html).group(1))
@@ -498,7 +498,8 @@ def test_oauth_connect_link_starts_a_browser_bound_flow(connect):
     location = r.headers["Location"]
     assert location.startswith("https://crm.example.com/authorize?")
     query = parse_qs(urlsplit(location).query)
-    assert query["client_id"] == ["crm-client"] and query["redirect_uri"] == [f"{BASE}/v1/connect/oauth2/callback"]
+    assert query["client_id"] == ["crm-client"]
+    assert query["redirect_uri"] == [f"{BASE}/v1/connect/oauth2/callback/{cred_id}"]
     cookie_name = oauth.nonce_cookie_name(query["state"][0])  # one binding cookie per flow
     nonce_cookie = client.get_cookie(cookie_name, domain="connect.test", path=oauth.CALLBACK_PATH)
     assert nonce_cookie is not None and nonce_cookie.http_only and nonce_cookie.same_site == "Lax"
@@ -522,8 +523,9 @@ def test_oauth_start_without_a_credential_shows_the_problem_on_the_page(connect)
     r = client.get(start, base_url=BASE)
     assert r.status_code == 400 and r.mimetype == "text/html"
     crm = card_html(r.get_data(as_text=True), rid(app, "crm"))
+    # the end user is told the setup is incomplete, never the org's credential ids (the log has those)
     assert re.search(r'<p class="form-error" id="fe-[^"]+" role="alert">This account cannot be connected right '
-                     r'now: no OAuth2 credential', crm)
+                     r'now: [^<]*setup is incomplete', crm)
 
 
 def test_return_from_provider_shows_outcome_on_the_page(connect):

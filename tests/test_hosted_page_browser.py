@@ -168,8 +168,6 @@ def oauth_server(live_service):
     server = OAuthTestServer().start()
     try:
         server.auto_approve = False  # the test clicks Allow / Deny on the consent page
-        server.add_client("page-client", "page-secret", [f"{live_service.url}/v1/connect/oauth2/callback"],
-                          token_endpoint_auth_method="client_secret_basic")
         harness = live_service.harness
         r = harness.client.post("/v1/credentials", headers=harness.auth, json={
             "name": "Test CRM", "mode": "OAUTH", "connector_name": "oauth2",
@@ -177,6 +175,10 @@ def oauth_server(live_service):
             "oauth_client_id": "page-client", "oauth_client_secret": "page-secret",
             "oauth_scope": "profile", "oauth_grant_type": "authorization_code"})
         assert r.status_code == 201, r.get_json()
+        # registered with the credential's own redirect URI, exactly (issue 12)
+        assert r.get_json()["redirect_uri"].startswith(f"{live_service.url}/v1/connect/oauth2/callback/")
+        server.add_client("page-client", "page-secret", [r.get_json()["redirect_uri"]],
+                          token_endpoint_auth_method="client_secret_basic")
         yield server
         assert server.errors == []
     finally:

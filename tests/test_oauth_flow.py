@@ -20,7 +20,7 @@ from connect_service.models import App, AuthorizationSession, Connection, Creden
 from tests.support.oauth_server import OAuthTestServer
 
 PUBLIC = "http://connect.test"
-CALLBACK = f"{PUBLIC}/v1/connect/oauth2/callback"
+CALLBACK = f"{PUBLIC}/v1/connect/oauth2/callback"  # + /{credential id}: each credential's redirect_uri
 OAUTH2 = "dynamiq.connections.OAuth2"
 GOOGLE = "dynamiq.connections.Google"
 DROPBOX = "dynamiq.connections.Dropbox"
@@ -58,7 +58,6 @@ def make_credential(connect, server, connector="oauth2", method="client_secret_b
                     expect=201, **extra) -> dict:
     client_id = f"client-{uuid.uuid4().hex[:10]}"
     secret = f"secret-{uuid.uuid4().hex}"
-    server.add_client(client_id, secret, [CALLBACK], token_endpoint_auth_method=method)
     body = {"name": f"{connector} credential", "mode": "OAUTH", "connector_name": connector,
             "oauth_url": server.authorize_url, "oauth_token_url": server.token_url,
             "oauth_client_id": client_id, "oauth_client_secret": secret, "oauth_scope": "read",
@@ -69,6 +68,9 @@ def make_credential(connect, server, connector="oauth2", method="client_secret_b
     assert r.status_code == expect, r.get_json()
     out = r.get_json()
     out["_secret"] = secret
+    if r.status_code == 201:  # registered at the provider with the credential's own redirect URI
+        assert out["redirect_uri"] == f"{CALLBACK}/{out['id']}"
+        server.add_client(client_id, secret, [out["redirect_uri"]], token_endpoint_auth_method=method)
     return out
 
 
@@ -82,7 +84,7 @@ def browser_to_callback(url: str) -> str:
     r = requests.get(url, allow_redirects=False, timeout=10)
     assert r.status_code in (302, 303), r.text[:300]
     location = r.headers["Location"]
-    assert location.startswith(CALLBACK + "?"), location
+    assert location.startswith(CALLBACK + "/") and "?" in location, location
     return location
 
 
@@ -132,7 +134,7 @@ def test_generic_oauth2_code_flow_with_pkce_and_basic_auth(connect, server):
 
     sent = server.authorize_requests[-1]
     assert sent["code_challenge_method"] == "S256" and len(sent["code_challenge"]) == 43
-    assert sent["redirect_uri"] == CALLBACK
+    assert sent["redirect_uri"] == cred["redirect_uri"]
     assert sent["prompt"] == "login"
     assert sent["scope"].split() == ["read", "offline_access"]
     assert len(sent["state"]) >= 22
@@ -142,7 +144,7 @@ def test_generic_oauth2_code_flow_with_pkce_and_basic_auth(connect, server):
     assert call["authenticated_method"] == "client_secret_basic"
     assert call["basic_auth"] == (cred["oauth_client_id"], cred["_secret"])
     assert "client_secret" not in call["form"]
-    assert call["form"]["redirect_uri"] == CALLBACK
+    assert call["form"]["redirect_uri"] == cred["redirect_uri"]
     assert 43 <= len(call["form"]["code_verifier"]) <= 128
     assert call["status"] == 200
 
@@ -247,8 +249,9 @@ def test_replayed_state_is_rejected_before_any_token_request(connect, server):
 
 
 def test_unknown_or_missing_state_is_rejected_without_a_token_request(connect, server):
+    cred = make_credential(connect, server)
     for query in ({"state": "forged-state", "code": "abc"}, {"code": "abc"}, {}):
-        r = connect.client.get("/v1/connect/oauth2/callback", query_string=query, base_url=PUBLIC)
+        r = connect.client.get(f"/v1/connect/oauth2/callback/{cred['id']}", query_string=query, base_url=PUBLIC)
         assert r.status_code == 400
         assert r.headers["Content-Type"].startswith("text/html")
     assert server.token_calls() == 0
@@ -271,17 +274,17 @@ def test_expired_state_is_rejected_without_a_token_request(connect, server):
 
 
 def test_session_expiry_is_ten_minutes_from_settings(connect, server):
-    make_credential(connect, server)
+    cred = make_credential(connect, server)
     app = connect.create_app_with_requirements([requirement(OAUTH2)])
     r = authorize(connect, connect.token(app, "u"), connect.requirement_id(app, "account"))
     with db(connect):
         session = AuthorizationSession.get(AuthorizationSession.connection == r.get_json()["connection_id"])
         assert (session.expires_at - session.created_at).total_seconds() == pytest.approx(600, abs=5)
-        assert session.redirect_uri == CALLBACK and session.token_url == server.token_url
+        assert session.redirect_uri == cred["redirect_uri"] and session.token_url == server.token_url
 
 
 def test_access_denied_marks_the_connection_error_with_an_escaped_message(connect, server):
-    make_credential(connect, server)
+    cred = make_credential(connect, server)
     app = connect.create_app_with_requirements([requirement(OAUTH2)])
     token = connect.token(app, "u")
     req_id = connect.requirement_id(app, "account")
@@ -299,7 +302,7 @@ def test_access_denied_marks_the_connection_error_with_an_escaped_message(connec
     # the provider's error text is escaped on the result page
     r = authorize(connect, token, req_id)
     state = parse_qs(urlsplit(r.get_json()["authorization_url"]).query)["state"][0]
-    page = connect.client.get("/v1/connect/oauth2/callback", base_url=PUBLIC, query_string={
+    page = connect.client.get(f"/v1/connect/oauth2/callback/{cred['id']}", base_url=PUBLIC, query_string={
         "state": state, "error": "access_denied", "error_description": "<script>alert(1)</script>"})
     assert page.status_code == 400
     assert b"<script>alert(1)</script>" not in page.data and b"&lt;script&gt;" in page.data
@@ -351,7 +354,7 @@ def test_unreachable_token_endpoint_at_callback_is_an_error_page_not_a_500(conne
 
 def test_code_for_another_client_or_wrong_secret_fails_cleanly(connect, server):
     cred = make_credential(connect, server)
-    server.add_client(cred["oauth_client_id"], "rotated-at-the-provider", [CALLBACK])
+    server.add_client(cred["oauth_client_id"], "rotated-at-the-provider", [cred["redirect_uri"]])
     app = connect.create_app_with_requirements([requirement(OAUTH2)])
     r = authorize(connect, connect.token(app, "u"), connect.requirement_id(app, "account"))
     result = connect.client.get(browser_to_callback(r.get_json()["authorization_url"]))
@@ -415,13 +418,15 @@ def test_credential_choice_app_own_over_org_and_ambiguity(connect, server):
     token = connect.token(app, "u")
     req_id = connect.requirement_id(app, "account")
 
+    # the end user reads that the setup is incomplete; the org's log says why (issue 12 item 10)
     r = authorize(connect, token, req_id)
-    assert r.status_code == 400 and "no OAuth2 credential" in r.get_json()["error"]["details"]["credential"]
+    assert r.status_code == 400 and "setup is incomplete" in r.get_json()["error"]["details"]["requirement"]
 
     org1 = make_credential(connect, server)
     org2 = make_credential(connect, server)
     r = authorize(connect, token, req_id)
-    assert r.status_code == 400 and "spec.data.credential_id" in r.get_json()["error"]["details"]["credential"]
+    assert r.status_code == 400 and "setup is incomplete" in r.get_json()["error"]["details"]["requirement"]
+    assert org1["id"] not in r.get_data(as_text=True)
 
     own = make_credential(connect, server, app_id=app["id"])
     assert own["read_access"] == "APP"
@@ -437,7 +442,7 @@ def test_credential_choice_app_own_over_org_and_ambiguity(connect, server):
     # another app's own credential is not usable
     app3 = connect.create_app_with_requirements([requirement(OAUTH2, credential_id=own["id"])])
     r = authorize(connect, connect.token(app3, "u"), connect.requirement_id(app3, "account"))
-    assert r.status_code == 400 and "spec.data.credential_id" in r.get_json()["error"]["details"]
+    assert r.status_code == 400 and own["id"] not in r.get_data(as_text=True)
     assert org1["id"] != org2["id"]
 
 
@@ -587,7 +592,8 @@ def test_reauthorization_without_a_refresh_token_does_not_keep_the_old_grants(co
     old = connection(connect, conn_id)[1]["oauth"]["credentials"]
     assert old["refresh_token"] and old["scope"]
     # the provider now issues no refresh token; the end user signs in as somebody else
-    server.add_client(cred["oauth_client_id"], cred["_secret"], [CALLBACK], grant_types=("authorization_code",))
+    server.add_client(cred["oauth_client_id"], cred["_secret"], [cred["redirect_uri"]],
+                      grant_types=("authorization_code",))
     server.user = {"sub": "user-2", "email": "other@example.com"}
     try:
         r = authorize(connect, token, req_id)
@@ -673,11 +679,11 @@ def test_expired_sessions_are_purged_in_bounded_batches_on_start(connect, server
     with db(connect):
         AuthorizationSession.insert_many([
             {"id": f"oas_old{i}", "state_hash": f"old{i}", "connection": first["connection_id"],
-             "credential": cred["id"], "redirect_uri": CALLBACK, "token_url": server.token_url,
+             "credential": cred["id"], "redirect_uri": cred["redirect_uri"], "token_url": server.token_url,
              "expires_at": long_ago, "consumed_at": long_ago if i % 2 else None, "created_at": long_ago}
             for i in range(oauth.SESSION_PURGE_ON_START + 5)]).execute()
         AuthorizationSession.create(id="oas_recent", state_hash="recent", connection=first["connection_id"],
-                                    credential=cred["id"], redirect_uri=CALLBACK, token_url=server.token_url,
+                                    credential=cred["id"], redirect_uri=cred["redirect_uri"], token_url=server.token_url,
                                     expires_at=just_now)
 
     authorize(connect, token, req_id)
@@ -746,20 +752,25 @@ def test_two_hosted_page_flows_started_in_one_browser_both_complete(connect, ser
 
 
 def test_concurrent_starts_of_a_credential_redirect_url_share_one_connection(connect, server):
-    """Parallel opens of the signed start link (PostgreSQL included) find-or-create one org-level row."""
+    """Parallel opens of signed start links (PostgreSQL included) find-or-create one org-level row.
+
+    A link is single-use, so each thread opens a fresh one (every read of the credential mints one).
+    """
     import threading
 
     for attempt in range(3):
         cred = make_credential(connect, server)
+        links = [connect.client.get(f"/v1/credentials/{cred['id']}", headers=connect.auth).get_json()["redirect_url"]
+                 for _ in range(8)]
         barrier = threading.Barrier(8)
         codes = []
 
-        def start():
+        def start(link):
             client = connect.app.test_client()
             barrier.wait()
-            codes.append(client.get(cred["redirect_url"]).status_code)
+            codes.append(client.get(link).status_code)
 
-        threads = [threading.Thread(target=start) for _ in range(8)]
+        threads = [threading.Thread(target=start, args=(link,)) for link in links]
         for t in threads:
             t.start()
         for t in threads:

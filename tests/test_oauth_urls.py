@@ -76,7 +76,7 @@ def test_provider_authorization_url(connect, app, connector, capsys):
     assert url.startswith(authorize_url + "?")
     q = query_of(url)
     assert q["response_type"] == ["code"] and q["client_id"] == [f"{connector}-client-id"]
-    assert q["redirect_uri"] == [CALLBACK]
+    assert q["redirect_uri"] == [f"{CALLBACK}/{cred['id']}"] == [cred["redirect_uri"]]
     assert len(q["state"][0]) >= 43
     expected_scopes = ["files.read", *default_scopes] + (["offline_access"] if offline == "offline_access" else [])
     assert q["scope"][0].split(" ") == expected_scopes
@@ -214,10 +214,11 @@ def test_initialise_creates_a_pending_connection_for_the_customer(connect, app):
 def test_embed_flow_completes_against_the_test_server(connect, app):
     with OAuthTestServer() as server:
         server.auto_approve = True
-        server.add_client("embed-client", "embed-secret", [CALLBACK], token_endpoint_auth_method="client_secret_post")
         cred = create_credential(connect, "oauth2", oauth_url=server.authorize_url, oauth_token_url=server.token_url,
                                  oauth_client_id="embed-client", oauth_client_secret="embed-secret",
                                  oauth_token_endpoint_auth_method="client_secret_post", oauth_scope="read")
+        server.add_client("embed-client", "embed-secret", [cred["redirect_uri"]],
+                          token_endpoint_auth_method="client_secret_post")
         url = initialise(connect, app["id"], "oauth2", cred, customerId="cust-1", scopes=["write"],
                          prompt="consent", additionalParams="ui_locales=de")["url"]
         r = requests.get(url, allow_redirects=False, timeout=10)

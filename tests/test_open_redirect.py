@@ -73,12 +73,12 @@ def flow_app(connect, server):
     """An app with two return URLs, one OAuth2 requirement and an org credential for it."""
     client_id = f"client-{uuid.uuid4().hex[:10]}"
     secret = f"secret-{uuid.uuid4().hex}"
-    server.add_client(client_id, secret, [CALLBACK])
     r = connect.client.post("/v1/credentials", headers=connect.auth, json={
         "name": "custom", "mode": "OAUTH", "connector_name": "oauth2", "oauth_url": server.authorize_url,
         "oauth_token_url": server.token_url, "oauth_client_id": client_id, "oauth_client_secret": secret,
         "oauth_scope": "read", "oauth_grant_type": "authorization_code"})
     assert r.status_code == 201, r.get_json()
+    server.add_client(client_id, secret, [r.get_json()["redirect_uri"]])
     app = connect.create_app_with_requirements(
         [{"key": "account", "type": "connection", "title": "Account",
           "spec": {"type": "connection", "data": {"type": OAUTH2}}}],
@@ -98,7 +98,7 @@ def authorize(connect, app, return_to=None, user="user-1"):
 def to_callback(authorization_url):
     r = requests.get(authorization_url, allow_redirects=False, timeout=10)
     assert r.status_code in (302, 303), r.text[:200]
-    assert r.headers["Location"].startswith(CALLBACK + "?")
+    assert r.headers["Location"].startswith(CALLBACK + "/cc")
     return r.headers["Location"]
 
 
@@ -154,19 +154,20 @@ def test_unknown_or_reused_state_never_redirects(connect, flow_app):
         assert parse_qs(target.query)["status"] == ["error"]
     else:
         assert replay.status_code >= 400 and "Location" not in replay.headers
-    forged = connect.client.get("/v1/connect/oauth2/callback?state=forged&code=x&return_to=https%3A%2F%2Fevil.net")
+    forged = connect.client.get(f"/v1/connect/oauth2/callback/{flow_app['_credential']['id']}"
+                                "?state=forged&code=x&return_to=https%3A%2F%2Fevil.net")
     assert forged.status_code >= 400 and "Location" not in forged.headers
 
 
 def test_provider_error_message_is_escaped_on_the_result_page(connect, flow_app, server):
     r = authorize(connect, flow_app)
     state = parse_qs(urlsplit(r.get_json()["authorization_url"]).query)["state"][0]
-    page = connect.client.get("/v1/connect/oauth2/callback", query_string={
+    page = connect.client.get(f"/v1/connect/oauth2/callback/{flow_app['_credential']['id']}", query_string={
         "state": state, "error": "access_denied",
         "error_description": '<script>location="https://evil.net"</script>'})
-    assert "Location" not in page.headers
+    assert "Location" not in page.headers and page.status_code == 400
     html = page.get_data(as_text=True)
-    assert "<script>location" not in html
+    assert "<script>location" not in html and "access_denied" in html
     assert "default-src" in page.headers.get("Content-Security-Policy", "default-src")
 
 

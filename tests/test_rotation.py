@@ -334,14 +334,14 @@ def oauth_server():
 def test_rotation_covers_what_the_oauth_code_writes(connect, tmp_path, old_key, oauth_server):
     import requests
 
-    callback = "http://connect.test/v1/connect/oauth2/callback"
     client_id = f"client-{uuid.uuid4().hex[:8]}"
-    oauth_server.add_client(client_id, "rotating-client-secret", [callback])
     r = connect.client.post("/v1/credentials", headers=connect.auth, json={
         "name": "custom", "mode": "OAUTH", "connector_name": "oauth2", "oauth_url": oauth_server.authorize_url,
         "oauth_token_url": oauth_server.token_url, "oauth_client_id": client_id,
         "oauth_client_secret": "rotating-client-secret", "oauth_grant_type": "authorization_code"})
     assert r.status_code == 201, r.get_json()
+    callback = r.get_json()["redirect_uri"]
+    oauth_server.add_client(client_id, "rotating-client-secret", [callback])
     app_row = connect.create_app_with_requirements([{"key": "account", "type": "connection", "title": "Account",
                                                      "spec": {"type": "connection",
                                                               "data": {"type": "dynamiq.connections.OAuth2"}}}])

@@ -23,7 +23,6 @@ from tests.support.gunicorn_server import GunicornServer
 from tests.support.oauth_server import OAuthTestServer
 
 PUBLIC = "http://connect.test"
-CALLBACK = f"{PUBLIC}/v1/connect/oauth2/callback"
 OAUTH2 = "dynamiq.connections.OAuth2"
 API_KEY = "hd_live_SECRET_api_key_7f3a9c1e2b54"
 BAD_SUBMISSION_KEY = "hd_live_SECRET_in_a_bad_submission_11"
@@ -144,7 +143,6 @@ def test_full_flow_leaks_no_secret(connect, server, capture, capfd):
     client_id = f"client-{uuid.uuid4().hex[:8]}"
     client_secret = f"CLIENT_SECRET_{uuid.uuid4().hex}"
     secrets["client_secret"] = client_secret
-    server.add_client(client_id, client_secret, [CALLBACK])
     server.rotate_refresh_tokens = True
     server.auto_approve = True
     r = keep(connect.client.post("/v1/credentials", headers=connect.auth, json={
@@ -153,6 +151,7 @@ def test_full_flow_leaks_no_secret(connect, server, capture, capfd):
         "oauth_scope": "read", "oauth_grant_type": "authorization_code"}))
     assert r.status_code == 201
     cred_id = r.get_json()["id"]
+    server.add_client(client_id, client_secret, [r.get_json()["redirect_uri"]])
     r = keep(connect.client.get(f"/v1/credentials/{cred_id}", headers=connect.auth))
     oauth_rid = connect.requirement_id(app, "account")
     r = connect.client.post(f"/v1/connect/requirements/{oauth_rid}/oauth2/authorize", headers=bearer(token),
@@ -263,7 +262,8 @@ def test_gunicorn_logs_no_token_or_secret(connect, app_with_key, tmp_path):
             json.dumps({"type": HTTP_API_KEY, "config": {"url": "https://h.example", "api_key": API_KEY}}).encode(),
             {"Authorization": f"Bearer {token}", "Content-Type": "application/json", "Host": "connect.test"})
         assert status == 201
-        status, _, _ = server.request("GET", "/v1/connect/oauth2/callback?state=STATE_SECRET_1&code=CODE_SECRET_1",
+        status, _, _ = server.request("GET", "/v1/connect/oauth2/callback/ccfg_x"
+                                      "?state=STATE_SECRET_1&code=CODE_SECRET_1",
                                       headers={"Host": "connect.test"})
         assert status >= 400
     log = server.log()
@@ -278,12 +278,12 @@ def test_token_bearing_responses_are_not_cached(connect, server):
         {"key": "account", "type": "connection", "title": "Account",
          "spec": {"type": "connection", "data": {"type": OAUTH2}}}], return_urls=[RETURN])
     client_id = f"client-{uuid.uuid4().hex[:8]}"
-    server.add_client(client_id, "s3cret", [CALLBACK])
     r = connect.client.post("/v1/credentials", headers=connect.auth, json={
         "name": "custom", "mode": "OAUTH", "connector_name": "oauth2", "oauth_url": server.authorize_url,
         "oauth_token_url": server.token_url, "oauth_client_id": client_id, "oauth_client_secret": "s3cret",
         "oauth_grant_type": "authorization_code"})
     cred = r.get_json()
+    server.add_client(client_id, "s3cret", [cred["redirect_uri"]])
     answers = {"credential create (signed redirect_url)": r,
                "credential read": connect.client.get(f"/v1/credentials/{cred['id']}", headers=connect.auth),
                "credential list": connect.client.get("/v1/credentials", headers=connect.auth)}

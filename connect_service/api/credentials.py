@@ -33,6 +33,8 @@ class CredentialOutSchema(ma.Schema):
     mode = fields.String()
     connector_name = fields.String()
     redirect_url = fields.String()
+    redirect_uri = fields.String(metadata={"description": "this credential's OAuth2 callback: register this exact "
+                                                          "URL at the provider"})
     app_id = fields.String(allow_none=True)
     folder_id = fields.String(allow_none=True)
     read_access = fields.String()
@@ -64,6 +66,7 @@ def credential_view(cred: Credential) -> dict[str, Any]:
         "id": cred.id, "name": cred.name, "slug": cred.slug, "mode": cred.mode,
         "connector_name": cred.connector_name,
         "redirect_url": oauth.credential_start_url(cred) if cred.oauth_grant_type == "authorization_code" else "",
+        "redirect_uri": oauth.callback_url(cred),
         "app_id": cred.app_id, "folder_id": None, "read_access": cred.read_access,
         "shared_app_slugs": list(cred.shared_app_slugs or []), "description": cred.description or "",
         "allowed_hosts": list(cred.allowed_hosts or []), "metadata": cred.metadata or {},

@@ -43,11 +43,15 @@ def _with_query(url: str, extra: dict[str, str]) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
-def _page(ok: bool, message: str, status: int):
-    """The result page; a client that asks for JSON (``Accept: application/json``) gets the error shape."""
+def _page(ok: bool, message: str, status: int, code: str | None = None):
+    """The result page; a client that asks for JSON (``Accept: application/json``) gets the error shape.
+
+    There ``details.error`` carries ``code``, the OAuth error code (e.g. ``invalid_state``) that a
+    redirect would send as ``?error=``; ``error.code`` stays the HTTP reason (``bad_request``).
+    """
     wants_json = request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
     if not ok and wants_json:
-        return errors.error_response(status, {"input": message})
+        return errors.error_response(status, {"input": message, **({"error": code} if code else {})})
     resp = make_response(render_template("oauth_result.html", ok=ok, message=message), status)
     resp.headers.update(PAGE_HEADERS)
     return resp
@@ -66,7 +70,7 @@ def _finish(outcome: oauth.CallbackOutcome):
         resp = redirect(_with_query(outcome.return_to, extra), 303)
         resp.headers.update({"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
     else:
-        resp = _page(outcome.ok, outcome.message, outcome.http_status)
+        resp = _page(outcome.ok, outcome.message, outcome.http_status, outcome.error_code)
     return resp
 
 
@@ -103,7 +107,7 @@ def _page_response(description: str) -> dict:
         "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
-@blp.route("/connect/oauth2/callback")
+@blp.route("/connect/oauth2/callback/<string:credential_id>")
 class Callback(MethodView):
     @blp.doc(responses={"200": {"description": "the result page", "content": {"text/html": {"schema": {"type": "string"}}}},
                         "303": {"description": "redirect to the flow's return URL"},
@@ -112,13 +116,13 @@ class Callback(MethodView):
         {"in": "query", "name": name, "schema": {"type": "string"}} for name in
         ("state", "code", "error", "error_description", "iss")])
     @blp.response(200, description="the result page, or a 303 redirect to the flow's return URL")
-    def get(self):
-        """OAuth2 redirect target: validates state, exchanges the code, stores the tokens"""
+    def get(self, credential_id):
+        """OAuth2 redirect target of one credential (its redirect_uri): checks state, exchanges the code"""
         params = request.args.to_dict(flat=True)
         # each flow has its own binding cookie, named after its state: parallel flows never collide
         cookie = oauth.nonce_cookie_name(params["state"]) if params.get("state") else None
         nonce = request.cookies.get(cookie) if cookie else None
-        outcome = oauth.complete_authorization(params, browser_nonce=nonce)
+        outcome = oauth.complete_authorization(params, credential_id=credential_id, browser_nonce=nonce)
         resp = _finish(outcome)
         if nonce is not None and outcome.error_code != "browser_mismatch":
             resp.delete_cookie(cookie, path=oauth.CALLBACK_PATH, httponly=True, samesite="Lax")

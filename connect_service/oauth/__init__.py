@@ -13,7 +13,7 @@ oauth; oauth.select_credential(...)``.
 """
 from ..connection_types import ProviderError
 from .authorize import (CALLBACK_PATH, NONCE_COOKIE, SESSION_PURGE_ON_START, AuthorizationStart,
-                        begin_authorization, build_authorization_url, callback_url, hash_secret,
+                        begin_authorization, build_authorization_url, callback_url, cap_pending_sessions, hash_secret,
                         nonce_cookie_name, purge_authorization_sessions, set_nonce_cookie)
 from .callback import CallbackOutcome, complete_authorization
 from .errors import ProviderUnavailable
@@ -22,20 +22,20 @@ from .grants import (exchange_code, fetch_client_credentials, owns_org_token, re
 from .provider import (AUTH_METHODS, client_secret, connection_type_for, credential_scopes,
                        effective_auth_method, effective_pkce_method, oauth_client, provider_for,
                        set_client_secret, url_placeholder_problem)
-from .start import (START_URL_MAX_AGE, EmbedTarget, StartRefused, credential_available_to,
-                    credential_start_url, embed_target, initialise, is_exact_return_url,
+from .start import (EmbedTarget, StartRefused, credential_available_to,
+                    credential_start_url, embed_target, initialise, is_exact_return_url, limit_starts,
                     pending_connection_for, select_credential, start_authorization, start_for_requirement,
                     start_from_link)
 from .token_store import MAX_TOKEN_LIFETIME_SECONDS, store_tokens, token_settings
 
 __all__ = [
     "AUTH_METHODS", "AuthorizationStart", "CALLBACK_PATH", "CallbackOutcome", "MAX_TOKEN_LIFETIME_SECONDS",
-    "NONCE_COOKIE", "ProviderError", "ProviderUnavailable", "SESSION_PURGE_ON_START", "START_URL_MAX_AGE",
+    "NONCE_COOKIE", "ProviderError", "ProviderUnavailable", "SESSION_PURGE_ON_START",
     "StartRefused", "EmbedTarget", "embed_target", "begin_authorization", "build_authorization_url",
-    "callback_url", "client_secret",
+    "callback_url", "cap_pending_sessions", "client_secret",
     "complete_authorization", "connection_type_for", "credential_available_to", "credential_scopes",
     "credential_start_url", "effective_auth_method", "effective_pkce_method", "exchange_code",
-    "fetch_client_credentials", "hash_secret", "initialise", "is_exact_return_url", "nonce_cookie_name",
+    "fetch_client_credentials", "hash_secret", "initialise", "is_exact_return_url", "limit_starts", "nonce_cookie_name",
     "oauth_client", "owns_org_token", "pending_connection_for", "provider_for", "purge_authorization_sessions",
     "request_client_credentials", "request_refresh", "revoke_tokens", "select_credential", "set_client_secret",
     "set_nonce_cookie", "start_authorization", "start_for_requirement", "start_from_link", "store_org_token",

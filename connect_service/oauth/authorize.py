@@ -27,11 +27,14 @@ NONCE_COOKIE = "connect_oauth_nonce"
 #: still reads "expired" rather than "unknown"), at most this many per start / refresh-due run
 SESSION_PURGE_GRACE = datetime.timedelta(hours=1)
 SESSION_PURGE_ON_START = 20
+#: every credential's redirect URI is ``{public_url}{CALLBACK_PATH}/{credential id}`` (RFC 9700 §4.4)
 CALLBACK_PATH = "/v1/connect/oauth2/callback"
-#: parameters the service itself sets on an authorization URL; ``additionalParams`` may not repeat them
+#: parameters the service itself sets on an authorization URL, and those that would move the request
+#: or the response elsewhere (JAR ``request``/``request_uri``, ``response_mode``): ``additionalParams``
+#: may set none of them
 RESERVED_PARAMS = frozenset({
     "response_type", "client_id", "redirect_uri", "state", "scope", "prompt",
-    "code_challenge", "code_challenge_method",
+    "code_challenge", "code_challenge_method", "request", "request_uri", "response_mode",
 })
 
 
@@ -40,9 +43,15 @@ def hash_secret(value: str) -> str:
     return hashlib.sha256(value.encode("utf-8")).hexdigest()
 
 
-def callback_url() -> str:
-    """The one redirect_uri of this service: ``{public_url}/v1/connect/oauth2/callback``."""
-    return f"{settings()['public_url']}{CALLBACK_PATH}"
+def callback_url(credential: Credential) -> str:
+    """The credential's own redirect URI: ``{public_url}/v1/connect/oauth2/callback/{credential id}``.
+
+    One per credential, so a provider sends its codes only to the callback of
+    the credential registered with it, and the callback can refuse a state
+    that another credential started (the mix-up defence of RFC 9700 §4.4).
+    Admins register this exact URL at the provider.
+    """
+    return f"{settings()['public_url']}{CALLBACK_PATH}/{credential.id}"
 
 
 def _parse_additional(additional_params: str | None) -> list[tuple[str, str]]:
@@ -172,6 +181,31 @@ def purge_authorization_sessions(limit: int = 500) -> int:
         return AuthorizationSession.delete().where(AuthorizationSession.id.in_(doomed)).execute()
 
 
+def cap_pending_sessions(connection: Connection, limit: int) -> int:
+    """Delete the oldest pending sessions of ``connection``'s end user beyond ``limit``; return how many.
+
+    The end user is (app, customer id) of the connection; org-level flows
+    (no app) count per credential. Pending means neither consumed nor
+    expired. ``limit <= 0`` keeps them all. A dropped session's callback
+    then reads "unknown or already used".
+    """
+    if limit <= 0:
+        return 0
+    owner = (Connection.app.is_null() & (Connection.credential == connection.credential_id)
+             if connection.app_id is None else (Connection.app == connection.app_id))
+    same_user = (Connection.customer_id.is_null() if connection.customer_id is None
+                 else Connection.customer_id == connection.customer_id)
+    pending = (AuthorizationSession.select(AuthorizationSession.id)
+               .join(Connection, on=(AuthorizationSession.connection == Connection.id))
+               .where(owner, same_user, AuthorizationSession.consumed_at.is_null(),
+                      AuthorizationSession.expires_at > utcnow())
+               .order_by(AuthorizationSession.created_at.desc(), AuthorizationSession.id.desc()))
+    doomed = [row.id for row in pending.offset(limit)]
+    if not doomed:
+        return 0
+    return AuthorizationSession.delete().where(AuthorizationSession.id.in_(doomed)).execute()
+
+
 def begin_authorization(credential: Credential, connection: Connection, *, return_to: str | None = None,
                         browser_nonce: str | None = None, scopes: list[str] | None = None,
                         prompt: str | None = None, additional_params: str | None = None,
@@ -179,12 +213,14 @@ def begin_authorization(credential: Credential, connection: Connection, *, retur
     """Store an AuthorizationSession for ``connection``; return its URL (an :class:`AuthorizationStart`).
 
     ``state`` is 256 random bits kept only as a SHA-256; the PKCE verifier is
-    encrypted; ``redirect_uri`` is :func:`callback_url`; the session expires
+    encrypted; ``redirect_uri`` is the credential's :func:`callback_url`; the session expires
     after ``oauth_session_seconds``. ``browser_nonce`` (kept as a SHA-256)
     binds the session to the browser holding it in the per-flow cookie
     named ``AuthorizationStart.nonce_cookie``. The URL is built before
     anything is stored, so a 400 leaves no row. Each start also purges a
-    few long-expired sessions (:func:`purge_authorization_sessions`).
+    few long-expired sessions (:func:`purge_authorization_sessions`) and
+    drops the connection's end user's oldest pending sessions beyond
+    ``oauth_pending_sessions_per_user`` (:func:`cap_pending_sessions`).
     """
     provider = provider_for(credential)
     if not provider.token_url:
@@ -197,7 +233,7 @@ def begin_authorization(credential: Credential, connection: Connection, *, retur
         verifier = pkce.create_code_verifier(64)  # RFC 7636 §4.1: 43-128 unreserved characters
         # oauthlib answers None for an explicit "plain"; plain means challenge == verifier (RFC 7636 §4.2)
         challenge = verifier if method == "plain" else pkce.create_code_challenge(verifier, "S256")
-    redirect_uri = callback_url()
+    redirect_uri = callback_url(credential)
     requested = list(scopes) if scopes is not None else credential_scopes(credential)
     url = build_authorization_url(credential, state=state, redirect_uri=redirect_uri, code_challenge=challenge,
                                   code_challenge_method=method, scopes=requested, prompt=prompt,
@@ -213,7 +249,9 @@ def begin_authorization(credential: Credential, connection: Connection, *, retur
     if verifier:
         session.verifier_encrypted = keyring().encrypt_json(verifier, "authorization_session", "verifier",
                                                              session.id)
-    session.save(force_insert=True)
+    with write_transaction():
+        session.save(force_insert=True)
+        cap_pending_sessions(connection, int(settings()["oauth_pending_sessions_per_user"]))
     purge_authorization_sessions(SESSION_PURGE_ON_START)
     return AuthorizationStart(url, connection, nonce_cookie_name(state))
 

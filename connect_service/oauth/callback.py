@@ -10,6 +10,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from ..connection_types import ProviderError
 from ..connections import mark_error
@@ -46,16 +47,54 @@ def _fail(conn: Connection, was_active: bool, reason: str) -> None:
         log.info("authorization of %s failed, but a concurrent one succeeded; keeping it", conn.id)
 
 
-def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | None = None) -> CallbackOutcome:
-    """Handle ``GET /v1/connect/oauth2/callback`` (query ``params``, nonce cookie value).
+def _origin(url: str | None) -> str | None:
+    parts = urlsplit(url or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    try:
+        port = parts.port or {"http": 80, "https": 443}[parts.scheme]
+    except ValueError:
+        return None
+    return f"{parts.scheme}://{parts.hostname.lower()}:{port}"
 
-    Order matters: the state is looked up by hash, checked for expiry and
-    use, the browser binding compared, and the session consumed atomically
-    *before* anything else, so a replayed, unknown, expired or foreign state
-    never reaches the token endpoint. Then the provider's ``error``, the RFC
-    9207 ``iss`` (when the credential or provider declares an issuer, it must
-    be present and equal), the code exchange with the stored verifier,
-    token URL and redirect_uri, and the token write.
+
+def issuer_problem(expected: str | None, authorize_url: str | None, iss: str | None) -> bool:
+    """Whether an authorization response's RFC 9207 ``iss`` must be refused.
+
+    With a declared issuer (the credential's ``oauth_issuer``, else its
+    provider plugin's), ``iss`` must be present and equal. Without one, an
+    ``iss`` the provider sends must name the origin of the credential's
+    authorization endpoint: a response from another authorization server is
+    a mix-up.
+    """
+    if expected:
+        return iss != expected
+    if iss is None:
+        return False
+    return _origin(iss) is None or _origin(iss) != _origin(authorize_url)
+
+
+def _consume(session: AuthorizationSession, now) -> bool:
+    return AuthorizationSession.update(consumed_at=now).where(
+        AuthorizationSession.id == session.id, AuthorizationSession.consumed_at.is_null(),
+        AuthorizationSession.expires_at > now).execute() == 1
+
+
+def complete_authorization(params: Mapping[str, str], *, credential_id: str,
+                           browser_nonce: str | None = None) -> CallbackOutcome:
+    """Handle ``GET /v1/connect/oauth2/callback/{credential_id}`` (query ``params``, nonce cookie value).
+
+    Order matters: the state is looked up by hash; a session that another
+    credential than ``credential_id`` started is consumed and refused
+    (``invalid_state``, nothing else changes: the mix-up defence); then
+    expiry and use are checked, the browser binding compared, and the
+    session consumed atomically *before* anything else, so a replayed,
+    unknown, expired or foreign state never reaches the token endpoint.
+    Then the provider's ``error``, the RFC 9207 ``iss``
+    (:func:`issuer_problem`), the code exchange at the token URL of the
+    credential that started the session, with the stored verifier and its
+    redirect_uri, and the token write. Messages name no credential id or
+    provider URL (end users read them); the log has those.
     """
     state = params.get("state") or ""
     if not state:
@@ -66,6 +105,12 @@ def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | No
         return CallbackOutcome(False, "This sign-in link is unknown or was already used. Start again.", 400,
                                error_code=InvalidState.code)
     now = utcnow()
+    if session.credential_id != credential_id:
+        _consume(session, now)
+        log.warning("callback of credential %s got a state of credential %s: refused (mix-up?)",
+                    credential_id[:64], session.credential_id)
+        return CallbackOutcome(False, "This sign-in response does not belong to this sign-in. Start again.",
+                               400, error_code=InvalidState.code)
     rejected = None
     if session.consumed_at is not None:
         rejected = ("This sign-in response was already used. Start again.", InvalidState.code)
@@ -76,10 +121,7 @@ def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | No
         rejected = ("This sign-in was started in another browser. Start again from the connect page.",
                     BrowserMismatch.code)
     if rejected is None:
-        consumed = AuthorizationSession.update(consumed_at=now).where(
-            AuthorizationSession.id == session.id, AuthorizationSession.consumed_at.is_null(),
-            AuthorizationSession.expires_at > now).execute()
-        if consumed != 1:
+        if not _consume(session, now):
             rejected = ("This sign-in response was already used. Start again.", InvalidState.code)
     conn = Connection.get_or_none(Connection.id == session.connection_id)
     if rejected is not None or conn is None:
@@ -100,9 +142,14 @@ def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | No
         _fail(conn, was_active, "the credential was deleted while signing in")
         return outcome("The OAuth2 credential was deleted while signing in.", InvalidClient.code)
     provider = provider_for(credential)
-    if provider.issuer and params.get("iss") != provider.issuer:
+    if issuer_problem(provider.issuer, provider.authorize_url, params.get("iss")):
         _fail(conn, was_active, "authorization response issuer mismatch")
         return outcome("The sign-in response came from an unexpected issuer (iss mismatch).", InvalidIssuer.code)
+    if session.token_url != provider.token_url:
+        log.warning("credential %s changed its token URL during a sign-in; the code is not exchanged",
+                    credential.id)
+        _fail(conn, was_active, "the credential's token URL changed while signing in")
+        return outcome("The OAuth2 credential changed while signing in. Start again.", InvalidClient.code)
     code = params.get("code")
     if not code:
         _fail(conn, was_active, "authorization response without a code")
@@ -114,8 +161,9 @@ def complete_authorization(params: Mapping[str, str], *, browser_nonce: str | No
         _fail(conn, was_active, f"token exchange failed: {reason}")
         return outcome(f"The provider refused the token exchange ({reason}).", exc.code)
     except OutboundError as exc:
+        log.warning("credential %s: token endpoint %s unreachable: %s", credential.id, exc.url, exc.reason)
         _fail(conn, was_active, f"token endpoint unreachable: {exc.reason}")
-        return outcome(f"The token endpoint could not be reached ({exc.reason}: {exc.url}).", exc.code)
+        return outcome(f"The provider could not be reached ({exc.reason}). Try again later.", exc.code)
     fresh = store_tokens(conn, credential, token, requested_scope=session.scope or None)
     return CallbackOutcome(True, "Connected. You can close this window.", 200, connection=fresh,
                            return_to=session.return_to)

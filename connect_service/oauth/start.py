@@ -6,25 +6,28 @@ page), a credential's signed start link (org-level), and the embed
 """
 from __future__ import annotations
 
+import logging
 import secrets
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import peewee
 
-from .. import errors
+from .. import errors, ratelimit, replay
 from ..connection_types import ConnectionType
 from ..db import is_postgres, write_transaction
 from ..extensions import registry, settings
 from ..models import App, Connection, Credential, Requirement, utcnow
 from ..requirements import CONNECTION, connection_type_name, find_requirement
 from ..signing import ExpiredSignature, InvalidSignature, sign, unsign
-from .authorize import AuthorizationStart, begin_authorization, build_authorization_url, callback_url
+from .authorize import AuthorizationStart, begin_authorization, build_authorization_url, callback_url, hash_secret
 from .provider import provider_for
 
-#: how long a credential's signed ``redirect_url`` stays valid (a fresh one comes with every read)
-START_URL_MAX_AGE = 24 * 3600
+log = logging.getLogger(__name__)
+
 START_SALT = "connect-service.oauth2-start"
+#: the ``replay`` purpose under which a used start link is remembered
+START_PURPOSE = "start-link"
 
 
 def credential_available_to(credential: Credential, app: App) -> bool:
@@ -133,7 +136,11 @@ def start_authorization(app: App, user_id: str, requirement: Requirement, *, ret
         raise errors.BadRequest({"requirement": f"{type_name} is not OAuth2-based: submit its credentials with "
                                                 f"POST /v1/connect/requirements/{requirement.public_id}/credentials"})
     data = requirement.spec.get("data") or {}
-    credential = select_credential(app, cls.connector_name, data.get("credential_id"))
+    try:
+        credential = select_credential(app, cls.connector_name, data.get("credential_id"))
+    except errors.BadRequest as exc:
+        raise _for_end_user(app, requirement, exc) from None
+    limit_starts(app, user_id)
     conn = _pending_connection(
         [Connection.app == app.id, Connection.customer_id == user_id,
          Connection.requirement_id == requirement.public_id],
@@ -142,7 +149,32 @@ def start_authorization(app: App, user_id: str, requirement: Requirement, *, ret
          "credential": credential.id},
         lock=App.select(App.id).where(App.id == app.id),
     )
-    return begin_authorization(credential, conn, return_to=return_to, browser_nonce=browser_nonce)
+    try:
+        return begin_authorization(credential, conn, return_to=return_to, browser_nonce=browser_nonce)
+    except errors.BadRequest as exc:
+        raise _for_end_user(app, requirement, exc) from None
+
+
+def _for_end_user(app: App, requirement: Requirement, exc: errors.BadRequest) -> errors.BadRequest:
+    """An end user's 400 without the org's setup (credential ids, provider URLs); the log keeps it."""
+    log.warning("app %s requirement %s cannot start OAuth2: %s", app.id, requirement.public_id,
+                exc.details or exc.message)
+    return errors.BadRequest({"requirement": "cannot be connected right now: the app's OAuth2 setup is "
+                                             "incomplete (its administrators can see why in the service's log)"})
+
+
+def limit_starts(app: App, user_id: str) -> None:
+    """Count one OAuth2 start of ``user_id`` in ``app``: 429 past the per-(app, user) or per-address limit.
+
+    ``rate_limit_oauth_starts_per_minute`` per (app, end user) and
+    ``rate_limit_oauth_starts_per_address_per_minute`` per client address;
+    both API starts and the hosted page's Connect buttons count.
+    """
+    cfg = settings()
+    user = hash_secret(f"{app.id}\n{user_id}")[:32]  # any user id fits the bucket name
+    ratelimit.hit(f"oauth-start:{app.id}:{user}", int(cfg["rate_limit_oauth_starts_per_minute"]))
+    ratelimit.hit(f"oauth-start-addr:{ratelimit.client_address()}",
+                  int(cfg["rate_limit_oauth_starts_per_address_per_minute"]))
 
 
 def pending_connection_for(credential: Credential, cls: type[ConnectionType], *, app: App | None,
@@ -200,9 +232,17 @@ class StartRefused(Exception):
 
 
 def credential_start_url(credential: Credential) -> str:
-    """A signed, expiring URL of this service that starts the credential's org-level authorization."""
-    value = sign(START_SALT, {"credential": credential.id, "org": credential.org_id})
+    """A signed, single-use URL of this service that starts the credential's org-level authorization.
+
+    Valid for ``start_link_max_age_seconds`` (15 minutes by default) and for
+    one start; every read of the credential hands out a fresh one. The
+    access logs show its route as ``/v1/connect/oauth2/start/<signed>``.
+    """
+    value = sign(START_SALT, {"credential": credential.id, "org": credential.org_id, "n": secrets.token_urlsafe(16)})
     return f"{settings()['public_url']}/v1/connect/oauth2/start/{value}"
+
+
+EXPIRED_LINK = "This link expired or was already used. Read the credential again for a fresh redirect_url."
 
 
 def start_from_link(signed: str) -> tuple[AuthorizationStart, str]:
@@ -210,13 +250,20 @@ def start_from_link(signed: str) -> tuple[AuthorizationStart, str]:
 
     The link is the only credential the browser shows, so everything that can
     be wrong with it is a :class:`StartRefused` page, never an API error body.
+    The link is used up here, before the flow starts: a second visit (or a
+    link past ``start_link_max_age_seconds``) gets the "expired" page.
     """
+    max_age = int(settings()["start_link_max_age_seconds"])
     try:
-        value = unsign(START_SALT, signed, START_URL_MAX_AGE)
+        value = unsign(START_SALT, signed, max_age)
     except ExpiredSignature:
-        raise StartRefused("This link expired. Read the credential again for a fresh redirect_url.", 400) from None
+        raise StartRefused(EXPIRED_LINK, 400) from None
     except InvalidSignature:
         raise StartRefused("This link is not valid.", 400) from None
+    if not isinstance(value, dict) or not isinstance(value.get("n"), str):
+        raise StartRefused(EXPIRED_LINK, 400)  # minted before links were single-use
+    if not replay.claim(replay.key_for(START_PURPOSE, value["n"]), max_age + 60):
+        raise StartRefused(EXPIRED_LINK, 400)
     credential = Credential.get_or_none(Credential.id == value.get("credential"),
                                         Credential.org == value.get("org"))
     if credential is None or credential.oauth_grant_type != "authorization_code":
@@ -293,7 +340,7 @@ def initialise(target: EmbedTarget, data: dict[str, Any]) -> AuthorizationStart:
         "additional_params": data.get("additionalParams"),
         "disable_offline_access": bool(data.get("disableOfflineAccess")),
     }
-    build_authorization_url(credential, state="x", redirect_uri=callback_url(),
+    build_authorization_url(credential, state="x", redirect_uri=callback_url(credential),
                             code_challenge=None, code_challenge_method=None, **options)
     conn = pending_connection_for(credential, cls, app=app, customer_id=data.get("customerId"))
     return begin_authorization(credential, conn, return_to=(app.return_urls or [None])[0], **options)

@@ -147,6 +147,9 @@ def oauth_start(key: str, req_id: str):
                                             browser_nonce=nonce)
     except errors.NotFound:
         return page_error(session, req_id, {"_form": "This requirement no longer exists. Reload the page."}, 404)
+    except errors.TooManyRequests as exc:
+        return page_error(session, req_id, {"_form": "Too many attempts. Wait a minute and try again."}, 429,
+                           headers=exc.headers)
     except errors.APIError as exc:
         return page_error(session, req_id, {"_form": api_problem("This account cannot be connected right now",
                                                                    exc)}, exc.status if exc.status < 500 else 502)
