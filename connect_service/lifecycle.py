@@ -14,7 +14,8 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from . import accounts, audit, errors, outbox, refresh
-from .connection_types import ConnectionType, ProviderError
+from .connection_types import ConnectionType
+from .oauth2_provider import ProviderError
 from .connections import connection_view, hook_view, notify_activated, read_settings, seal_settings
 from .db import write_transaction
 from .extensions import registry

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import click
 
 from . import connections
-from .connection_types import ProviderError
+from .oauth2_provider import ProviderError
 from .db import database, db_now, write_transaction
 from .errors import NotFound
 from .extensions import settings

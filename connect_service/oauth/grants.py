@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
 
 from .. import errors as api_errors
-from ..connection_types import OAuth2Provider, ProviderError
+from ..oauth2_provider import OAuth2Provider, ProviderError
 from ..extensions import keyring, registry
 from ..http import OutboundError
 from ..models import AuthorizationSession, Credential

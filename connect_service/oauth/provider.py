@@ -11,7 +11,8 @@ import copy
 import re
 from urllib.parse import quote
 
-from ..connection_types import ConnectionType, OAuth2Provider
+from ..connection_types import ConnectionType
+from ..oauth2_provider import OAuth2Provider
 from ..extensions import keyring, registry, settings
 from ..http import GuardedClient
 from ..models import Credential

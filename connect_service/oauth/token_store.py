@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import jwt
 
 from .. import audit, errors, outbox
-from ..connection_types import OAuth2Provider
+from ..oauth2_provider import OAuth2Provider
 from ..connections import notify_activated, read_settings, seal_settings
 from ..db import db_now, write_transaction
 from ..extensions import settings as app_settings
