@@ -43,7 +43,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "default_token_lifetime_seconds": (3600, "int"),
     "http_timeout_seconds": (10.0, "float"),
     "oauth_session_seconds": (600, "int"),
-    "proxy_count": (1, "int"),
+    "proxy_count": (0, "int"),  # trust no X-Forwarded-* header unless told how many proxies are in front
     "database_pool_size": (8, "int"),
     "log_level": ("INFO", "str"),
     "account_lookup_seconds": (60, "int"),
