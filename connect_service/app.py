@@ -10,7 +10,7 @@ import peewee
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, db, errors, health, logs, migrations, web
+from . import api, db, errors, health, logs, migrations, strict_json, web
 from .config import ConfigError, load_config
 from .crypto import Keyring
 from .models import App
@@ -93,6 +93,7 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     """
     cfg = load_config(config)
     app = Flask(__name__, instance_path=cfg["instance_path"])
+    app.json = strict_json.JSONProvider(app)  # responses are strict JSON (no NaN, Infinity, lone surrogates)
     app.config["CONNECT"] = cfg
     app.config["SECRET_KEY"] = cfg["secret_key"]
     app.config["SECRET_KEY_FALLBACKS"] = cfg["secret_key_fallbacks"]
