@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, Iterable
-from urllib.parse import urlsplit
 
 import peewee
 from flask import Flask, g, request
@@ -13,6 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from . import api, db, errors, health, logs, migrations, strict_json, web
 from .config import ConfigError, load_config
 from .crypto import Keyring
+from .hosts import management_hosts
 from .models import App
 from .plugins import get_plugin_manager
 from .rotation import check_keys_decrypt
@@ -154,7 +154,7 @@ def _database_unavailable(exc: Exception):
 
 
 def _init_host_routing(app: Flask) -> None:
-    public_host = urlsplit(app.config["CONNECT"]["public_url"]).hostname
+    management = management_hosts(app.config["CONNECT"])
 
     @app.before_request
     def _refuse_nul():
@@ -171,7 +171,9 @@ def _init_host_routing(app: Flask) -> None:
         if request.path in HEALTH_PATHS:  # probes answer on any host, without a lookup
             return None
         host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
-        if host.startswith("[") or host == public_host and request.path not in APP_HOST_PATHS:
+        if host.startswith("[") or host in management:  # never an app host, whatever rows say
+            if request.path in APP_HOST_PATHS:
+                raise errors.NotFound()
             return None
         app_row = App.get_or_none(App.hostname == host)
         if app_row is None:

@@ -34,6 +34,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "secret_key_fallbacks": ([], "list"),
     "encryption_keys": ([], "list"),
     "allowed_private_hosts": ([], "list"),
+    "management_hosts": ([], "list"),
     "disabled_plugins": ([], "list"),
     "max_body_bytes": (1024 * 1024, "int"),
     "rate_limit_tokens_per_minute": (60, "int"),
@@ -132,6 +133,9 @@ def _validate(cfg: dict[str, Any]) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"CONNECT_PUBLIC_URL: must be an http(s) URL, got {cfg['public_url']!r}")
     cfg["public_url"] = cfg["public_url"].rstrip("/")
+    # hosts that serve the management API besides public_url's and localhost: never an app's hostname
+    cfg["management_hosts"] = [str(host).strip().lower().rstrip(".") for host in cfg["management_hosts"]
+                               if str(host).strip()]
     if len(cfg["secret_key"].encode()) < 32:
         raise ConfigError("CONNECT_SECRET_KEY: must be at least 32 bytes "
                           "(`connect-service generate-secret` prints one)")

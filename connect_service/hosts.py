@@ -39,6 +39,7 @@ from publicsuffixlist import PublicSuffixList
 __all__ = [
     "host_matches",
     "is_host_allowed",
+    "management_hosts",
     "normalize_host",
     "url_host",
     "validate_allowed_host_pattern",
@@ -230,3 +231,15 @@ def is_host_allowed(patterns: Iterable[str] | None, url: str) -> bool:
         if _match(normalised, host):
             return True
     return False
+
+
+def management_hosts(settings: dict) -> frozenset[str]:
+    """Hosts that serve the management API and never an app: ``public_url``'s, ``localhost``, ``management_hosts``.
+
+    An app may not take one as its hostname, and a request to one is never
+    routed as a request to an app host (even if an old row holds the name).
+    """
+    hosts = {"localhost", (urlsplit(settings["public_url"]).hostname or "").lower()}
+    hosts.update(str(host).lower().rstrip(".") for host in settings.get("management_hosts") or ())
+    hosts.discard("")
+    return frozenset(hosts)
