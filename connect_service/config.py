@@ -152,6 +152,14 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"CONNECT_ENCRYPTION_KEYS: {exc}") from None
     if cfg["env"] == "production":
         _refuse_placeholders(cfg, ring)
+    from .hosts import parse_private_host  # local import, as for crypto: hosts imports nothing from here
+
+    for entry in cfg["allowed_private_hosts"]:
+        try:
+            parse_private_host(entry)
+        except ValueError:
+            raise ConfigError("CONNECT_ALLOWED_PRIVATE_HOSTS: each entry must be a host, optionally with a "
+                              "port (127.0.0.1:9000)") from None
     if not cfg.get("database_url"):
         cfg["database_url"] = "sqlite:///" + os.path.join(cfg["instance_path"], "connect.db")
     _check_database_url(cfg["database_url"])
