@@ -16,6 +16,7 @@ from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser
 
 from .. import errors, strict_json
+from . import docs
 
 BLANK = {"input": "cannot be blank"}
 
@@ -115,8 +116,6 @@ def init_app(app) -> Api:
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "/docs")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
     api = Api(app, spec_kwargs={"components": {"securitySchemes": {
         "accessKey": {"type": "http", "scheme": "bearer", "description": "Access Key `ak_…`"},
         "connectToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -124,4 +123,5 @@ def init_app(app) -> Api:
     }}})
     for name in BLUEPRINT_MODULES:  # imported here, not at the top: each of them imports Blueprint from this module
         api.register_blueprint(importlib.import_module(f"{__name__}.{name}").blp)
+    app.register_blueprint(docs.blp)  # /docs: the docs UI from the pinned swagger-ui-bundle package, CSP 'self'
     return api
