@@ -179,3 +179,16 @@ def test_form_to_config_refuses_deep_surrogate_and_non_finite_json():
                                                                          strict_json.TOO_DEEP)):
         config, _, problems = form_to_config(fields, {"config.extra": raw})
         assert problems == {"extra": message} and "extra" not in config, raw[:20]
+
+
+def test_a_token_response_nested_past_the_parsers_stack_is_a_server_error_not_a_crash():
+    from connect_service.oauth.errors import ServerError
+    from connect_service.oauth.grants import _decode_body
+
+    class Response:
+        status_code = 200
+        headers = {"Content-Type": "application/json"}
+        content = ('{"access_token": "a", "x": ' + "[" * 100_000 + "]" * 100_000 + "}").encode()
+
+    with pytest.raises(ServerError):
+        _decode_body(Response())
