@@ -192,3 +192,11 @@ def test_a_token_response_nested_past_the_parsers_stack_is_a_server_error_not_a_
 
     with pytest.raises(ServerError):
         _decode_body(Response())
+
+
+def test_form_text_fields_refuse_nul_like_the_api():
+    from connect_service.web.forms import form_to_config
+
+    fields = [{"name": "api_key", "type": "string", "secret": True, "required": True, "label": "API key"}]
+    config, _, problems = form_to_config(fields, {"config.api_key": "a\x00b"})
+    assert problems == {"api_key": strict_json.NUL} and config == {}

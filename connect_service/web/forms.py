@@ -39,6 +39,10 @@ def form_to_config(fields: list[dict], form) -> tuple[dict[str, Any], dict[str, 
                 continue
             config[name] = value
             continue
+        problem = strict_json.string_problem(raw)  # as the API refuses it in a JSON body
+        if problem:
+            problems[name] = problem
+            continue
         config[name] = raw
     return config, kept, problems
 
