@@ -29,6 +29,8 @@ _MARKUP = str.maketrans({"<": "\u2039", ">": "\u203a"})  # ‹ › read the same
 
 def _shorten(match: re.Match) -> str:
     text = match.group(0)
+    if text.startswith("/v1/"):  # one of our own routes, naming a resolved row: not submitted text
+        return text
     if text[0] in "'\"" and text[-1] == text[0]:
         return text[:MAX_ECHO - 2] + "…" + text[0]
     return text[:MAX_ECHO - 1] + "…"
