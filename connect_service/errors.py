@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 #: the longest run of submitted text an error may repeat (issue 12 item 10)
 MAX_ECHO = 64
-_QUOTED = re.compile(r"'[^']{%d,}'|\"[^\"]{%d,}\"" % (MAX_ECHO + 1, MAX_ECHO + 1))
+# every quoted run, left to right (so 'a' … 'b' pairs as two short quotes, never as one long one)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
 _LONG_WORD = re.compile(r"\S{%d,}" % (MAX_ECHO + 1))
 _MARKUP = str.maketrans({"<": "\u2039", ">": "\u203a"})  # ‹ › read the same and are never a tag
 
@@ -32,7 +33,7 @@ def _shorten(match: re.Match) -> str:
     if text.startswith("/v1/"):  # one of our own routes, naming a resolved row: not submitted text
         return text
     if text[0] in "'\"" and text[-1] == text[0]:
-        return text[:MAX_ECHO - 2] + "…" + text[0]
+        return text if len(text) <= MAX_ECHO + 2 else text[:MAX_ECHO - 2] + "…" + text[0]
     return text[:MAX_ECHO - 1] + "…"
 
 

@@ -6,8 +6,6 @@ the operations, and the page's CSP must allow only ``'self'``.
 """
 from urllib.parse import urlsplit
 
-from tests.browser import browser_page, chromium, live_service  # noqa: F401  (fixtures)
-
 
 def test_docs_ui_renders_offline_from_the_service_itself(live_service, browser_page):
     page = browser_page

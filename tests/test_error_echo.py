@@ -41,5 +41,8 @@ def test_error_details_are_made_safe_wherever_they_are_raised():
     # ordinary sentences are untouched
     sentence = "must be an absolute http(s) URL such as https://helpdesk.example.com/api/v2 (no fragment)"
     assert errors.BadRequest({"url": sentence}).details == {"url": sentence}
+    two_quotes = ("no credential for connector 'pipedream' is available to this app: create one with "
+                  "POST /v1/credentials (connector_name='pipedream')")
+    assert errors.BadRequest({"credential": two_quotes}).details == {"credential": two_quotes}
     route = "link an account: POST /v1/connect/requirements/15db816a-c8d9-59f4-b4fa-4dcc12b76c6c/accounts"
     assert errors.BadRequest({"input": route}).details == {"input": route}
