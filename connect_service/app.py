@@ -4,15 +4,15 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, Iterable
-from urllib.parse import urlsplit
 
 import peewee
 from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, db, errors, health, logs, migrations, web
+from . import api, db, errors, health, logs, migrations, strict_json, web
 from .config import ConfigError, load_config
 from .crypto import Keyring
+from .hosts import management_hosts
 from .models import App
 from .plugins import get_plugin_manager
 from .rotation import check_keys_decrypt
@@ -93,6 +93,7 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     """
     cfg = load_config(config)
     app = Flask(__name__, instance_path=cfg["instance_path"])
+    app.json = strict_json.JSONProvider(app)  # responses are strict JSON (no NaN, Infinity, lone surrogates)
     app.config["CONNECT"] = cfg
     app.config["SECRET_KEY"] = cfg["secret_key"]
     app.config["SECRET_KEY_FALLBACKS"] = cfg["secret_key_fallbacks"]
@@ -153,7 +154,7 @@ def _database_unavailable(exc: Exception):
 
 
 def _init_host_routing(app: Flask) -> None:
-    public_host = urlsplit(app.config["CONNECT"]["public_url"]).hostname
+    management = management_hosts(app.config["CONNECT"])
 
     @app.before_request
     def _refuse_nul():
@@ -170,7 +171,9 @@ def _init_host_routing(app: Flask) -> None:
         if request.path in HEALTH_PATHS:  # probes answer on any host, without a lookup
             return None
         host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
-        if host.startswith("[") or host == public_host and request.path not in APP_HOST_PATHS:
+        if host.startswith("[") or host in management:  # never an app host, whatever rows say
+            if request.path in APP_HOST_PATHS:
+                raise errors.NotFound()
             return None
         app_row = App.get_or_none(App.hostname == host)
         if app_row is None:

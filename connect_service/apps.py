@@ -9,7 +9,6 @@ import ipaddress
 import re
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 import marshmallow as ma
 from marshmallow import fields, validate
@@ -17,7 +16,7 @@ from marshmallow import fields, validate
 from . import credentials, errors, tokens
 from .extensions import keyring, settings
 from .fields import NonBlank
-from .hosts import url_host
+from .hosts import management_hosts, url_host
 from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, utcnow
 from .timestamps import iso
@@ -50,8 +49,9 @@ class HostnameField(NonBlank):
             pass
         else:
             raise ma.ValidationError("must be a DNS name, not an IP address")
-        if text == urlsplit(settings()["public_url"]).hostname:
-            raise ma.ValidationError("is the service's own host (public_url), which serves the management API")
+        if text in management_hosts(settings()):
+            raise ma.ValidationError("is the service's own host (public_url, localhost or management_hosts), "
+                                     "which serves the management API")
         return text
 
 

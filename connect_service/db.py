@@ -12,6 +12,7 @@ the service recovers on its own when the database is back.
 from __future__ import annotations
 
 import datetime
+import os
 import threading
 from urllib.parse import urlsplit
 
@@ -75,6 +76,7 @@ class FailFastPool(PooledPostgresqlDatabase):
 def open_database(url: str, pool_size: int = 8) -> peewee.Database:
     """Build a peewee database from a URL (``sqlite:///path`` or ``postgresql://…``)."""
     if url.startswith("sqlite"):
+        _create_private_file(urlsplit(url).path[1:])
         db = connect_url(url, pragmas=SQLITE_PRAGMAS, timeout=15)
     elif url.startswith(("postgres://", "postgresql://")):
         params = parse_url(url)
@@ -84,6 +86,22 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
     else:
         raise ValueError("database_url must start with sqlite:// or postgresql://")
     return db
+
+
+def _create_private_file(path: str) -> None:
+    """Create a missing SQLite file with mode 0600 (it holds encrypted secrets and hashes).
+
+    SQLite would create it with the umask's mode (often world-readable), and
+    gives its ``-wal``/``-shm`` files the database file's mode.
+    """
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:  # another process created it meanwhile
+        pass
+    except OSError:  # e.g. the folder does not exist: SQLite reports that itself on connecting
+        pass
 
 
 def close_pool() -> None:

@@ -3,12 +3,15 @@
 A bucket names what is limited and for whom (``tokens:<app id>:<client address>``);
 each one-minute window is one row, incremented in a short write transaction, so
 the limit holds across gunicorn workers and hosts sharing the database. The
-client address is ``request.remote_addr`` after ProxyFix: set ``proxy_count`` to
-the number of proxies really in front of the service, or clients can choose
-their own address with ``X-Forwarded-For``.
+client address is ``request.remote_addr`` after ProxyFix: ``proxy_count``
+(default 0, no forwarded header trusted) must be the number of proxies really
+in front of the service, or clients can choose their own address with
+``X-Forwarded-For``. An IPv6 client counts per /64: one subscriber usually
+holds a whole /64 and could otherwise rotate through 2^64 addresses.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import secrets
 import time
@@ -26,8 +29,17 @@ PURGE_ONE_IN = 50
 
 
 def client_address() -> str:
-    """The address buckets are keyed by: ``request.remote_addr`` after ProxyFix (see above)."""
-    return request.remote_addr or "unknown"
+    """The address buckets are keyed by: ``request.remote_addr`` after ProxyFix, an IPv6 one as its /64."""
+    raw = request.remote_addr or ""
+    try:
+        address = ipaddress.ip_address(raw)
+    except ValueError:
+        return raw or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 def hit(bucket: str, limit: int, now: float | None = None) -> None:

@@ -127,7 +127,7 @@ def page_versions(app: App, cursor: str | None, limit: int) -> tuple[list[Workfl
     """An app's versions oldest first; the cursor is the last number seen (versions are never renumbered)."""
     query = WorkflowVersion.select().where(WorkflowVersion.app == app.id)
     if cursor:
-        if not cursor.isdigit() or len(cursor) > 10:
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 10:  # "²".isdigit() is True
             raise errors.BadRequest({"cursor": "is not a valid cursor"})
         query = query.where(WorkflowVersion.number > int(cursor))
     rows = list(query.order_by(WorkflowVersion.number).limit(limit + 1))

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime
 import functools
 import json
+import re
 from typing import Any, Callable
 
 import marshmallow as ma
@@ -34,8 +36,17 @@ def resolve_path(**loaders: Callable[[str], Any]):
 
 # --- pagination -----------------------------------------------------------------------------
 
+#: every cursor the service hands out is unpadded base64url (or, for versions, a decimal number)
+CURSOR_ALPHABET = re.compile(r"[A-Za-z0-9_-]{1,512}\Z", re.ASCII)
+#: what a keyset cursor decodes to: an ISO timestamp as ``isoformat()`` writes it, and a row id
+_CURSOR_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?\Z", re.ASCII)
+_CURSOR_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z", re.ASCII)
+INVALID_CURSOR = "is not a valid cursor"
+
+
 class PageArgs(ma.Schema):
-    cursor = ma.fields.String(load_default=None, metadata={"description": "opaque cursor from next_cursor"})
+    cursor = ma.fields.String(load_default=None, validate=ma.validate.Regexp(CURSOR_ALPHABET, error=INVALID_CURSOR),
+                              metadata={"description": "opaque cursor from next_cursor"})
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=200))
 
 
@@ -45,12 +56,18 @@ def encode_cursor(created_at: datetime.datetime, row_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime.datetime, str]:
+    """The ``(created_at, id)`` a cursor names; anything but what :func:`encode_cursor` writes is a 400."""
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        if not CURSOR_ALPHABET.match(cursor):
+            raise ValueError("alphabet")
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
         created, row_id = json.loads(raw)
-        return datetime.datetime.fromisoformat(created), str(row_id)
-    except (ValueError, TypeError):
-        raise errors.BadRequest({"cursor": "is not a valid cursor"}) from None
+        if not (isinstance(created, str) and _CURSOR_TIME.match(created)
+                and isinstance(row_id, str) and _CURSOR_ID.match(row_id)):
+            raise ValueError("shape")
+        return datetime.datetime.fromisoformat(created), row_id
+    except (ValueError, TypeError, binascii.Error):
+        raise errors.BadRequest({"cursor": INVALID_CURSOR}) from None
 
 
 def paginate(query, model, args: dict[str, Any]) -> tuple[list, str | None]:

@@ -39,7 +39,7 @@ def _decode_body(resp) -> dict[str, Any]:
     try:
         # NaN/Infinity stay strings: the raw answer is echoed in API responses, which must be strict JSON
         data = json.loads(text, parse_constant=str)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's stack
         raise ServerError(f"the token endpoint answered HTTP {status} with a body that is not JSON") from None
     if not isinstance(data, dict):
         raise ServerError(f"the token endpoint answered HTTP {status} with JSON that is not an object")
