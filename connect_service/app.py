@@ -11,9 +11,9 @@ from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, db, errors, health, logs, migrations, web
+from .apps import app_by_hostname
 from .config import ConfigError, load_config
 from .crypto import Keyring
-from .models import App
 from .plugins import get_plugin_manager
 from .rotation import check_keys_decrypt
 
@@ -160,6 +160,8 @@ def _init_host_routing(app: Flask) -> None:
         # A NUL can reach the database from a path id or query argument; PostgreSQL refuses it.
         if "\x00" in request.path:
             raise errors.NotFound()
+        if not request.query_string:
+            return
         bad = sorted({key for key, value in request.args.items(multi=True) if "\x00" in key + value})
         if bad:
             raise errors.BadRequest({key.replace("\x00", "") or "query": "must not contain NUL characters"
@@ -172,7 +174,7 @@ def _init_host_routing(app: Flask) -> None:
         host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
         if host.startswith("[") or host == public_host and request.path not in APP_HOST_PATHS:
             return None
-        app_row = App.get_or_none(App.hostname == host)
+        app_row = app_by_hostname(host)
         if app_row is None:
             if request.path in APP_HOST_PATHS:
                 raise errors.NotFound()

@@ -11,8 +11,9 @@ from flask import g, request
 
 from . import errors
 from .extensions import settings
-from .models import AccessKey, App, utcnow
-from .tokens import InvalidToken, hash_access_key, verify_connect_token
+from .db import compiled_sql, fetch_models
+from .models import AccessKey, App, Organization, utcnow
+from .tokens import InvalidToken, hash_access_key, verify_connect_token_cached
 
 #: a key's ``last_used_at`` is written at most this often, so reads stay reads
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -31,10 +32,12 @@ def authenticate_access_key(token: str | None) -> AccessKey | None:
     """The ``AccessKey`` row (org joined) for a valid, unrevoked ``ak_`` key, else None."""
     if not token or not token.startswith("ak_"):
         return None
-    key = (AccessKey.select(AccessKey, AccessKey.org).join(AccessKey.org.rel_model)
-           .where(AccessKey.key_hash == hash_access_key(token), AccessKey.revoked_at.is_null()).first())
-    if key is None:
+    sql = compiled_sql("auth.access_key", lambda: AccessKey.select(AccessKey, Organization).join(Organization).where(
+        AccessKey.key_hash == "", AccessKey.revoked_at.is_null()))
+    found = fetch_models(sql, (hash_access_key(token),), AccessKey, Organization)
+    if not found:
         return None
+    key, key.org = found[0]
     now = utcnow()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         AccessKey.update(last_used_at=now).where(AccessKey.id == key.id).execute()
@@ -65,13 +68,20 @@ def connect_identity(token: str | None):
         return None
     cfg = settings()
     try:
-        identity = verify_connect_token(token, cfg["secret_key"], cfg["secret_key_fallbacks"], cfg["public_url"])
+        identity = verify_connect_token_cached(token, cfg["secret_key"], cfg["secret_key_fallbacks"],
+                                               cfg["public_url"])
     except InvalidToken:
         return None
-    app = App.get_or_none(App.id == identity.app_id)
+    app = app_by_id(identity.app_id)
     if app is None:
         return None
     return identity, app
+
+
+def app_by_id(app_id: str) -> App | None:
+    """The ``App`` row with this id, or None (one query whose SQL is built once per worker)."""
+    found = fetch_models(compiled_sql("auth.app_by_id", lambda: App.select().where(App.id == "")), (app_id,), App)
+    return found[0][0] if found else None
 
 
 def require_connect_token(view):

@@ -1,8 +1,10 @@
 """The peewee database: one proxy, bound by ``init_app`` from ``database_url``.
 
 SQLite (WAL, busy timeout) by default; PostgreSQL for deployments with
-several processes or hosts, through playhouse's connection pool
-(``database_pool_size`` connections per process, reused across requests).
+several processes or hosts. Both go through playhouse's connection pool, so
+a request reuses an open connection (PostgreSQL: at most
+``database_pool_size`` per process; SQLite: one per thread that needs one,
+pragmas applied once per connection, not once per request).
 Nothing connects before a query needs it (``autoconnect``), so ``/healthz``
 never touches the database; teardown hands the connection back to the pool.
 Connecting gives up after :data:`CONNECT_TIMEOUT_SECONDS`, and a connection
@@ -12,6 +14,7 @@ the service recovers on its own when the database is back.
 from __future__ import annotations
 
 import datetime
+from typing import Callable
 from urllib.parse import urlsplit
 
 import peewee
@@ -38,7 +41,11 @@ SQLITE_PRAGMAS = {
 def open_database(url: str, pool_size: int = 8) -> peewee.Database:
     """Build a peewee database from a URL (``sqlite:///path`` or ``postgresql://…``)."""
     if url.startswith("sqlite"):
-        db = connect_url(url, pragmas=SQLITE_PRAGMAS, timeout=15)
+        # ``timeout`` here is the pool's wait; SQLite's busy wait is the busy_timeout pragma. A pooled
+        # connection serves one thread at a time but not always the thread that opened it.
+        db = connect_url(url.replace("sqlite://", "sqlite+pool://", 1), pragmas=SQLITE_PRAGMAS,
+                         max_connections=None, stale_timeout=300, timeout=POOL_WAIT_SECONDS,
+                         check_same_thread=False)
     elif url.startswith(("postgres://", "postgresql://")):
         scheme, rest = url.split("://", 1)
         db = connect_url(f"{scheme}+pool://{rest}", max_connections=pool_size, stale_timeout=300,
@@ -73,6 +80,44 @@ def describe_error(exc: BaseException, url: str) -> str:
     if password:
         text = text.replace(password, "***")
     return text
+
+
+#: SQL text of hot queries, built once per process and database kind (see :func:`compiled_sql`)
+_COMPILED: dict[tuple[str, type], str] = {}
+
+
+def compiled_sql(name: str, build: Callable[[], peewee.Query | str]) -> str:
+    """The SQL of the query ``build()`` returns, built by peewee once per process and database kind.
+
+    Hot paths run it with ``Model.raw(sql, *params)`` or ``database.execute_sql``, so peewee
+    does not rebuild the same SQL on every request. ``build`` must give a query whose parameters
+    are placeholders in a fixed order (their values are ignored), or the SQL text itself.
+    """
+    key = (name, type(database.obj))
+    sql = _COMPILED.get(key)
+    if sql is None:
+        built = build()
+        sql = _COMPILED[key] = built if isinstance(built, str) else built.sql()[0]
+    return sql
+
+
+def fetch_models(sql: str, params: tuple, *models: type) -> list[tuple]:
+    """Run ``sql`` (selecting every column of each of ``models``, in field order) and build instances.
+
+    One tuple of instances per row, as peewee's own cursor wrapper builds them (no defaults
+    computed, nothing dirty), without peewee building the SQL again.
+    """
+    shapes = [(model, model._meta.sorted_fields) for model in models]
+    out = []
+    for row in database.execute_sql(sql, params).fetchall():
+        instances, i = [], 0
+        for model, fields in shapes:
+            obj = model(__no_default__=1, **{f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)})
+            obj._dirty.clear()
+            instances.append(obj)
+            i += len(fields)
+        out.append(tuple(instances))
+    return out
 
 
 def is_postgres() -> bool:

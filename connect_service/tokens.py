@@ -13,6 +13,8 @@ from __future__ import annotations
 import datetime
 import hashlib
 import secrets
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -27,6 +29,8 @@ AUDIENCE = "connect"
 LIFETIME = datetime.timedelta(hours=24)
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "app", "iat", "exp", "jti"]
 FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
+#: seconds past ``exp`` a token is still accepted
+EXPIRY_LEEWAY = 30
 
 
 class InvalidToken(Exception):
@@ -89,7 +93,7 @@ def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issu
     try:
         claims = jwt.decode(
             token, key.encode(), algorithms=[ALGORITHM], audience=AUDIENCE, issuer=issuer,
-            options={"require": REQUIRED_CLAIMS}, leeway=30,
+            options={"require": REQUIRED_CLAIMS}, leeway=EXPIRY_LEEWAY,
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(type(exc).__name__) from None
@@ -105,6 +109,39 @@ def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issu
         raise InvalidToken("issued in the future")
     expires = datetime.datetime.fromtimestamp(claims["exp"], datetime.timezone.utc)
     return ConnectToken(user_id=claims["sub"], app_id=claims["app"], jti=claims["jti"], expires_at=expires)
+
+
+# --- per-worker cache of verified tokens (performance; every rule above still applies) -------------
+
+#: most verified tokens a worker remembers; the oldest is forgotten first
+VERIFIED_CACHE_SIZE = 4096
+_verified: dict[tuple, tuple[ConnectToken, float]] = {}
+_verified_lock = threading.Lock()
+
+
+def verify_connect_token_cached(token: str, secret_key: str, fallbacks: list[str], issuer: str) -> ConnectToken:
+    """:func:`verify_connect_token`, remembered per worker for tokens that passed it.
+
+    Whether a token's header, signature and claims pass depends only on the token, the keys and
+    the issuer, which together are the cache key (rotating or dropping a key therefore misses).
+    What depends on time is checked again on every call: a remembered token past ``exp`` (plus
+    the same leeway) is refused and forgotten. Failures are never remembered. Checks that
+    depend on stored state (the app exists, revocation) belong to the caller, on every request.
+    """
+    key = (token, secret_key, tuple(fallbacks), issuer)
+    hit = _verified.get(key)
+    if hit is not None:
+        identity, deadline = hit
+        if time.time() < deadline:
+            return identity
+        _verified.pop(key, None)
+        raise InvalidToken("ExpiredSignatureError")
+    identity = verify_connect_token(token, secret_key, fallbacks, issuer)
+    with _verified_lock:
+        while len(_verified) >= VERIFIED_CACHE_SIZE:
+            _verified.pop(next(iter(_verified)), None)
+        _verified[key] = (identity, identity.expires_at.timestamp() + EXPIRY_LEEWAY)
+    return identity
 
 
 ACCESS_KEY_PREFIX = "ak_"
