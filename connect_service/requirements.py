@@ -14,7 +14,7 @@ from marshmallow import fields, validate
 
 from . import errors
 from .connections import notify_activated, seal_settings
-from .db import compiled_sql, write_transaction
+from .db import compiled_sql, fetch_columns, write_transaction
 from .extensions import registry
 from .fields import NonBlank
 from .models import App, Connection, Requirement, WorkflowVersion, utcnow
@@ -211,7 +211,7 @@ def user_connections(app: App, user_id: str) -> list[Connection]:
     """
     sql = compiled_sql("requirements.user_connections", lambda: Connection.select(*STATUS_COLUMNS).where(
         Connection.app == "", Connection.customer_id == ""))
-    return list(Connection.raw(sql, app.id, user_id))
+    return fetch_columns(sql, (app.id, user_id), Connection, STATUS_COLUMNS)
 
 
 def requirement_status(req: Requirement, connections: list[Connection], registry) -> str:
