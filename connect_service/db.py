@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import peewee
@@ -140,6 +140,16 @@ def compiled_sql(name: str, build: Callable[[], peewee.Query | str]) -> str:
     return sql
 
 
+def _loaded(model: type, data: dict) -> Any:
+    """An instance holding ``data`` as loaded from the database (what ``Model(__no_default__=1, **data)``
+    followed by clearing ``_dirty`` gives, without a descriptor call per field)."""
+    obj = model.__new__(model)
+    obj.__data__ = data
+    obj._dirty = set()
+    obj.__rel__ = {}
+    return obj
+
+
 def fetch_models(sql: str, params: tuple, *models: type) -> list[tuple]:
     """Run ``sql`` (selecting every column of each of ``models``, in field order) and build instances.
 
@@ -151,9 +161,7 @@ def fetch_models(sql: str, params: tuple, *models: type) -> list[tuple]:
     for row in database.execute_sql(sql, params).fetchall():
         instances, i = [], 0
         for model, fields in shapes:
-            obj = model(__no_default__=1, **{f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)})
-            obj._dirty.clear()
-            instances.append(obj)
+            instances.append(_loaded(model, {f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)}))
             i += len(fields)
         out.append(tuple(instances))
     return out
@@ -163,9 +171,7 @@ def fetch_columns(sql: str, params: tuple, model: type, fields: tuple) -> list:
     """Run ``sql`` (selecting exactly ``fields`` of ``model``, in order): partial instances, one per row."""
     out = []
     for row in database.execute_sql(sql, params).fetchall():
-        obj = model(__no_default__=1, **{f.name: f.python_value(v) for f, v in zip(fields, row)})
-        obj._dirty.clear()
-        out.append(obj)
+        out.append(_loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, row)}))
     return out
 
 

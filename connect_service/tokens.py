@@ -10,8 +10,12 @@ live at most 24 h.
 """
 from __future__ import annotations
 
+import base64
 import datetime
+import functools
 import hashlib
+import hmac
+import json
 import secrets
 import threading
 import time
@@ -52,6 +56,7 @@ def signing_kid(secret: str) -> str:
 
 def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
                        now: datetime.datetime | None = None) -> tuple[str, datetime.datetime]:
+    """A signed HS256 connect token and its expiry (the JWS compact form PyJWT would produce)."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     now = now.replace(microsecond=0)
     expires = now + LIFETIME
@@ -59,8 +64,20 @@ def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
         "iss": issuer, "aud": AUDIENCE, "sub": user_id, "app": app_id,
         "iat": int(now.timestamp()), "exp": int(expires.timestamp()), "jti": uuid.uuid4().hex,
     }
-    token = jwt.encode(claims, secret_key.encode(), algorithm=ALGORITHM, headers={"kid": signing_kid(secret_key)})
-    return token, expires
+    signing_input = _jose_header(secret_key) + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
+    signature = hmac.new(secret_key.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + _b64(signature)).decode(), expires
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=8)
+def _jose_header(secret_key: str) -> bytes:
+    """The encoded JOSE header for tokens signed with ``secret_key`` (built once per key)."""
+    header = {"alg": ALGORITHM, "kid": signing_kid(secret_key), "typ": "JWT"}
+    return _b64(json.dumps(header, separators=(",", ":")).encode())
 
 
 def issue_connect_token(app, user_id: str) -> dict[str, str]:
