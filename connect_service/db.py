@@ -14,6 +14,7 @@ the service recovers on its own when the database is back.
 from __future__ import annotations
 
 import datetime
+import threading
 import time
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -42,8 +43,43 @@ SQLITE_PRAGMAS = {
 }
 
 
-class RecentlyUsedPool(PooledPostgresqlDatabase):
-    """playhouse's PostgreSQL pool, without a ``SELECT 1`` round trip for a connection just handed back.
+class FailFastPool(PooledPostgresqlDatabase):
+    """playhouse's pool, but an outage costs each process one connect timeout at a time, not one per thread.
+
+    The pool opens new connections while holding its lock, so during an outage
+    the threads of a process queue behind the one that is connecting, and each
+    then waits out a timeout of its own: requests pile up far past
+    :data:`CONNECT_TIMEOUT_SECONDS`. Here a thread that queued behind a failed
+    connect fails at once (503) instead of trying again itself; the next
+    request after that tries afresh, so recovery is immediate.
+    """
+
+    def __init__(self, *args, **kwargs):
+        self._failed_connects = 0
+        self._seen = threading.local()
+        super().__init__(*args, **kwargs)
+
+    def connect(self, reuse_if_open=False):
+        # noted before peewee's own connection lock, behind which the threads queue
+        self._seen.failed_connects = self._failed_connects
+        return super().connect(reuse_if_open)
+
+    def _connect(self):
+        seen = getattr(self._seen, "failed_connects", self._failed_connects)
+        with self._pool_lock:  # reentrant: the pool's own _connect takes it again
+            if self._failed_connects != seen:
+                raise peewee.OperationalError("the database could not be reached just now")
+            try:
+                return super()._connect()
+            except MaxConnectionsExceeded:
+                raise
+            except Exception:
+                self._failed_connects += 1
+                raise
+
+
+class RecentlyUsedPool(FailFastPool):
+    """:class:`FailFastPool`, without a ``SELECT 1`` round trip for a connection just handed back.
 
     The stock pool pings every connection it hands out, one extra round trip per request.
     Here a connection returned idle less than :data:`PING_AFTER_IDLE_SECONDS` ago is handed
@@ -87,8 +123,10 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
                          max_connections=None, stale_timeout=300, timeout=POOL_WAIT_SECONDS,
                          check_same_thread=False)
     elif url.startswith(("postgres://", "postgresql://")):
-        db = RecentlyUsedPool(**parse_url(url), max_connections=pool_size, stale_timeout=300,
-                              timeout=POOL_WAIT_SECONDS, connect_timeout=CONNECT_TIMEOUT_SECONDS, autoconnect=True)
+        params = parse_url(url)
+        db = RecentlyUsedPool(params.pop("database"), max_connections=pool_size, stale_timeout=300,
+                              timeout=POOL_WAIT_SECONDS, connect_timeout=CONNECT_TIMEOUT_SECONDS, autoconnect=True,
+                              **params)
     else:
         raise ValueError("database_url must start with sqlite:// or postgresql://")
     return db

@@ -72,6 +72,47 @@ def test_a_silent_database_times_out_into_503(tmp_path):
     close_pool()
 
 
+def test_threads_queued_behind_a_failed_connect_fail_at_once(tmp_path):
+    """playhouse's pool connects under its lock: without FailFastPool every queued thread would try (and wait
+    out a timeout) in turn. Here one connect attempt reaches the silent server, and all six threads get 503."""
+    accepted = []
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        port = silent.getsockname()[1]
+
+        def accept():
+            while True:
+                try:
+                    conn, _ = silent.accept()
+                except OSError:
+                    return
+                accepted.append(conn)  # held open and never answered
+
+        threading.Thread(target=accept, daemon=True).start()
+        app = create_app(make_config(tmp_path, database_url=f"postgresql://postgres@127.0.0.1:{port}/connect"))
+        client = app.test_client()
+        barrier = threading.Barrier(6)
+        results = []
+
+        def request():
+            barrier.wait()
+            results.append(client.get("/v1/apps", headers={"Authorization": "Bearer ak_x"}))
+
+        threads = [threading.Thread(target=request) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 6, "a request hung"
+        for r in results:
+            assert_unavailable(r)
+        assert len(accepted) == 1
+        for conn in accepted:
+            conn.close()
+    close_pool()
+
+
 def _via_proxy(proxy: TcpProxy) -> str:
     parts = urlsplit(PG_URL)
     return urlunsplit(parts._replace(netloc=f"{parts.username or 'postgres'}@127.0.0.1:{proxy.port}"))
