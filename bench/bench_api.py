@@ -84,7 +84,7 @@ def worker_rss_mb(master: subprocess.Popen) -> list[float]:
 def wrk(url: str, seconds: float, headers: dict[str, str], body: str | None = None,
         connections: int = 16) -> dict:
     """One wrk run: req/s, p50/p99 ms and the non-2xx/3xx count."""
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
     script = None

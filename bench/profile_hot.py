@@ -17,7 +17,10 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import seed  # noqa: E402
-from pyinstrument import Profiler  # noqa: E402
+try:
+    from pyinstrument import Profiler  # noqa: E402
+except ImportError:  # --no-profile works without it
+    Profiler = None
 
 
 def main() -> None:
@@ -26,6 +29,7 @@ def main() -> None:
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/cs_perf_bench")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--only", default="")
+    parser.add_argument("--no-profile", action="store_true", help="only the µs per request")
     args = parser.parse_args()
     f = seed.Fixture(args.db, args.pg_url)
     client = f.app.test_client()
@@ -48,6 +52,9 @@ def main() -> None:
         for _ in range(args.requests):
             call()
         per = (time.perf_counter() - t0) / args.requests * 1e6
+        if args.no_profile:
+            print(f"{name:16} {args.db:10} {per:7.0f} µs per request in-process", flush=True)
+            continue
         profiler = Profiler(interval=0.0002)
         profiler.start()
         for _ in range(args.requests):

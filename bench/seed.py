@@ -102,7 +102,7 @@ class Fixture:
                             "INSERT INTO connection (id, org_id, app_id, type, connector_name, customer_id,"
                             " requirement_id, status, disabled, metadata, refresh_generation, created_at,"
                             " updated_at) SELECT 'conn_seed_' || i, %s, %s, %s, 'http_api_key',"
-                            f" 'seed-u' || (i / {PER_USER}), 'r' || (i % {PER_USER}), 'active', false, '{{}}',"
+                            f" 'seed-u' || (i / {PER_USER}), 'r' || mod(i, {PER_USER}), 'active', false, '{{}}',"
                             " 0, now(), now() FROM generate_series(%s, %s) AS i",
                             (self.org_id, self.app_id, TYPE, start, end - 1))
                     else:
