@@ -6,8 +6,10 @@ rate-limit upsert counts exactly, a secrets read stamps ``last_fetched_at`` and 
 PostgreSQL pool still drops a connection the server killed.
 """
 import datetime
+import os
 import types
 
+import psycopg2
 import pytest
 
 from connect_service import db, tokens
@@ -113,20 +115,23 @@ def test_a_secrets_read_stamps_last_fetched_at_and_answers_the_stored_value(conn
     assert answers[1]["last_fetched_at"] == iso(stored)  # the answer names the stamp that is stored
 
 
-@pytest.mark.skipif("not __import__('os').environ.get('CONNECT_TEST_DATABASE_URL')",
-                    reason="the PostgreSQL pool only")
+@pytest.mark.skipif(not os.environ.get("CONNECT_TEST_DATABASE_URL"), reason="the PostgreSQL pool only")
 def test_the_pool_drops_a_connection_the_server_killed(connect, monkeypatch):
     app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
     token = connect.token(app, "u1")
     assert statuses(connect, token).status_code == 200
     with connect.app.app_context():
         assert is_postgres()
-        pool = database.obj
-        idle = [conn for _, _, conn in pool._connections]
-        assert idle, "the request's connection went back to the pool"
-        with database.connection_context():
-            pids = [conn.get_backend_pid() for conn in idle]
-            database.execute_sql("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid", (pids,))
+        idle = [conn for _, _, conn in database.obj._connections]
+    assert idle, "the request's connection went back to the pool"
+    killer = psycopg2.connect(os.environ["CONNECT_TEST_DATABASE_URL"])  # not one of the pool's
+    try:
+        killer.autocommit = True
+        with killer.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid",
+                        ([conn.get_backend_pid() for conn in idle],))
+    finally:
+        killer.close()
     monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0)  # as if the connections had idled a while
     assert statuses(connect, token).status_code == 200
 
