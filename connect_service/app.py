@@ -10,10 +10,10 @@ from flask import Flask, g, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, db, errors, health, logs, migrations, strict_json, web
+from .apps import app_by_hostname
 from .config import ConfigError, load_config
 from .crypto import Keyring
 from .hosts import management_hosts
-from .models import App
 from .plugins import get_plugin_manager
 from .rotation import check_keys_decrypt
 
@@ -161,6 +161,8 @@ def _init_host_routing(app: Flask) -> None:
         # A NUL can reach the database from a path id or query argument; PostgreSQL refuses it.
         if "\x00" in request.path:
             raise errors.NotFound()
+        if not request.query_string:
+            return
         bad = sorted({key for key, value in request.args.items(multi=True) if "\x00" in key + value})
         if bad:
             raise errors.BadRequest({key.replace("\x00", "") or "query": "must not contain NUL characters"
@@ -175,7 +177,7 @@ def _init_host_routing(app: Flask) -> None:
             if request.path in APP_HOST_PATHS:
                 raise errors.NotFound()
             return None
-        app_row = App.get_or_none(App.hostname == host)
+        app_row = app_by_hostname(host)
         if app_row is None:
             if request.path in APP_HOST_PATHS:
                 raise errors.NotFound()

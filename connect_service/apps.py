@@ -14,6 +14,7 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from . import credentials, errors, tokens
+from .db import compiled_sql, fetch_models
 from .extensions import keyring, settings
 from .fields import NonBlank
 from .hosts import management_hosts, url_host
@@ -191,3 +192,13 @@ def delete(app: App) -> None:
     # credentials that merely named this app as their team stay, organization-owned
     Credential.update(app=None).where(Credential.app == app.id).execute()
     app.delete_instance(recursive=True)
+
+
+def app_by_hostname(hostname: str) -> App | None:
+    """The app serving ``hostname`` (host routing, every request on an app host), or None.
+
+    One indexed query whose SQL is built once per worker.
+    """
+    sql = compiled_sql("apps.by_hostname", lambda: App.select().where(App.hostname == ""))
+    found = fetch_models(sql, (hostname,), App)
+    return found[0][0] if found else None
