@@ -177,6 +177,8 @@ def test_hot_requests_run_one_or_two_queries(connect, sql_log):
     for name, call in calls.items():
         sql_log.clear()
         assert call().status_code in (200, 201)
-        counts[name] = len(sql_log)
-    # app row; app row + the user's connections; app by host + one rate-limit upsert; key + connection
-    assert counts == {"requirements": 1, "statuses": 2, "token": 2, "secrets": 2}
+        # transaction control (SAVEPOINT/RELEASE around a nested write) is not a query
+        counts[name] = len([sql for sql in sql_log if not sql.startswith(("SAVEPOINT", "RELEASE"))])
+    # app row; app row + the user's connections; app by host + one rate-limit upsert; key + connection + the
+    # audit row every secrets read writes (issue 16), last_fetched_at being at most one write a second
+    assert counts == {"requirements": 1, "statuses": 2, "token": 2, "secrets": 3}
