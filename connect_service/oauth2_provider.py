@@ -9,7 +9,36 @@ import base64
 from typing import Any, Mapping
 from urllib.parse import quote
 
-__all__ = ["OAuth2Provider", "ProviderError", "basic_authorization"]
+__all__ = ["OAuth2Provider", "ProviderError", "basic_authorization", "CLIENT_AUTH_METHODS"]
+
+
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    """``Basic base64(urlencode(id):urlencode(secret))`` as RFC 6749 §2.3.1 asks."""
+    raw = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+# --- client authentication at the token endpoint, one function per method (as Authlib's oauth2/auth.py) ---
+
+def _auth_basic(params: dict[str, str], headers: dict[str, str], client_id: str, client_secret: str | None) -> None:
+    headers["Authorization"] = basic_authorization(client_id, client_secret or "")
+
+
+def _auth_post(params: dict[str, str], headers: dict[str, str], client_id: str, client_secret: str | None) -> None:
+    params["client_id"] = client_id
+    params["client_secret"] = client_secret or ""
+
+
+def _auth_none(params: dict[str, str], headers: dict[str, str], client_id: str, client_secret: str | None) -> None:
+    params["client_id"] = client_id
+
+
+#: ``token_endpoint_auth_method`` → how it authenticates a token request (RFC 7591 names)
+CLIENT_AUTH_METHODS = {
+    "client_secret_basic": _auth_basic,
+    "client_secret_post": _auth_post,
+    "none": _auth_none,
+}
 
 
 class ProviderError(Exception):
@@ -108,13 +137,9 @@ class OAuth2Provider:
         method = auth_method or self.token_endpoint_auth_method
         params = dict(body)
         headers = {"Accept": "application/json", **self.request_headers}
-        if method == "client_secret_basic" and client_secret is not None:
-            headers["Authorization"] = basic_authorization(client_id or "", client_secret)
-        elif method == "client_secret_post" and client_secret is not None:
-            params["client_id"] = client_id or ""
-            params["client_secret"] = client_secret
-        else:
-            params["client_id"] = client_id or ""
+        if client_secret is None:  # a public client: whatever the method, only its id goes along
+            method = "none"
+        CLIENT_AUTH_METHODS.get(method, _auth_none)(params, headers, client_id or "", client_secret)
         if self.token_request_format == "json":
             return {"json": params, "headers": headers}
         return {"data": params, "headers": headers}
@@ -155,9 +180,3 @@ class OAuth2Provider:
             kwargs["json"] = kwargs.pop("data")
         resp = client.post(self.revoke_url, **kwargs)
         return 200 <= resp.status_code < 300
-
-
-def basic_authorization(client_id: str, client_secret: str) -> str:
-    """``Basic base64(urlencode(id):urlencode(secret))`` as RFC 6749 §2.3.1 asks."""
-    raw = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")
