@@ -26,6 +26,7 @@ from .config import ConfigError, generate_key, generate_secret, load_config
 from .db import database, describe_error, write_transaction
 from .demo import seed_demo
 from .deploy_file import deploy_from_file
+from .extensions import settings
 from .migrations import current_version, head, migrate, pending
 from .models import Organization
 from .plugins import get_plugin_manager
@@ -269,7 +270,7 @@ def deliver_webhooks(once, batch_size, interval):
 @with_appcontext
 def prune_command():
     """Delete audit events older than audit_retention_days, expired authorization sessions, old rate-limit rows."""
-    days = current_app.config["CONNECT"]["audit_retention_days"]
+    days = settings()["audit_retention_days"]
     summary = prune_all(days)
     click.echo(f"prune: {summary['audit_events']} audit events (older than {days} days), "
                f"{summary['authorization_sessions']} authorization sessions, "
