@@ -3,12 +3,15 @@
 database of this module's own, set up with the operator's CLI commands.
 
 Every request goes through nginx with real TLS (a self-signed certificate for ``connect.test``
-and ``*.apps.test``, verified, SNI = the Host). Run with ``pytest -m nginx``; ``scripts/test.sh``
-installs Debian's nginx first.
+and ``*.apps.test``, verified, SNI = the Host). The 504 test alone runs its own copy of the site in
+front of a socket that never answers (no gunicorn, no database). Run with ``pytest -m nginx``;
+``scripts/test.sh`` installs Debian's nginx first.
 """
 from __future__ import annotations
 
+import json
 import re
+import socket
 import ssl
 import time
 from urllib.parse import urlencode
@@ -176,11 +179,11 @@ def test_rate_limits_key_on_the_address_nginx_forwards_not_on_client_headers(dep
     assert status == 201, body
 
 
-def logged(deployment, name: str, line: str) -> str:
+def logged(nginx: NginxSite, name: str, line: str) -> str:
     """The nginx log ``name`` once it holds ``line``: nginx writes an access-log line only after it has sent
     the answer, so a log read right after a request may not have it yet (gives up after 10 s)."""
     deadline = time.monotonic() + 10
-    while line not in (text := deployment.nginx.log(name)) and time.monotonic() < deadline:
+    while line not in (text := nginx.log(name)) and time.monotonic() < deadline:
         time.sleep(0.1)
     return text
 
@@ -193,7 +196,7 @@ def test_logs_hold_no_query_strings_and_no_signed_segments(deployment):
     assert status in (400, 401, 404)
     status, _, _ = deployment.call("GET", "/connect?token=not-a-real-token-secret")
     assert status == 401
-    access = logged(deployment, "connect.access.log", '"GET /connect" 401')  # the last request's line is in
+    access = logged(deployment.nginx, "connect.access.log", '"GET /connect" 401')  # the last request's line
     assert "/v1/connect/oauth2/start/<signed>" in access and "/v1/connect/webhooks/pipedream/<signed>" in access
     assert '"GET /connect"' in access
     for secret in (signed, "not-a-real-token-secret", "token=", "code=", "state="):
@@ -207,6 +210,35 @@ def test_logs_hold_no_query_strings_and_no_signed_segments(deployment):
         assert secret not in service
 
 
+def test_with_the_service_hung_nginx_answers_504_in_the_error_shape(tmp_path):
+    """An upstream that takes the connection and never answers: after ``proxy_read_timeout`` (2 s in this
+    test's copy of the site; the shipped value is gunicorn's timeout plus a little) nginx answers its own
+    504 in the service's error shape. Needs no gunicorn and no database."""
+    if find_nginx() is None:
+        pytest.skip("nginx is not installed (scripts/test.sh installs it: apt-get install nginx)")
+    with socket.socket() as hung:  # listens (the kernel completes the handshake), never reads or writes
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)
+        nginx = NginxSite(str(tmp_path / "nginx"), hung.getsockname()[1], [PUBLIC_HOST, "*.apps.test"],
+                          proxy_read_timeout="2s")
+        nginx.start()
+        try:
+            status, headers, body = nginx.request("GET", PUBLIC_HOST, "/connect?token=secret-while-hung")
+            access = logged(nginx, "connect.access.log", '"GET /connect" 504')
+        finally:
+            nginx.stop()
+    assert status == 504, body
+    assert headers["Content-Type"] == "application/json"
+    assert json.loads(body) == {"error": {
+        "code": "gateway_timeout", "message": "Gateway Timeout",
+        "details": {"service": "did not answer in time; try again shortly"}}}
+    assert headers.get("Strict-Transport-Security", "").startswith("max-age=31536000")
+    # the access log has the request without its query string; the error logs do not quote it at all
+    assert '"GET /connect" 504' in access and "?" not in access
+    for name in ("connect.access.log", "connect.error.log", "main.error.log", "stderr"):
+        assert "secret-while-hung" not in nginx.log(name)
+
+
 def test_with_the_service_down_nginx_answers_502_in_the_error_shape(deployment):
     deployment.gunicorn.stop()  # last test of the module: the fixture's stop() is then a no-op
     status, headers, body = deployment.call("GET", "/v1/apps", auth=deployment.access_key)
@@ -217,6 +249,6 @@ def test_with_the_service_down_nginx_answers_502_in_the_error_shape(deployment):
     # nginx's error log would quote the request line of a failed upstream request: it stays quiet
     status, _, _ = deployment.call("GET", "/connect?token=secret-while-down")
     assert status == 502
-    assert '"GET /connect" 502' in logged(deployment, "connect.access.log", '"GET /connect" 502')
+    assert '"GET /connect" 502' in logged(deployment.nginx, "connect.access.log", '"GET /connect" 502')
     for name in ("connect.access.log", "connect.error.log", "main.error.log"):
         assert "secret-while-down" not in deployment.nginx.log(name)

@@ -1,8 +1,9 @@
 """Run the shipped nginx site (``deploy/nginx-connect.conf``) on loopback ports for deployment tests.
 
 The file is copied with only deployment specifics substituted: listen ports (127.0.0.1), the
-upstream port, ``server_name``, certificate and log paths. Everything else (error pages, HSTS,
-forwarded headers, log format, body limit) is tested exactly as shipped.
+upstream port, ``server_name``, certificate and log paths (and, when a test asks,
+``proxy_read_timeout``). Everything else (error pages, HSTS, forwarded headers, log format, body
+limit) is tested exactly as shipped.
 """
 from __future__ import annotations
 
@@ -54,8 +55,12 @@ def self_signed_certificate(directory: str, names: list[str]) -> tuple[str, str]
 
 
 def site_for_test(text: str, *, http_port: int, https_port: int, upstream_port: int, server_names: str,
-                  cert: str, key: str, log_dir: str) -> str:
-    """The shipped site with ports, names and paths substituted; fails loudly when a pattern is gone."""
+                  cert: str, key: str, log_dir: str, proxy_read_timeout: str | None = None) -> str:
+    """The shipped site with ports, names and paths substituted; fails loudly when a pattern is gone.
+
+    ``proxy_read_timeout`` (e.g. ``"2s"``) replaces the shipped value, so a test can reach the 504
+    without waiting the production timeout out; None keeps the file's own.
+    """
     subs = [
         (r"^\s*listen \[::\]:.*\n", ""),                       # no IPv6 needed on loopback
         (r"listen 80\b", f"listen 127.0.0.1:{http_port}"),
@@ -66,6 +71,8 @@ def site_for_test(text: str, *, http_port: int, https_port: int, upstream_port: 
         (r"/etc/ssl/private/connect\.key", key),
         (r"/var/log/nginx/", log_dir.rstrip("/") + "/"),
     ]
+    if proxy_read_timeout is not None:
+        subs.append((r"proxy_read_timeout \S+;", f"proxy_read_timeout {proxy_read_timeout};"))
     for pattern, repl in subs:
         text, n = re.subn(pattern, repl, text, flags=re.M)
         assert n, f"deploy/nginx-connect.conf no longer contains {pattern!r}"
@@ -75,7 +82,8 @@ def site_for_test(text: str, *, http_port: int, https_port: int, upstream_port: 
 class NginxSite:
     """nginx in the foreground serving the shipped site in ``directory``; ``start()``/``stop()``."""
 
-    def __init__(self, directory: str, upstream_port: int, names: list[str]):
+    def __init__(self, directory: str, upstream_port: int, names: list[str],
+                 proxy_read_timeout: str | None = None):
         self.dir = directory
         self.http_port, self.https_port = free_port(), free_port()
         self.names = names
@@ -85,7 +93,8 @@ class NginxSite:
         with open(SITE, encoding="utf-8") as fh:
             site = site_for_test(fh.read(), http_port=self.http_port, https_port=self.https_port,
                                  upstream_port=upstream_port, server_names=" ".join(names),
-                                 cert=self.cert, key=self.key, log_dir=self.log_dir)
+                                 cert=self.cert, key=self.key, log_dir=self.log_dir,
+                                 proxy_read_timeout=proxy_read_timeout)
         with open(os.path.join(directory, "site.conf"), "w", encoding="utf-8") as fh:
             fh.write(site)
         user = "user root;\n" if os.geteuid() == 0 else ""  # workers keep access to the temp folder
