@@ -17,6 +17,7 @@ from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser
 
 from .. import errors
+from .openapi import operation_doc
 
 BLANK = {"input": "cannot be blank"}
 
@@ -108,11 +109,20 @@ class Blueprint(_Blueprint):
 
     ARGUMENTS_PARSER = ArgumentsParser()
 
+    def operation(self, operation_id: str, *statuses: int, security: list | None = None, **extra: Any):
+        """Document a view's operationId, security and error statuses (``api/openapi.py``) in one decorator."""
+        return self.doc(**operation_doc(operation_id, statuses, security, **extra))
+
 
 class Api(_Api):
     """flask-smorest's Api with the service's error shape everywhere."""
 
     ERROR_SCHEMA = ErrorSchema
+    #: each operation lists its own error statuses (``Blueprint.operation``), so no catch-all ``default``
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _register_pagination_header(self):
+        """Pagination here is a cursor in the body: no ``PaginationMetadata`` header component."""
 
     def handle_http_exception(self, error):
         return errors.handle_http_exception(error)

@@ -11,11 +11,9 @@ from ..models import App
 from ..requirements import VersionCreateSchema, version_view
 from . import Blueprint, schemas
 from .common import PageArgs, paginate, resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("apps", __name__, url_prefix="/v1/apps", description="Apps and workflow versions")
-
-SECURITY = [{"accessKey": []}]
-
 
 def _org_app(app_id: str) -> App:
     return apps.get_for_org(g.org.id, app_id)
@@ -25,14 +23,14 @@ def _org_app(app_id: str) -> App:
 class Apps(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createApp", 400, 401, 409, 413, 415, security=ACCESS_KEY)
     @blp.arguments(AppCreateSchema)
     @blp.response(201, schemas.AppSchema)
     def post(self, data):
         """Create an app"""
         return app_view(apps.create(g.org, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listApps", 400, 401, security=ACCESS_KEY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(schemas.AppSchema))
     def get(self, **args):
@@ -45,20 +43,20 @@ class Apps(MethodView):
 class AppItem(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("getApp", 401, 404, security=ACCESS_KEY)
     @blp.response(200, schemas.AppSchema)
     def get(self, app):
         """Get an app"""
         return app_view(app)
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("updateApp", 400, 401, 404, 409, 413, 415, security=ACCESS_KEY)
     @blp.arguments(AppPatchSchema)
     @blp.response(200, schemas.AppSchema)
     def patch(self, data, app):
         """Update an app"""
         return app_view(apps.update(app, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deleteApp", 401, 404, security=ACCESS_KEY)
     @blp.response(204)
     def delete(self, app):
         """Delete an app: its connections (revoked at the provider where possible), own credentials, versions"""
@@ -69,14 +67,14 @@ class AppItem(MethodView):
 class Versions(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createVersion", 400, 401, 404, 409, 413, 415, security=ACCESS_KEY)
     @blp.arguments(VersionCreateSchema)
     @blp.response(201, schemas.VersionSchema)
     def post(self, data, app):
         """Create a workflow version with its requirements"""
         return version_view(requirements.new_version(app, data["requirements"]))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listVersions", 400, 401, 404, security=ACCESS_KEY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(schemas.VersionSchema))
     def get(self, app, **args):
@@ -89,7 +87,7 @@ class Versions(MethodView):
 class Deploy(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deployVersion", 401, 404, security=ACCESS_KEY)
     @blp.response(200, schemas.VersionSchema)
     def post(self, app, number):
         """Deploy a workflow version (its requirements become the app's)"""

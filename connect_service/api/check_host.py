@@ -19,11 +19,11 @@ from ..auth import require_access_key
 from ..models import Connection
 from . import Blueprint
 from .common import resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("check_host", __name__, url_prefix="/v1/connections",
                 description="Check a URL against a connection's allowed hosts")
 
-SECURITY = [{"accessKey": []}]
 
 
 class CheckHostSchema(ma.Schema):
@@ -49,7 +49,7 @@ def _org_connection(conn_id: str) -> Connection:
 class CheckHost(MethodView):
     decorators = [resolve_path(conn_id=_org_connection), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("checkHost", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(CheckHostSchema)
     @blp.response(200, CheckHostResultSchema)
     def post(self, data, conn):

@@ -14,9 +14,9 @@ from ..statuses import statuses_for
 from ..tokens import issue_connect_token
 from . import Blueprint, schemas
 from .common import resolve_path
+from .openapi import CONNECT_TOKEN, PUBLIC
 
 blp = Blueprint("connect", __name__, url_prefix="/v1/connect", description="End-user connect flow")
-TOKEN_SECURITY = [{"connectToken": []}]
 
 
 class TokenCreateSchema(ma.Schema):
@@ -51,7 +51,11 @@ def _deployed_requirement(requirement_id: str):
 
 @blp.route("/tokens")
 class Tokens(MethodView):
-    @blp.doc(security=[{}, {"accessKey": []}])
+    @blp.operation("createConnectToken", 400, 401, 404, 413, 415, 429, security=PUBLIC, description=(
+        "Creates a short-lived connect token (24 hours) for an end user of the app, and the URL of the hosted "
+        "connect page pre-filled with it. Call it on the app's hostname, which identifies the app. Public apps "
+        "can be called without credentials; private apps require an Access Key of the app's organization "
+        "(`Authorization: Bearer ak_…`, else 401)."))
     @blp.arguments(TokenCreateSchema)
     @blp.response(201, TokenSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def post(self, data):
@@ -70,7 +74,7 @@ class Tokens(MethodView):
 class Requirements(MethodView):
     decorators = [require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY)
+    @blp.operation("listRequirements", 401, security=CONNECT_TOKEN)
     @blp.response(200, schemas.list_of(schemas.RequirementSchema, paged=False))
     def get(self):
         """List the requirements of the app's deployed version"""
@@ -81,7 +85,7 @@ class Requirements(MethodView):
 class Statuses(MethodView):
     decorators = [require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY)
+    @blp.operation("getRequirementStatuses", 401, security=CONNECT_TOKEN)
     @blp.response(200, schemas.list_of(schemas.RequirementStatusSchema, paged=False))
     def get(self):
         """Requirements with ``completed``/``pending`` for the token's user"""
@@ -92,7 +96,7 @@ class Statuses(MethodView):
 class ConfigSubmit(MethodView):
     decorators = [resolve_path(requirement_id=_deployed_requirement), require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY)
+    @blp.operation("submitCredentials", 400, 401, 404, 409, 413, 415, 429, security=CONNECT_TOKEN)
     @blp.arguments(ConfigSubmitSchema)
     @blp.response(201, schemas.MessageSchema)
     def post(self, body, requirement):

@@ -22,11 +22,11 @@ from ..fields import NonBlank
 from ..models import Connection
 from . import Blueprint, schemas
 from .common import PageArgs, paginate, resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("connections", __name__, url_prefix="/v1/connections",
                 description="End-user connections and their credentials")
 
-SECURITY = [{"accessKey": []}]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -129,14 +129,14 @@ def _request_started() -> datetime.datetime:
 class Connections(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createConnection", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(ConnectionCreateSchema, description="seed 002")
     @blp.response(200, ConnectionSchema)
     def post(self, data):
         """Create (import) a connection (answers 200, as seed 002 documents)"""
         return connection_view(lifecycle.import_connection(g.org.id, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listConnections", 400, 401, security=ACCESS_KEY)
     @blp.arguments(ListArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(ConnectionSchema))
     def get(self, **args):
@@ -149,7 +149,7 @@ class Connections(MethodView):
 class ConnectionItem(MethodView):
     decorators = [resolve_path(conn_id=_org_connection), require_access_key]
 
-    @blp.doc(security=SECURITY, parameters=READ_PARAMS)
+    @blp.operation("getConnection", 400, 401, 404, 409, 502, security=ACCESS_KEY, parameters=READ_PARAMS)
     @blp.response(200, ConnectionSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def get(self, conn):
         """Get a connection; with include_secrets=true, its (fresh) credentials"""
@@ -159,14 +159,14 @@ class ConnectionItem(MethodView):
                                         not_before=not_before)
         return (out, 200, NO_STORE) if args["include_secrets"] else out
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("updateConnection", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(ConnectionPatchSchema)
     @blp.response(200, ConnectionSchema)
     def patch(self, data, conn):
         """Update metadata (shallow merge), display_name, disabled"""
         return connection_view(update_connection(conn, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deleteConnection", 401, 404, security=ACCESS_KEY)
     @blp.response(204)
     def delete(self, conn):
         """Revoke the tokens at the provider where it can, then delete the connection"""

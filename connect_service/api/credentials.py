@@ -21,9 +21,9 @@ from ..models import Credential
 from ..timestamps import iso
 from . import Blueprint, schemas
 from .common import PageArgs, paginate, resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("credentials", __name__, url_prefix="/v1/credentials", description="OAuth2 credentials (seed 003)")
-SECURITY = [{"accessKey": []}]
 
 
 class CredentialOutSchema(ma.Schema):
@@ -90,14 +90,14 @@ def _org_credential(credential_id: str) -> Credential:
 class Credentials(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createCredential", 400, 401, 413, 415, 502, security=ACCESS_KEY)
     @blp.arguments(CredentialSchema)
     @blp.response(201, CredentialOutSchema)
     def post(self, data):
         """Create an OAuth2 credential (seed 003)"""
         return credential_view(credentials.create(g.org, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listCredentials", 400, 401, security=ACCESS_KEY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(CredentialOutSchema))
     def get(self, **args):
@@ -110,20 +110,20 @@ class Credentials(MethodView):
 class CredentialItem(MethodView):
     decorators = [resolve_path(credential_id=_org_credential), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("getCredential", 401, 404, security=ACCESS_KEY)
     @blp.response(200, CredentialOutSchema)
     def get(self, credential):
         """Get a credential (a fresh signed redirect_url with every read)"""
         return credential_view(credential)
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("updateCredential", 400, 401, 404, 413, 415, 502, security=ACCESS_KEY)
     @blp.arguments(CredentialPatchSchema)
     @blp.response(200, CredentialOutSchema)
     def patch(self, data, credential):
         """Update a credential; a client_credentials token is fetched again when its inputs change"""
         return credential_view(credentials.update(credential, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deleteCredential", 401, 404, security=ACCESS_KEY)
     @blp.response(204)
     def delete(self, credential):
         """Delete a credential; its own org-level connection is revoked and removed"""

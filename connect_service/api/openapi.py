@@ -1,0 +1,84 @@
+"""The OpenAPI side of every operation: operationId, security and each error status it can return.
+
+A view declares all of it with one decorator, ``@blp.operation(...)`` (see
+:meth:`connect_service.api.Blueprint.operation`), which calls :func:`operation_doc`::
+
+    @blp.operation("createApp", 400, 401, 409, security=ACCESS_KEY)
+
+Every error status is documented with the ``Error`` schema and an example;
+the seeds give the examples for 400, 401 and 404 (seed 000), the others use
+the same shape. 503 (database unavailable) is added to every operation.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import error_code, reason_phrase
+
+ACCESS_KEY: list[dict[str, list]] = [{"accessKey": []}]
+CONNECT_TOKEN: list[dict[str, list]] = [{"connectToken": []}]
+PUBLIC: list[dict[str, list]] = []
+
+#: error statuses an operation may declare
+ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503)
+
+#: ``details`` of each status's example (seed 000 gives 400's; 401 and 404 have none there)
+EXAMPLE_DETAILS: dict[int, dict[str, str]] = {
+    400: {"input": "cannot be blank"},
+    409: {"input": "conflicts with the current state"},
+    413: {"input": "must be at most 1048576 bytes"},
+    415: {"input": "send the body as application/json"},
+    429: {"input": "at most 10 requests per minute; retry in 30 s"},
+    502: {"provider": "the provider did not answer"},
+    503: {"database": "is unavailable, retry shortly"},
+}
+
+DESCRIPTIONS: dict[int, str] = {
+    400: "the body, a parameter or the state is invalid; `details` names each field",
+    401: "missing or invalid credentials",
+    403: "the caller may not do this",
+    404: "the resource does not exist (or belongs to another organization)",
+    409: "conflicts with the current state",
+    413: "the body is too large",
+    415: "the body is not `application/json`",
+    429: "too many requests; `Retry-After` says when to retry",
+    502: "the provider or platform failed",
+    503: "the database is unavailable; retry shortly",
+}
+
+
+def error_example(status: int) -> dict[str, Any]:
+    """The error body of ``status`` as the service writes it (seed 000's shape)."""
+    error: dict[str, Any] = {"code": error_code(status), "message": reason_phrase(status)}
+    if status in EXAMPLE_DETAILS:
+        error["details"] = EXAMPLE_DETAILS[status]
+    return {"error": error}
+
+
+def error_response(status: int, description: str | None = None) -> dict[str, Any]:
+    """The OpenAPI response object of one error status: the ``Error`` schema and an example."""
+    response: dict[str, Any] = {
+        "description": description or DESCRIPTIONS[status],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"},
+                                         "example": error_example(status)}},
+    }
+    if status == 429:
+        response["headers"] = {"Retry-After": {"schema": {"type": "integer"},
+                                               "description": "seconds until a retry may succeed"}}
+    return response
+
+
+def operation_doc(operation_id: str, statuses: tuple[int, ...], security: list | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """The keyword arguments of ``Blueprint.doc`` for one operation (see the module docstring)."""
+    unknown = set(statuses) - set(ERROR_STATUSES)
+    if unknown:
+        raise ValueError(f"{operation_id}: {sorted(unknown)} are not error statuses of this API")
+    doc: dict[str, Any] = {"operationId": operation_id,
+                           "responses": {str(s): error_response(s) for s in sorted({*statuses, 503})}}
+    doc["responses"].update(extra.pop("responses", {}))  # a view's own description of a status wins
+    if security is not None:
+        doc["security"] = security
+    doc.update(extra)
+    return doc
+
