@@ -24,7 +24,7 @@ from .extensions import registry, settings
 from .fields import NonBlank
 from .hosts import is_host_allowed, normalize_host, url_host, validate_allowed_host_pattern
 from .lifecycle import delete_connection
-from .models import App, Connection, Credential, Organization, new_id, utcnow
+from .models import AccessKey, App, Connection, Credential, Organization, new_id, utcnow
 
 READ_ACCESS = {"TEAM": "APP", "GLOBAL": "ORGANIZATION", "SPECIFIC_TEAMS": "SPECIFIC_APPS",
                "APP": "APP", "ORGANIZATION": "ORGANIZATION", "SPECIFIC_APPS": "SPECIFIC_APPS"}
@@ -67,6 +67,11 @@ class CredentialSchema(ma.Schema):
     metadata = fields.Dict(allow_none=True)
     allowed_hosts = fields.List(HostPattern())
     settings = fields.Dict(allow_none=True, metadata={"description": "connector-specific, validated by its plugin"})
+    folder_id = fields.String(allow_none=True, validate=validate.Length(max=200),
+                              metadata={"description": "a folder label, stored and answered as given"})
+    live_credential_id = fields.String(allow_none=True, metadata={
+        "description": "makes this the test credential of that credential of your organization (seed 003): "
+                       "the live one then answers test_credential_enabled true and its test_credential"})
 
 
 class CredentialPatchSchema(CredentialSchema):
@@ -126,13 +131,15 @@ def get_for_org(org_id: str, credential_id: str) -> Credential:
     return cred
 
 
-def create(org: Organization, data: dict[str, Any]) -> Credential:
+def create(org: Organization, data: dict[str, Any], owner: AccessKey | None = None) -> Credential:
     """Create a credential from :class:`CredentialSchema` data (400 naming each bad field).
 
-    A client_credentials registration whose token the service keeps fetches
-    it first, so one the provider refuses is never saved.
+    ``owner`` is the Access Key that creates it (seed 003's ``owner``). A
+    client_credentials registration whose token the service keeps fetches it
+    first, so one the provider refuses is never saved.
     """
-    cred = Credential(id=new_id("ccfg"), org=org.id, mode="OAUTH", oauth_grant_type="authorization_code")
+    cred = Credential(id=new_id("ccfg"), org=org.id, mode="OAUTH", oauth_grant_type="authorization_code",
+                      owner_key=owner.id if owner is not None else None)
     _apply(cred, _merge(data), creating=True)
     token = oauth.fetch_client_credentials(cred) if oauth.owns_org_token(cred) else None
     _save(cred, token, created=True)
@@ -262,6 +269,14 @@ def _apply_access(cred: Credential, data: dict[str, Any], creating: bool, detail
         cred.read_access = "APP" if cred.app_id else "ORGANIZATION"
     if "shared_app_slugs" in data:
         cred.shared_app_slugs = list(dict.fromkeys(data["shared_app_slugs"]))
+    if "folder_id" in data:
+        cred.folder_id = data["folder_id"]
+    if "live_credential_id" in data:
+        problem = _live_credential_problem(cred, data["live_credential_id"])
+        if problem:
+            details["live_credential_id"] = problem
+        else:
+            cred.live_credential = data["live_credential_id"]
     if cred.read_access == "APP" and not cred.app_id and "app_id" not in details:
         details["read_access"] = "TEAM/APP needs app_id (or team_id): the app that owns the credential"
     if cred.read_access == "SPECIFIC_APPS":
@@ -273,6 +288,31 @@ def _apply_access(cred: Credential, data: dict[str, Any], creating: bool, detail
             for index, slug in enumerate(slugs):
                 if slug not in found:
                     details[f"shared_app_slugs.{index}"] = "is not the slug of an app of this organization"
+
+
+def _live_credential_problem(cred: Credential, live_id: str | None) -> str | None:
+    """Why ``cred`` cannot be the test credential of ``live_id`` (None: it can; None clears it).
+
+    The live credential is another credential of the same organization, not
+    itself a test credential, with no other test credential.
+    """
+    if live_id is None:
+        return None
+    live = Credential.get_or_none(Credential.id == live_id, Credential.org == cred.org_id)
+    if live is None or live.id == cred.id:
+        return "is not another credential of this organization"
+    if live.live_credential_id is not None:
+        return "is itself a test credential"
+    if Credential.select().where(Credential.live_credential == live.id, Credential.id != cred.id).exists():
+        return "already has a test credential"
+    if Credential.select().where(Credential.live_credential == cred.id).exists():
+        return "cannot be set on a credential that has a test credential of its own"
+    return None
+
+
+def test_credential_of(cred: Credential) -> Credential | None:
+    """The test credential of a live credential (seed 003), or None."""
+    return Credential.get_or_none(Credential.live_credential == cred.id)
 
 
 def _apply_settings(cred: Credential, data: dict[str, Any], creating: bool, reg) -> None:

@@ -21,13 +21,13 @@ class AccessKeyCreateSchema(OptionalBody, ma.Schema):
 
 
 class AccessKeySchema(ma.Schema):
-    id = ma.fields.String()
-    name = ma.fields.String()
-    prefix = ma.fields.String()
+    id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    prefix = ma.fields.String(required=True)
     key = ma.fields.String(metadata={"description": "plaintext, returned only when created"})
-    created_at = ma.fields.String()
-    last_used_at = ma.fields.String(allow_none=True)
-    revoked_at = ma.fields.String(allow_none=True)
+    created_at = schemas.timestamp()
+    last_used_at = schemas.timestamp(allow_none=True)
+    revoked_at = schemas.timestamp(allow_none=True)
 
 
 @blp.route("")

@@ -25,7 +25,7 @@ blp = Blueprint("accounts", __name__, url_prefix="/v1/connect", description="Act
 class AccountLinkSchema(ma.Schema):
     connect_link_url = ma.fields.String(required=True, metadata={
         "description": "open it in the end user's browser to link the account"})
-    expires_at = ma.fields.String(required=True, metadata={"example": "2026-11-23T12:30:00Z"})
+    expires_at = schemas.timestamp()
 
 
 class WebhookPayload(ma.Schema):

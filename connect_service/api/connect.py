@@ -26,7 +26,7 @@ class TokenCreateSchema(ma.Schema):
 
 class TokenSchema(ma.Schema):
     token = ma.fields.String(required=True)
-    expires_at = ma.fields.String(required=True)
+    expires_at = schemas.timestamp()
     connect_url = ma.fields.String(required=True)
 
 

@@ -76,23 +76,25 @@ class ReadArgs(ma.Schema):
 
 
 class ConnectionSchema(ma.Schema):
+    """Seed 002's connection: every field it lists as required is always present (null where it says so)."""
+
     id = fields.String(required=True)
-    customer_id = fields.String(allow_none=True)
-    connector_config_id = fields.String(allow_none=True)
-    integration_id = fields.String(allow_none=True)
-    created_at = fields.String()
-    updated_at = fields.String()
-    display_name = fields.String(allow_none=True)
-    disabled = fields.Boolean(allow_none=True)
+    customer_id = fields.String(required=True, allow_none=True)
+    connector_config_id = fields.String(required=True, allow_none=True)
+    integration_id = fields.String(required=True, allow_none=True)
+    created_at = schemas.timestamp()
+    updated_at = schemas.timestamp()
+    display_name = fields.String(required=True, allow_none=True)
+    disabled = fields.Boolean(required=True, allow_none=True)
     metadata = fields.Dict(allow_none=True)
-    connector_name = fields.String()
-    settings = fields.Dict()
-    status = fields.String(validate=validate.OneOf(["pending", "active", "error"]))
-    status_reason = fields.String(allow_none=True)
-    app_id = fields.String(allow_none=True)
-    type = fields.String()
-    requirement_id = fields.String(allow_none=True)
-    last_fetched_at = fields.String(allow_none=True)
+    connector_name = fields.String(required=True)
+    settings = fields.Dict(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "active", "error"]))
+    status_reason = fields.String(required=True, allow_none=True)
+    app_id = fields.String(required=True, allow_none=True)
+    type = fields.String(required=True)
+    requirement_id = fields.String(required=True, allow_none=True)
+    last_fetched_at = schemas.timestamp(allow_none=True)
 
 
 READ_PARAMS = [

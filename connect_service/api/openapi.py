@@ -7,7 +7,8 @@ A view declares all of it with one decorator, ``@blp.operation(...)`` (see
 
 Every error status is documented with the ``Error`` schema and an example;
 the seeds give the examples for 400, 401 and 404 (seed 000), the others use
-the same shape. 503 (database unavailable) is added to every operation.
+the same shape. 404 (a host that does not serve the operation) and 503
+(database unavailable) are added to every operation.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ PUBLIC: list[dict[str, list]] = []
 
 #: error statuses an operation may declare
 ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503)
+
+#: every operation: the host may not serve the API (an app's hostname serves only its own routes), the database
+#: may be unavailable
+ALWAYS = (404, 503)
 
 #: ``details`` of each status's example (seed 000 gives 400's; 401 and 404 have none there)
 EXAMPLE_DETAILS: dict[int, dict[str, str]] = {
@@ -37,7 +42,7 @@ DESCRIPTIONS: dict[int, str] = {
     400: "the body, a parameter or the state is invalid; `details` names each field",
     401: "missing or invalid credentials",
     403: "the caller may not do this",
-    404: "the resource does not exist (or belongs to another organization)",
+    404: "the resource does not exist (or belongs to another organization), or this host does not serve it",
     409: "conflicts with the current state",
     413: "the body is too large",
     415: "the body is not `application/json`",
@@ -75,7 +80,7 @@ def operation_doc(operation_id: str, statuses: tuple[int, ...], security: list |
     if unknown:
         raise ValueError(f"{operation_id}: {sorted(unknown)} are not error statuses of this API")
     doc: dict[str, Any] = {"operationId": operation_id,
-                           "responses": {str(s): error_response(s) for s in sorted({*statuses, 503})}}
+                           "responses": {str(s): error_response(s) for s in sorted({*statuses, *ALWAYS})}}
     doc["responses"].update(extra.pop("responses", {}))  # a view's own description of a status wins
     if security is not None:
         doc["security"] = security
