@@ -17,7 +17,7 @@ from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser
 
 from .. import errors
-from .openapi import operation_doc
+from .openapi import nullable_enums, operation_doc
 
 BLANK = {"input": "cannot be blank"}
 
@@ -138,7 +138,7 @@ BLUEPRINT_MODULES = [
 def init_app(app) -> Api:
     app.config.setdefault("API_TITLE", "connect-service")
     app.config.setdefault("API_VERSION", "v1")
-    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_VERSION", "3.1.0")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
     app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "/docs")
@@ -148,6 +148,7 @@ def init_app(app) -> Api:
         "connectToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                          "description": "Connect token from POST /v1/connect/tokens"},
     }}})
+    api.ma_plugin.converter.add_attribute_function(nullable_enums)
     for name in BLUEPRINT_MODULES:  # imported here, not at the top: each of them imports Blueprint from this module
         api.register_blueprint(importlib.import_module(f"{__name__}.{name}").blp)
     return api

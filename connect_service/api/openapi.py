@@ -87,3 +87,15 @@ def operation_doc(operation_id: str, statuses: tuple[int, ...], security: list |
     doc.update(extra)
     return doc
 
+
+
+
+def nullable_enums(self, field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function: a nullable enum lists ``null`` among its values and has no ``type``.
+
+    With ``type: [string, "null"]`` beside the enum, generated clients make one enum class per spelling
+    of null; the enum alone says the same to every validator.
+    """
+    if field.allow_none and "enum" in ret:
+        ret.pop("type", None)
+    return {}

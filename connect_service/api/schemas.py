@@ -2,7 +2,7 @@
 
 Every field an answer always carries is ``required`` (generated clients then
 type it without ``Unset``), and every one that may be null says so with
-``allow_none`` (OpenAPI ``nullable``). Timestamps are :func:`timestamp`.
+``allow_none`` (OpenAPI 3.1 ``type: [..., "null"]``). Timestamps are :func:`timestamp`.
 """
 from __future__ import annotations
 
