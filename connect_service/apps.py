@@ -15,7 +15,7 @@ from marshmallow import fields, validate
 
 from . import credentials, errors
 from .extensions import settings
-from .fields import NonBlank
+from .fields import HTTP_URL, NonBlank
 from .hosts import url_host
 from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, utcnow
@@ -24,6 +24,8 @@ from .timestamps import iso
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 SLUG_ERROR = "must be lowercase letters, digits and dashes"
+#: OpenAPI: what validate_return_url accepts (format uri, the http(s) URL pattern)
+RETURN_URL_DOC = {"format": "uri", "pattern": HTTP_URL}
 
 
 def validate_return_url(value: str) -> None:
@@ -35,6 +37,10 @@ def validate_return_url(value: str) -> None:
 
 class HostnameField(NonBlank):
     """An app hostname: lowercase DNS name, not an IP address and not the service's own host."""
+
+    # documented: DNS labels whose last one starts with a letter (so never an IP address)
+    openapi = {"minLength": 1, "maxLength": 253,
+               "pattern": r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs).strip().lower().rstrip(".")
@@ -56,8 +62,8 @@ class AppCreateSchema(ma.Schema):
     hostname = HostnameField(required=True)
     visibility = fields.String(load_default="private", validate=validate.OneOf(["public", "private"]))
     slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
-    return_urls = fields.List(fields.String(validate=validate_return_url), load_default=list)
-    frame_ancestors = fields.List(fields.String(validate=validate_return_url), load_default=list,
+    return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC), load_default=list)
+    frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC), load_default=list,
                                   metadata={"description": "origins allowed to frame the hosted page"})
 
 
@@ -66,8 +72,8 @@ class AppPatchSchema(ma.Schema):
     hostname = HostnameField()
     visibility = fields.String(validate=validate.OneOf(["public", "private"]))
     slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
-    return_urls = fields.List(fields.String(validate=validate_return_url))
-    frame_ancestors = fields.List(fields.String(validate=validate_return_url))
+    return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC))
+    frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC))
 
 
 def app_view(app: App) -> dict[str, Any]:

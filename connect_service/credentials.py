@@ -21,7 +21,7 @@ from . import errors, oauth
 from .connections import mark_error
 from .db import write_transaction
 from .extensions import registry, settings
-from .fields import NonBlank
+from .fields import HTTP_URL, HTTPS_URL_TEMPLATE, NonBlank
 from .hosts import is_host_allowed, normalize_host, url_host, validate_allowed_host_pattern
 from .lifecycle import delete_connection
 from .models import AccessKey, App, Connection, Credential, Organization, new_id, utcnow
@@ -49,15 +49,16 @@ class CredentialSchema(ma.Schema):
     name = NonBlank(required=True, validate=validate.Length(max=200))
     mode = fields.String(validate=validate.OneOf(["OAUTH"]))
     connector_name = NonBlank(metadata={"description": "provider connector (google, github, …; oauth2 = custom)"})
-    oauth_url = fields.String(allow_none=True, metadata={"description": "authorization URL (default: the plugin's)"})
-    oauth_token_url = fields.String(allow_none=True)
+    oauth_url = fields.String(allow_none=True, metadata={
+        "description": "authorization URL (default: the plugin's)", "format": "uri", "pattern": HTTPS_URL_TEMPLATE})
+    oauth_token_url = fields.String(allow_none=True, metadata={"format": "uri", "pattern": HTTPS_URL_TEMPLATE})
     oauth_client_id = NonBlank()
     oauth_client_secret = fields.String(allow_none=True, load_only=True)
     oauth_scope = fields.String(allow_none=True)
     oauth_grant_type = fields.String(validate=validate.OneOf(GRANTS))
     oauthPkceCodeChallengeMethod = fields.String(allow_none=True, validate=validate.OneOf(["S256", "plain"]))
     oauth_token_endpoint_auth_method = fields.String(allow_none=True, validate=validate.OneOf(oauth.AUTH_METHODS))
-    oauth_issuer = fields.String(allow_none=True)
+    oauth_issuer = fields.String(allow_none=True, metadata={"format": "uri", "pattern": HTTP_URL})
     app_id = fields.String(allow_none=True)
     team_id = fields.String(allow_none=True, metadata={"description": "seed 003 spelling of app_id"})
     read_access = fields.String(validate=validate.OneOf(list(READ_ACCESS)))

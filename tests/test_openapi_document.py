@@ -16,6 +16,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+from connect_service.fields import NO_NUL, NON_BLANK
 from connect_service.testing import check_response
 
 VERBS = ("create", "list", "get", "update", "delete", "revoke", "deploy", "submit", "start", "initialise",
@@ -189,3 +190,74 @@ def test_docs_table_lists_each_providers_default_prompt(connect):
     assert len(providers) == 7
     assert rows == {name: p.default_prompt for name, p in providers.items()}
     assert rows["google"] == "consent" and {v for k, v in rows.items() if k != "google"} == {"login"}
+
+
+# --- issue 17: the request side declares what the validators enforce ---------------------------------------
+
+
+def _path_with_ids(path: str) -> str:
+    return re.sub(r"\{(\w+)\}", lambda m: "1" if m.group(1) == "number" else "x", path)
+
+
+def test_unknown_methods_are_405_with_allow_on_every_documented_path(connect, document):
+    for path, item in document["paths"].items():
+        documented = {m.upper() for m in METHODS if m in item}
+        for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE", "TRACE"} - documented):
+            r = connect.client.open(_path_with_ids(path), method=method, headers=connect.auth)
+            assert r.status_code == 405, (method, path, r.status_code)
+            assert documented <= set(r.headers["Allow"].split(", ")), (method, path, r.headers["Allow"])
+            assert r.get_json() == {"error": {"code": "method_not_allowed", "message": "Method Not Allowed"}}
+
+
+def _props(document, name):
+    return document["components"]["schemas"][name]["properties"]
+
+
+def test_non_blank_strings_urls_and_hostnames_declare_their_rules(document):
+    assert _props(document, "AppCreate")["name"]["minLength"] == 1
+    assert _props(document, "AppCreate")["name"]["pattern"] == NON_BLANK
+    for name in ("connector_name", "oauth_client_id", "name"):
+        assert _props(document, "Credential")[name]["pattern"] == NON_BLANK, name
+    assert _props(document, "ConnectionCreate")["connector_config_id"]["pattern"] == NON_BLANK
+    assert _props(document, "TokenCreate")["user_id"]["pattern"] == NON_BLANK
+    url = _props(document, "AppCreate")["frame_ancestors"]["items"]
+    assert url["format"] == "uri" and url["pattern"].startswith("^[Hh][Tt][Tt][Pp][Ss]?://")
+    assert _props(document, "CheckHost")["url"]["format"] == "uri"
+    assert re.match(_props(document, "AppCreate")["hostname"]["pattern"], "helpdesk.example.com")
+    assert not re.match(_props(document, "AppCreate")["hostname"]["pattern"], "10.0.0.1")
+    # every other request string refuses NUL characters, as the body parser does
+    assert _props(document, "Credential")["description"]["pattern"] == NO_NUL
+    # a body is never {}: the blank-body rule
+    for name in ("AppCreate", "AppPatch", "AccessKeyCreate", "ConnectionPatch", "CredentialPatch", "TokenCreate"):
+        assert document["components"]["schemas"][name]["minProperties"] == 1, name
+
+
+def test_list_parameters_declare_cursor_patterns_and_limits(connect, document):
+    app = connect.create_app()
+    connect.create_app()
+    connect.deploy(app, [])
+    connect.deploy(app, [])
+    assert connect.client.post("/v1/access-keys", json={"name": "second"}, headers=connect.auth).status_code == 201
+    for name in ("one", "two"):
+        r = connect.client.post("/v1/credentials", headers=connect.auth, json={
+            "name": name, "connector_name": "oauth2", "oauth_url": "https://idp.example.com/auth",
+            "oauth_token_url": "https://idp.example.com/token", "oauth_client_id": "c", "oauth_client_secret": "s"})
+        assert r.status_code == 201, r.get_json()
+    keyset = None
+    for path in ("/v1/apps", "/v1/access-keys", "/v1/credentials", "/v1/connections", "/v1/connection-types",
+                 "/v1/apps/{app_id}/versions"):
+        params = {p["name"]: p["schema"] for p in document["paths"][path]["get"]["parameters"] if p["in"] == "query"}
+        assert params["limit"]["minimum"] == 1 and params["limit"]["maximum"] == 200, path
+        pattern = params["cursor"]["pattern"]
+        if path == "/v1/connections":  # the same keyset cursor as the other lists of rows
+            assert pattern == keyset
+            continue
+        keyset = keyset or pattern
+        # a cursor the service hands out matches its documented pattern, and one that does not is a 400
+        concrete = path.replace("{app_id}", app["id"])
+        body = connect.client.get(concrete, query_string={"limit": 1}, headers=connect.auth).get_json()
+        assert body["next_cursor"] and re.match(pattern, body["next_cursor"]), (path, pattern, body["next_cursor"])
+        r = connect.client.get(concrete, query_string={"limit": 1, "cursor": body["next_cursor"]}, headers=connect.auth)
+        assert r.status_code == 200 and r.get_json()["data"] != body["data"], path
+        r = connect.client.get(concrete, query_string={"cursor": "!!"}, headers=connect.auth)
+        assert r.status_code == 400 and r.get_json()["error"]["details"] == {"cursor": "is not a valid cursor"}, path

@@ -11,13 +11,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import flask
 import marshmallow as ma
 from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser
 
 from .. import errors
-from .openapi import nullable_enums, operation_doc
+from .openapi import declared_rules, finish_document, nullable_enums, operation_doc
 
 BLANK = {"input": "cannot be blank"}
 
@@ -121,6 +122,11 @@ class Api(_Api):
     #: each operation lists its own error statuses (``Blueprint.operation``), so no catch-all ``default``
     DEFAULT_ERROR_RESPONSE_NAME = None
 
+    def _openapi_json(self):
+        """The served document, with the rules only the whole document shows (``openapi.finish_document``)."""
+        return flask.current_app.response_class(json.dumps(finish_document(self.spec.to_dict()), indent=2),
+                                                mimetype="application/json")
+
     def _register_pagination_header(self):
         """Pagination here is a cursor in the body: no ``PaginationMetadata`` header component."""
 
@@ -149,6 +155,7 @@ def init_app(app) -> Api:
                          "description": "Connect token from POST /v1/connect/tokens"},
     }}})
     api.ma_plugin.converter.add_attribute_function(nullable_enums)
+    api.ma_plugin.converter.add_attribute_function(declared_rules)
     for name in BLUEPRINT_MODULES:  # imported here, not at the top: each of them imports Blueprint from this module
         api.register_blueprint(importlib.import_module(f"{__name__}.{name}").blp)
     return api

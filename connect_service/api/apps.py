@@ -10,7 +10,7 @@ from ..auth import require_access_key
 from ..models import App
 from ..requirements import VersionCreateSchema, version_view
 from . import Blueprint, schemas
-from .common import PageArgs, paginate, resolve_path
+from .common import PageArgs, VersionPageArgs, paginate, resolve_path
 from .openapi import ACCESS_KEY
 
 blp = Blueprint("apps", __name__, url_prefix="/v1/apps", description="Apps and workflow versions")
@@ -75,7 +75,7 @@ class Versions(MethodView):
         return version_view(requirements.new_version(app, data["requirements"]))
 
     @blp.operation("listVersions", 400, 401, 404, security=ACCESS_KEY)
-    @blp.arguments(PageArgs, location="query", as_kwargs=True)
+    @blp.arguments(VersionPageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(schemas.VersionSchema))
     def get(self, app, **args):
         """List an app's workflow versions, oldest first (the cursor is the last number seen)"""

@@ -16,6 +16,7 @@ from flask.views import MethodView
 
 from .. import credentials, errors
 from ..auth import require_access_key
+from ..fields import HTTP_URL
 from ..models import Connection
 from . import Blueprint
 from .common import resolve_path
@@ -27,8 +28,8 @@ blp = Blueprint("check_host", __name__, url_prefix="/v1/connections",
 
 
 class CheckHostSchema(ma.Schema):
-    url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048),
-                           metadata={"example": "https://api.example.com/v1/items"})
+    url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048), metadata={
+        "example": "https://api.example.com/v1/items", "format": "uri", "pattern": HTTP_URL})
 
 
 class CheckHostResultSchema(ma.Schema):

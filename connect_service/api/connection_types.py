@@ -5,17 +5,14 @@ the hosted page reads the registry itself.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-
 import marshmallow as ma
 from flask.views import MethodView
 
-from .. import errors
 from ..auth import require_access_key
+from ..connection_types import TYPE_NAME_RE
 from ..extensions import registry
 from . import Blueprint, schemas
-from .common import PageArgs
+from .common import PageArgs, cursor_field
 from .openapi import ACCESS_KEY
 
 blp = Blueprint("connection_types", __name__, url_prefix="/v1/connection-types",
@@ -53,18 +50,8 @@ class ConnectionTypeSchema(ma.Schema):
     form = ma.fields.Nested(FormSchema, required=True)
 
 
-def _encode_cursor(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        name = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, binascii.Error):
-        name = ""
-    if not name:
-        raise errors.BadRequest({"cursor": "is not a valid cursor"})
-    return name
+class TypePageArgs(PageArgs):
+    cursor = cursor_field(TYPE_NAME_RE.pattern, "the last type name seen (next_cursor)")
 
 
 @blp.route("")
@@ -72,14 +59,13 @@ class ConnectionTypes(MethodView):
     decorators = [require_access_key]
 
     @blp.operation("listConnectionTypes", 400, 401, security=ACCESS_KEY)
-    @blp.arguments(PageArgs, location="query", as_kwargs=True)
+    @blp.arguments(TypePageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(ConnectionTypeSchema))
     def get(self, cursor=None, limit=50):
         """List connection types, sorted by name (an Access Key; a connect token is refused)"""
         items = registry().describe()
         if cursor:
-            after = _decode_cursor(cursor)
-            items = [item for item in items if item["name"] > after]
+            items = [item for item in items if item["name"] > cursor]
         page = items[:limit]
-        next_cursor = _encode_cursor(page[-1]["name"]) if len(items) > limit else None
+        next_cursor = page[-1]["name"] if len(items) > limit else None
         return {"data": page, "next_cursor": next_cursor}

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import marshmallow as ma
+
 from ..errors import error_code, reason_phrase
+from ..fields import NO_NUL
 
 ACCESS_KEY: list[dict[str, list]] = [{"accessKey": []}]
 CONNECT_TOKEN: list[dict[str, list]] = [{"connectToken": []}]
@@ -99,3 +102,39 @@ def nullable_enums(self, field, ret: dict[str, Any], **kwargs: Any) -> dict[str,
     if field.allow_none and "enum" in ret:
         ret.pop("type", None)
     return {}
+
+
+def declared_rules(self, field, ret: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """apispec attribute function: what a field's class enforces (its ``openapi`` keywords), and no NUL in strings.
+
+    A validator's own ``pattern`` (``validate.Regexp``) is kept: it is the stricter rule. Free-form ``Raw``
+    values that declare a string ``type`` get the NUL rule too.
+    """
+    extra = dict(getattr(field, "openapi", None) or {})
+    is_string = isinstance(field, ma.fields.String) or ret.get("type") == "string"
+    if is_string and "enum" not in ret:
+        extra.setdefault("pattern", NO_NUL)
+    if "pattern" in ret:
+        extra.pop("pattern", None)
+    if "minLength" in ret and "minLength" in extra:
+        extra["minLength"] = max(ret["minLength"], extra["minLength"])
+    return extra
+
+
+def finish_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Rules the field converters cannot see: a body is never ``{}``, so its schema has ``minProperties: 1``.
+
+    (``json_body`` answers 400 to ``{}``; a body declared optional, ``required=False``, may only be left out.)
+    """
+    schemas = document.get("components", {}).get("schemas", {})
+    for item in document.get("paths", {}).values():
+        for op in item.values():
+            body = op.get("requestBody") if isinstance(op, dict) else None
+            if not body:
+                continue
+            for content in body.get("content", {}).values():
+                ref = content.get("schema", {}).get("$ref", "")
+                name = ref.rsplit("/", 1)[-1]
+                if name in schemas and schemas[name].get("type") == "object":
+                    schemas[name]["minProperties"] = 1
+    return document
