@@ -15,7 +15,7 @@ from marshmallow import fields, validate
 
 from . import credentials, errors
 from .extensions import settings
-from .fields import HTTP_URL, NonBlank
+from .fields import DNS_NAME, HTTP_URL, NonBlank
 from .hosts import url_host
 from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, utcnow
@@ -39,8 +39,7 @@ class HostnameField(NonBlank):
     """An app hostname: lowercase DNS name, not an IP address and not the service's own host."""
 
     # documented: DNS labels whose last one starts with a letter (so never an IP address)
-    openapi = {"minLength": 1, "maxLength": 253,
-               "pattern": r"^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$"}
+    openapi = {"minLength": 1, "maxLength": 253, "pattern": f"^{DNS_NAME}$"}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs).strip().lower().rstrip(".")

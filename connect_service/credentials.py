@@ -21,7 +21,7 @@ from . import errors, oauth
 from .connections import mark_error
 from .db import write_transaction
 from .extensions import registry, settings
-from .fields import HTTP_URL, HTTPS_URL_TEMPLATE, NonBlank
+from .fields import DNS_NAME, HTTP_URL, HTTPS_URL_TEMPLATE, NonBlank
 from .hosts import is_host_allowed, normalize_host, url_host, validate_allowed_host_pattern
 from .lifecycle import delete_connection
 from .models import AccessKey, App, Connection, Credential, Organization, new_id, utcnow
@@ -35,6 +35,9 @@ TOKEN_FIELDS = {"oauth_token_url", "oauth_client_id", "oauth_client_secret", "oa
 
 
 class HostPattern(fields.String):
+    # documented: a host name, or ``*.`` and one (whether a wildcard covers a public suffix is the list's call)
+    openapi = {"minLength": 1, "maxLength": 253, "pattern": rf"^(\*\.)?{DNS_NAME}$"}
+
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         try:

@@ -44,6 +44,8 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 #: what :class:`Url` accepts, as documented: http(s), a plain host name, an optional port, URI characters
 HTTP_URL = (rf"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(\.{_LABEL})*(:[1-9][0-9]{{0,3}})?"
             r"([/?#][A-Za-z0-9._~!$&'()*+,;=:%/?#-]*)?$")
+#: a DNS name whose last label starts with a letter (so never an IP address)
+DNS_NAME = rf"({_LABEL}\.)*[A-Za-z]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
 #: the same, https only (plain http is for hosts the operator allows, which the document cannot know), and
 #: ``{placeholder}`` braces allowed after the host (credential URLs are templates)
 HTTPS_URL_TEMPLATE = "^[Hh][Tt][Tt][Pp][Ss]" + HTTP_URL[len("^[Hh][Tt][Tt][Pp][Ss]?"):].replace("%/?#-]", "%/?#{}-]")

@@ -31,11 +31,8 @@ class TokenSchema(ma.Schema):
 
 
 class ConfigSubmitSchema(ma.Schema):
-    """Seed 000's body, loaded as sent: ``requirements.submit_config`` judges it (the hosted page's form too),
-    because its messages name the type the requirement declares."""
-
-    class Meta:
-        unknown = ma.INCLUDE
+    """Seed 000's body: ``requirements.submit_config`` judges ``type`` and ``config`` (the hosted page's form too),
+    because its messages name the type the requirement declares; another field is refused here, as documented."""
 
     type = ma.fields.Raw(allow_none=True, metadata={
         "type": "string", "description": "required: the requirement's connection type",
