@@ -61,9 +61,10 @@ class AppCreateSchema(ma.Schema):
     hostname = HostnameField(required=True)
     visibility = fields.String(load_default="private", validate=validate.OneOf(["public", "private"]))
     slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
-    return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC), load_default=list)
-    frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC), load_default=list,
-                                  metadata={"description": "origins allowed to frame the hosted page"})
+    return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC),
+                              load_default=list)
+    frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC),
+                                  load_default=list, metadata={"description": "origins allowed to frame the hosted page"})
 
 
 class AppPatchSchema(ma.Schema):

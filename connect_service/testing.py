@@ -185,9 +185,9 @@ def check_response(app, response) -> None:
         return
     except Exception as exc:  # openapi-core's validation errors: name the call and every cause
         causes = "; ".join(str(c) for c in getattr(exc, "schema_errors", None) or [exc.__cause__] if c)
+        body = response.get_data(as_text=True)[:600]
         raise AssertionError(f"{response.request.method} {response.request.path} answered {response.status_code} "
-                             f"outside its OpenAPI contract: {exc} {causes}\nbody: {response.get_data(as_text=True)[:600]}"
-                             ) from exc
+                             f"outside its OpenAPI contract: {exc} {causes}\nbody: {body}") from exc
 
 
 @dataclass
@@ -338,5 +338,6 @@ def connect(connect_app, connect_hooks) -> ConnectHarness:
     with connect_app.app_context(), database.connection_context():
         org = Organization.create(name="Test org")
         _, plaintext = create_access_key(org, "tests")
-    return ConnectHarness(app=connect_app, client=ContractClient(connect_app, connect_app.response_class), org_id=org.id, access_key=plaintext,
+    client = ContractClient(connect_app, connect_app.response_class)
+    return ConnectHarness(app=connect_app, client=client, org_id=org.id, access_key=plaintext,
                           hooks=connect_hooks)

@@ -15,7 +15,7 @@ from flask.views import MethodView
 
 from .. import errors, oauth
 from ..auth import require_access_key, require_connect_token
-from ..fields import NonBlank
+from ..fields import HTTP_URL, NonBlank
 from . import Blueprint
 from .openapi import ACCESS_KEY, CONNECT_TOKEN, PUBLIC
 
@@ -85,8 +85,9 @@ class AuthorizeResponseSchema(ma.Schema):
 class Authorize(MethodView):
     decorators = [require_connect_token]
 
-    @blp.operation("startOAuth2Authorization", 400, 401, 404, 409, security=CONNECT_TOKEN, parameters=[{"in": "query", "name": "return_to", "schema": {"type": "string"},
-                                                   "description": "exactly one of the app's return_urls"}])
+    @blp.operation("startOAuth2Authorization", 400, 401, 404, 409, security=CONNECT_TOKEN, parameters=[
+        {"in": "query", "name": "return_to", "schema": {"type": "string", "format": "uri", "pattern": HTTP_URL},
+         "description": "exactly one of the app's return_urls"}])
     @blp.response(201, AuthorizeResponseSchema)
     def post(self, requirement_id):
         """Start OAuth2 for a requirement: a pending connection and the authorization URL"""
@@ -126,8 +127,9 @@ class Callback(MethodView):
 
 @blp.route("/connect/oauth2/start/<string:signed>")
 class CredentialStart(MethodView):
-    @blp.operation("startCredentialAuthorization", security=PUBLIC, responses={"400": _page_response("the link is invalid or expired, or cannot start"),
-                                     "404": _page_response("the credential is gone or does not use authorization_code")})
+    @blp.operation("startCredentialAuthorization", security=PUBLIC, responses={
+        "400": _page_response("the link is invalid or expired, or cannot start"),
+        "404": _page_response("the credential is gone or does not use authorization_code")})
     @blp.response(303, description="redirect to the provider's authorization page")
     def get(self, signed):
         """Start the org-level authorization of a credential (its signed ``redirect_url``)"""
