@@ -20,6 +20,7 @@ from marshmallow import fields, validate
 from . import audit, errors
 from .db import write_transaction
 from .extensions import keyring, settings
+from .fields import HTTP_URL
 from .hosts import normalize_host
 from .models import App, Organization, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from .outbox import EVENT_TYPES
@@ -32,12 +33,16 @@ SECRET_PREFIX = "whsec_"
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 
+#: OpenAPI: what _check_url accepts (plain http is for the operator's private hosts, which the document cannot know)
+URL_DOC = {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]" + HTTP_URL[len("^[Hh][Tt][Tt][Pp][Ss]?"):]}
+
+
 class EndpointCreateSchema(ma.Schema):
     """``POST /v1/webhook-endpoints``."""
 
     url = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata={
         "description": "https URL (http only for hosts in allowed_private_hosts)",
-        "example": "https://example.com/webhooks/connect"})
+        "example": "https://example.com/webhooks/connect", **URL_DOC})
     events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, metadata={
         "description": "event types to receive; empty or absent: all"})
     app_id = fields.String(load_default=None, allow_none=True, metadata={
