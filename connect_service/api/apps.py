@@ -80,7 +80,9 @@ class UserVerificationSecret(MethodView):
 class UserTokens(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.operation("revokeUserTokens", 400, 401, 404, security=ACCESS_KEY)
+    @blp.operation("revokeUserTokens", 400, 401, 404, security=ACCESS_KEY, parameters=[
+        {"in": "path", "name": "user_id", "required": True, "description": "percent-encoded; may contain `/`",
+         "schema": {"type": "string", "minLength": 1, "maxLength": tokens.USER_ID_MAX, "pattern": "^[^/]"}}])
     @blp.response(204)
     def delete(self, app, user_id):
         """Revoke every connect token minted for this end user so far (tokens minted afterwards work)"""
