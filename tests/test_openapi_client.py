@@ -30,7 +30,9 @@ def generated(connect, tmp_path):
     """The generated client package (imported as ``cs_client``) and the document it came from."""
     document = connect.client.get("/openapi.json").get_json()
     (tmp_path / "openapi.json").write_text(json.dumps(document))
-    (tmp_path / "config.yaml").write_text("post_hooks: []\n")  # no formatter: nothing outside the venv runs
+    # no formatter: nothing outside the venv runs; the proxy's answers and bodies are any media type (*/*),
+    # which a generated client handles as raw bytes
+    (tmp_path / "config.yaml").write_text('post_hooks: []\ncontent_type_overrides:\n  "*/*": application/octet-stream\n')
     out = subprocess.run([GENERATOR, "generate", "--path", str(tmp_path / "openapi.json"), "--meta", "none",
                           "--output-path", str(tmp_path / "cs_client"), "--config", str(tmp_path / "config.yaml")],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)

@@ -58,8 +58,10 @@ STATE_RULES = {
     "POST /v1/connect/requirements/{requirement_id}/accounts": r"return_to|input|credential",
     # the webhook body is judged by the platform's plugin
     "POST /v1/connect/webhooks/{connector}/{signed}": r".+",
+    # app_id must be an app of the organization
+    "POST /v1/webhook-endpoints": r"app_id",
     # browser pages: the state / signed link is judged against what the service stored (an HTML page answers)
-    "GET /v1/connect/oauth2/callback": "*",
+    "GET /v1/connect/oauth2/callback/{credential_id}": "*",
     "GET /v1/connect/oauth2/start/{signed}": "*",
 }
 
