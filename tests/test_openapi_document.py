@@ -16,6 +16,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+from connect_service import errors, proxy
 from connect_service.fields import NO_NUL, NON_BLANK
 from connect_service.testing import check_response
 
@@ -77,7 +78,13 @@ def test_every_operation_has_a_unique_verb_first_id_and_a_tag(document):
         ids.append(op["operationId"])
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
     expected = {"createConnectToken", "listRequirements", "getRequirementStatuses", "submitCredentials",
-                "startOAuth2Authorization", "initialiseOAuth2", "createConnection"}
+                "startOAuth2Authorization", "initialiseOAuth2", "createConnection",
+                # operations added after the contract: webhooks, audit, proxy, token revocation, user verification,
+                # per-credential callbacks and start links
+                "createWebhookEndpoint", "listWebhookEndpoints", "getWebhookEndpoint", "deleteWebhookEndpoint",
+                "rotateWebhookEndpointSecret", "listWebhookDeliveries", "retryWebhookDelivery", "listAuditEvents",
+                "proxyGet", "proxyPost", "proxyPut", "proxyPatch", "proxyDelete", "revokeUserTokens",
+                "rotateUserVerificationSecret", "completeOAuth2Callback", "startCredentialAuthorization"}
     assert expected <= set(ids)
 
 
@@ -257,11 +264,13 @@ def test_list_parameters_declare_cursor_patterns_and_limits(connect, document):
         assert r.status_code == 201, r.get_json()
     keyset = None
     for path in ("/v1/apps", "/v1/access-keys", "/v1/credentials", "/v1/connections", "/v1/connection-types",
-                 "/v1/apps/{app_id}/versions"):
+                 "/v1/apps/{app_id}/versions", "/v1/audit-events"):
         params = {p["name"]: p["schema"] for p in document["paths"][path]["get"]["parameters"] if p["in"] == "query"}
         assert params["limit"]["minimum"] == 1 and params["limit"]["maximum"] == 200, path
         pattern = params["cursor"]["pattern"]
-        if path == "/v1/connections":  # the same keyset cursor as the other lists of rows
+        if path in ("/v1/connections", "/v1/audit-events"):  # the same keyset cursor as the other lists of rows
+            assert pattern == keyset
+        if path == "/v1/connections":
             assert pattern == keyset
             continue
         keyset = keyset or pattern
@@ -273,3 +282,21 @@ def test_list_parameters_declare_cursor_patterns_and_limits(connect, document):
         assert r.status_code == 200 and r.get_json()["data"] != body["data"], path
         r = connect.client.get(concrete, query_string={"cursor": "!!"}, headers=connect.auth)
         assert r.status_code == 400 and r.get_json()["error"]["details"] == {"cursor": "is not a valid cursor"}, path
+
+
+def test_the_proxy_path_pattern_is_what_the_proxy_accepts(document):
+    """The documented ``path`` pattern and the proxy's own check agree on every sample (found while converting)."""
+    for method in ("get", "post", "put", "patch", "delete"):
+        declared = [p for p in document["paths"][PROXY][method]["parameters"] if p["name"] == "path"]
+        assert declared[0]["schema"]["pattern"] == proxy.PATH_PATTERN, method
+    pattern = proxy.PATH_PATTERN
+    assert pattern == proxy.PATH_PATTERN
+    samples = ["a", "a/b", "a//b", "a/", ".a", "..a", "a/.b/..c/...", "...", ".", "..", "a/.", "a/../b", "./a",
+               "a\\b", "a/./b", "tickets/1.json", ".well-known/x"]
+    for sample in samples:
+        try:
+            proxy._url("https://h.example.com", sample, [])
+            accepted = True
+        except errors.BadRequest:
+            accepted = False
+        assert bool(re.match(pattern, sample)) == accepted, sample
