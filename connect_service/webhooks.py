@@ -20,7 +20,7 @@ from marshmallow import fields, validate
 from . import audit, errors
 from .db import write_transaction
 from .extensions import keyring, settings
-from .fields import HTTP_URL
+from .fields import HTTP_URL, NonBlank
 from .hosts import normalize_host
 from .models import App, Organization, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from .outbox import EVENT_TYPES
@@ -45,7 +45,7 @@ class EndpointCreateSchema(ma.Schema):
         "example": "https://example.com/webhooks/connect", **URL_DOC})
     events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, metadata={
         "description": "event types to receive; empty or absent: all"})
-    app_id = fields.String(load_default=None, allow_none=True, metadata={
+    app_id = NonBlank(load_default=None, allow_none=True, metadata={
         "description": "only this app's events; absent: every app of the organization"})
     description = fields.String(load_default="", validate=validate.Length(max=500))
 
@@ -95,7 +95,7 @@ def endpoint_view(endpoint: WebhookEndpoint, secret: str | None = None) -> dict[
 def create_endpoint(org: Organization, data: dict[str, Any]) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its secret (shown once)."""
     _check_url(data["url"])
-    if data.get("app_id") and App.get_or_none(App.id == data["app_id"], App.org == org.id) is None:
+    if data.get("app_id") is not None and App.get_or_none(App.id == data["app_id"], App.org == org.id) is None:
         raise errors.BadRequest({"app_id": "is not an app of this organization"})
     secret = new_secret()
     endpoint = WebhookEndpoint(org=org.id, app=data.get("app_id"), url=data["url"],
