@@ -49,6 +49,14 @@ USER_ID_MAX = 200
 SIGNATURE_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 
+#: OpenAPI: what :func:`_plain_text` refuses, as far as a portable pattern can say it (markup, controls, surrogates,
+#: private use, line/paragraph separators and the common format characters; the other format and unassigned
+#: characters depend on the server's Unicode database)
+_NOT_PLAIN = (r"<>\u0000-\u001F\u007F-\u009F\u00AD\u0600-\u0605\u061C\u06DD\u070F\u180E\u200B-\u200F"
+              r"\u2028-\u202E\u2060-\u2064\u2066-\u206F\uD800-\uDFFF\uE000-\uF8FF\uFEFF\uFFF9-\uFFFB")
+DISPLAY_PATTERN = rf"^[^{_NOT_PLAIN}]*[^\s{_NOT_PLAIN}][^{_NOT_PLAIN}]*$"
+
+
 def _plain_text(value: str) -> None:
     """Short plain text: no markup, no control, format (bidi override), private-use or unpaired characters."""
     if any(c in "<>" or unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for c in value):
@@ -71,7 +79,7 @@ class TokenCreateSchema(ma.Schema):
                        "app's user_verification_secret (ignored otherwise)"})
     user_display = NonBlank(validate=[ma.validate.Length(max=DISPLAY_MAX), _plain_text], metadata={
         "description": "how the hosted page names the user (\"Connecting for …\"); default: user_id",
-        "example": "Alice Example"})
+        "example": "Alice Example", "pattern": DISPLAY_PATTERN})
 
 
 class InvalidToken(Exception):
