@@ -1,28 +1,40 @@
-"""Throughput and latency of the hot endpoints against a bare Flask baseline, same gunicorn settings.
+"""Hot endpoints against a bare Flask endpoint, same gunicorn settings, same run; one table.
 
-    .venv/bin/python bench/bench_api.py [--requests 2000] [--concurrency 8] [--workers 2]
+    .venv/bin/python bench/bench_api.py                 # both databases, 3 alternating rounds of 10 s
+    .venv/bin/python bench/bench_api.py --quick         # one round of 2 s per row (under 2 minutes)
+    .venv/bin/python bench/bench_api.py --rows 10000000 # statuses p99 with 1 k, then N stored connections
+    .venv/bin/python bench/bench_api.py --refresh-due   # refresh-due throughput (see bench/refresh_due.py)
 
-Starts two gunicorn servers on 127.0.0.1 (the bare app and connect-service on a fresh SQLite
-database, or PostgreSQL with --database-url), seeds an org, app, user connection, and drives each
-endpoint with a bounded number of requests from a thread pool. Prints a table; nothing is
-asserted (benchmarks are not tests).
+For each database (SQLite in a temp dir; PostgreSQL at --pg-url, a database of its own that
+this script drops and recreates) it seeds an org, an app with one requirement, one user with a
+connection, then starts two gunicorn servers with ``deploy/gunicorn.conf.py`` (``--workers``, default
+2): the bare app (bench/bare_app.py) and connect-service. wrk (1 thread, 16 connections) drives
+each row in alternating rounds (bare, row, bare, row, ...); a row's ratio is its req/s over the
+mean bare req/s of the same rounds. Rate limits are raised so wrk measures work, not 429s.
+Prints req/s, ratio, p50, p99 and the non-2xx count per row, plus each server's worker RSS
+and the load average. Nothing is asserted: benchmarks are not tests.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, BENCH)
+
+import seed  # noqa: E402  (bench/seed.py, beside this file)
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/cs_perf_bench"
 
 
 def free_port() -> int:
@@ -31,117 +43,212 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_gunicorn(module: str, port: int, workers: int, env: dict, cwd: str) -> subprocess.Popen:
-    cmd = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "--workers", str(workers),
-           "--worker-class", "gthread", "--threads", "4", "--bind", f"127.0.0.1:{port}",
-           "--log-level", "warning", module]
+def start_gunicorn(target: str, port: int, workers: int, env: dict, cwd: str) -> subprocess.Popen:
+    """gunicorn with the project's deploy/gunicorn.conf.py (gthread, 4 threads, keepalive 5)."""
+    env = dict(env, CONNECT_BIND=f"127.0.0.1:{port}", CONNECT_WORKERS=str(workers))
+    cmd = [os.path.join(os.path.dirname(sys.executable), "gunicorn"), "-c",
+           os.path.join(ROOT, "deploy", "gunicorn.conf.py"), "--log-level", "warning", target]
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
+    deadline = time.time() + 300
     while time.time() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
             return proc
-        except requests.ConnectionError:
+        except requests.RequestException:
+            if proc.poll() is not None:
+                break
             time.sleep(0.2)
     proc.kill()
-    raise RuntimeError(f"{module} did not start")
+    raise RuntimeError(f"{target} did not start")
 
 
-def drive(method: str, url: str, total: int, concurrency: int, **kwargs) -> dict:
-    session_local = {}
+def worker_rss_mb(master: subprocess.Popen) -> list[float]:
+    """Resident set size of each gunicorn worker (children of the master), in MB."""
+    out = []
+    try:
+        with open(f"/proc/{master.pid}/task/{master.pid}/children") as f:
+            pids = f.read().split()
+    except OSError:
+        return out
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        out.append(int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return out
 
-    def one(_):
-        import threading
 
-        s = session_local.setdefault(threading.get_ident(), requests.Session())
-        t0 = time.perf_counter()
-        r = s.request(method, url, timeout=30, **kwargs)
-        return time.perf_counter() - t0, r.status_code
+def wrk(url: str, seconds: float, headers: dict[str, str], body: str | None = None,
+        connections: int = 16) -> dict:
+    """One wrk run: req/s, p50/p99 ms and the non-2xx/3xx count."""
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    script = None
+    if body is not None:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(f'wrk.method = "POST"\nwrk.body = [[{body}]]\n'
+                     'wrk.headers["Content-Type"] = "application/json"\n')
+        script.close()
+        cmd += ["-s", script.name]
+    out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    if script:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests_total = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errs = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "p50": _ms(out, "50%"), "p99": _ms(out, "99%"), "n": requests_total,
+            "non2xx": int(bad.group(1)) if bad else 0, "sockerr": errs.group(0) if errs else ""}
 
-    start = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, range(total)))
-    elapsed = time.perf_counter() - start
-    lat = sorted(r[0] for r in results)
-    codes = {c for _, c in results}
-    return {"rps": total / elapsed, "p50": statistics.median(lat) * 1000,
-            "p99": lat[int(len(lat) * 0.99) - 1] * 1000, "codes": ",".join(map(str, sorted(codes)))}
+
+def _ms(out: str, pct: str) -> float:
+    m = re.search(rf"^\s+{re.escape(pct)}\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+    value, unit = float(m.group(1)), m.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+class Servers:
+    """The bare app and connect-service under the same gunicorn settings, for one seeded database."""
+
+    def __init__(self, fixture: "seed.Fixture", workers: int):
+        self.fixture = fixture
+        self.bare_port, self.svc_port = fixture.bare_port, fixture.svc_port
+        self.procs = [start_gunicorn("bare_app:app", self.bare_port, workers, fixture.env, BENCH),
+                      start_gunicorn("wsgi:app", self.svc_port, workers, fixture.env, ROOT)]
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.terminate()
+            p.wait(timeout=20)
+
+    def cases(self) -> list[tuple[str, str, dict, str | None]]:
+        f, base = self.fixture, f"http://127.0.0.1:{self.svc_port}"
+        token = {"Authorization": f"Bearer {f.token}"}
+        return [
+            ("GET /v1/connect/requirements/statuses", f"{base}/v1/connect/requirements/statuses", token, None),
+            ("GET /v1/connect/requirements", f"{base}/v1/connect/requirements", token, None),
+            ("POST /v1/connect/tokens", f"{base}/v1/connect/tokens", {"Host": f.hostname},
+             '{"user_id": "bench-user"}'),
+            ("GET /v1/connections/{id}?include_secrets=true",
+             f"{base}/v1/connections/{f.connection_id}?include_secrets=true",
+             {"Authorization": f"Bearer {f.access_key}"}, None),
+        ]
+
+
+def run_rounds(servers: Servers, rounds: int, seconds: float, only: list[str] | None = None) -> dict:
+    """Alternate bare and each row; sum requests and keep the worst p99 of each row."""
+    bare_url = f"http://127.0.0.1:{servers.bare_port}/ping"
+    cases = [c for c in servers.cases() if not only or c[0] in only]
+    for label, url, headers, body in cases:  # warm every worker and cache
+        wrk(url, 1, headers, body)
+    wrk(bare_url, 1, {})
+    results: dict[str, list[dict]] = {"bare": []}
+    for _ in range(rounds):
+        for label, url, headers, body in cases:
+            results["bare"].append(wrk(bare_url, seconds, {}))
+            results.setdefault(label, []).append(wrk(url, seconds, headers, body))
+    return results
+
+
+def summarise(runs: list[dict]) -> dict:
+    runs_sorted = sorted(runs, key=lambda r: r["p50"])
+    return {"rps": sum(r["rps"] for r in runs) / len(runs), "p50": runs_sorted[len(runs) // 2]["p50"],
+            "p99": max(r["p99"] for r in runs), "non2xx": sum(r["non2xx"] for r in runs),
+            "n": sum(r["n"] for r in runs)}
+
+
+def print_table(all_results: list[tuple[str, dict, dict]], rounds: int, seconds: float, workers: int) -> None:
+    print(f"\nwrk -t1 -c16, {rounds} alternating round(s) of {seconds:g} s per row; gunicorn "
+          f"deploy/gunicorn.conf.py, {workers} workers x 4 threads; load average now {load()}\n")
+    print(f"{'endpoint':46} {'db':10} {'req/s':>7} {'bare':>7} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}"
+          f" {'non-2xx':>7}")
+    print("-" * 104)
+    for db, results, rss in all_results:
+        bare = summarise(results["bare"])
+        print(f"{'bare Flask GET /ping':46} {db:10} {bare['rps']:7.0f} {bare['rps']:7.0f} {1:6.2f} "
+              f"{bare['p50']:7.2f} {bare['p99']:7.2f} {bare['non2xx']:7d}")
+        for label, runs in results.items():
+            if label == "bare":
+                continue
+            s = summarise(runs)
+            print(f"{label:46} {db:10} {s['rps']:7.0f} {bare['rps']:7.0f} {s['rps'] / bare['rps']:6.2f} "
+                  f"{s['p50']:7.2f} {s['p99']:7.2f} {s['non2xx']:7d}")
+        print(f"{'worker RSS MB (bare | service)':46} {db:10} {rss['bare']} | {rss['service']}")
+    print()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="one round of 2 s per row (under 2 minutes)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--database-url", default=None)
+    parser.add_argument("--databases", default="sqlite,postgresql")
+    parser.add_argument("--pg-url", default=os.environ.get("CONNECT_BENCH_PG_URL", DEFAULT_PG))
+    parser.add_argument("--rows", type=int, default=0,
+                        help="statuses p99 with 1 k stored connections, then with this many (100 per user)")
+    parser.add_argument("--refresh-due", action="store_true", help="refresh-due throughput instead")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 1, 2
+    if args.refresh_due:
+        import refresh_due  # bench/refresh_due.py
 
-    from connect_service import create_app
-    from connect_service.config import generate_key
-    from connect_service.testing import make_config, reset_database
+        refresh_due.main(args.pg_url)
+        return
+    if args.rows:
+        rows_mode(args)
+        return
+    all_results = []
+    for db in args.databases.split(","):
+        fixture = seed.Fixture(db, args.pg_url)
+        servers = Servers(fixture, args.workers)
+        try:
+            results = run_rounds(servers, args.rounds, args.seconds)
+            rss = {"bare": " ".join(f"{x:.0f}" for x in worker_rss_mb(servers.procs[0])),
+                   "service": " ".join(f"{x:.0f}" for x in worker_rss_mb(servers.procs[1]))}
+        finally:
+            servers.close()
+        all_results.append(("SQLite" if db == "sqlite" else "PostgreSQL", results, rss))
+    print_table(all_results, args.rounds, args.seconds, args.workers)
 
-    tmp = tempfile.mkdtemp(prefix="connect-bench-")
-    svc_port, bare_port = free_port(), free_port()
-    cfg = make_config(tmp, public_url=f"http://127.0.0.1:{svc_port}", encryption_keys=[generate_key()],
-                      rate_limit_tokens_per_minute=10**9, rate_limit_credentials_per_minute=10**9)
-    if args.database_url:
-        cfg["database_url"] = args.database_url
-    app = create_app(cfg)
-    with app.app_context():
-        reset_database()
-    from connect_service.testing import ConnectHarness
-    from connect_service.api.access_keys import create_access_key
-    from connect_service.models import Organization
 
-    with app.app_context():
-        org = Organization.create(name="bench")
-        _, key = create_access_key(org)
-    h = ConnectHarness(app=app, client=app.test_client(), org_id=org.id, access_key=key)
-    demo = h.create_app_with_requirements([
-        {"key": "helpdesk", "type": "connection", "title": "Helpdesk",
-         "spec": {"type": "connection", "data": {"type": "dynamiq.connections.HttpApiKey"}}}])
-    token = h.token(demo, "bench-user")
-    rid = h.requirement_id(demo, "helpdesk")
-    assert h.submit_credentials(token, rid, "dynamiq.connections.HttpApiKey",
-                                {"url": "https://h.example", "api_key": "k"}).status_code == 201
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
-    env.update({f"CONNECT_{k.upper()}": (",".join(v) if isinstance(v, list) else str(v))
-                for k, v in cfg.items() if v is not None})
-    procs = [start_gunicorn("bare_app:app", bare_port, args.workers, env, os.path.join(ROOT, "bench")),
-             start_gunicorn("wsgi:app", svc_port, args.workers, env, ROOT)]
-    try:
-        base = f"http://127.0.0.1:{svc_port}"
-        auth = {"Authorization": f"Bearer {token}"}
-        cases = [
-            ("bare Flask GET /ping (baseline)", "GET", f"http://127.0.0.1:{bare_port}/ping", {}),
-            ("GET /healthz", "GET", f"{base}/healthz", {}),
-            ("GET /v1/connect/requirements", "GET", f"{base}/v1/connect/requirements", {"headers": auth}),
-            ("GET /v1/connect/requirements/statuses", "GET", f"{base}/v1/connect/requirements/statuses",
-             {"headers": auth}),
-            ("POST /v1/connect/tokens", "POST", f"{base}/v1/connect/tokens",
-             {"headers": {"Host": demo["hostname"]}, "json": {"user_id": "bench-user"}}),
-            ("POST …/credentials (encrypt+write)", "POST", f"{base}/v1/connect/requirements/{rid}/credentials",
-             {"headers": auth, "json": {"type": "dynamiq.connections.HttpApiKey",
-                                        "config": {"url": "https://h.example", "api_key": "k2"}}}),
-        ]
-        drive("GET", cases[0][2], 50, 2)  # warm-up
-        rows = []
-        for label, method, url, kwargs in cases:
-            rows.append((label, drive(method, url, args.requests, args.concurrency, **kwargs)))
-        baseline = rows[0][1]["rps"]
-        db = "PostgreSQL" if args.database_url else "SQLite"
-        print(f"\n{args.requests} requests per row, concurrency {args.concurrency}, gunicorn gthread "
-              f"{args.workers} workers x 4 threads, {db}\n")
-        print(f"{'endpoint':42} {'req/s':>8} {'vs bare':>8} {'p50 ms':>8} {'p99 ms':>8}  status")
-        print("-" * 88)
-        for label, r in rows:
-            print(f"{label:42} {r['rps']:8.0f} {r['rps'] / baseline:8.2f} {r['p50']:8.2f} {r['p99']:8.2f}  "
-                  f"{r['codes']}")
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(timeout=10)
+def rows_mode(args) -> None:
+    """statuses p99 with about 1 k stored connections, then after bulk-seeding ``--rows``."""
+    label = "GET /v1/connect/requirements/statuses"
+    out = []
+    for db in args.databases.split(","):
+        fixture = seed.Fixture(db, args.pg_url)
+        fixture.bulk_connections(1000)
+        servers = Servers(fixture, args.workers)
+        try:
+            small = run_rounds(servers, args.rounds, args.seconds, only=[label])
+        finally:
+            servers.close()
+        started = time.time()
+        fixture.bulk_connections(args.rows)
+        seeded = time.time() - started
+        print(f"{db}: seeded {args.rows} connections in {seeded:.0f} s", flush=True)
+        servers = Servers(fixture, args.workers)
+        try:
+            large = run_rounds(servers, args.rounds, args.seconds, only=[label])
+        finally:
+            servers.close()
+        print(fixture.explain(), flush=True)
+        out.append((db, summarise(small[label]), summarise(large[label]), summarise(large["bare"])))
+    print(f"\nstatuses with 1 k vs {args.rows} stored connections (100 per user); load average {load()}\n")
+    print(f"{'db':10} {'1k req/s':>9} {'1k p99':>8} {'N req/s':>9} {'N p99':>8} {'p99 N/1k':>9} {'non-2xx':>8}")
+    for db, s, big, bare in out:
+        print(f"{db:10} {s['rps']:9.0f} {s['p99']:8.2f} {big['rps']:9.0f} {big['p99']:8.2f} "
+              f"{big['p99'] / s['p99']:9.2f} {s['non2xx'] + big['non2xx']:8d}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,10 @@ facade") also use ``ActionAccountType``, ``AccountContext``, ``PlatformCredentia
 ``Account``, ``LinkedAccount``, ``PlatformError`` and ``OutboundError``.
 """
 from . import fields
-from .connection_types import (ActionAccountType, ConnectionType, OAuth2Provider, ProviderError, ValidationError,
-                               basic_authorization, form_description)
+from .action_account_type import ActionAccountType
+from .connection_types import ConnectionType, ValidationError
+from .form_description import form_description
+from .oauth2_provider import OAuth2Provider, ProviderError, basic_authorization
 from .hookspecs import hookimpl
 from .http import OutboundError
 # after the light base classes: the facade pulls in the storage and OAuth modules

@@ -23,7 +23,7 @@ from marshmallow import ValidationError
 from . import oauth
 
 from . import errors, outbox
-from .connection_types import ActionAccountType
+from .action_account_type import ActionAccountType
 from .connections import notify_activated, notify_failed, read_settings, seal_settings
 from .crypto import DecryptionError
 from .db import database, db_now, is_postgres, write_transaction

@@ -29,7 +29,7 @@ from marshmallow import ValidationError
 
 from . import errors, oauth, ratelimit, replay
 from .account_context import AccountContext, LinkedAccount, PlatformError, claim_lookup
-from .connection_types import ActionAccountType
+from .action_account_type import ActionAccountType
 from .connections import read_settings
 from .crypto import DecryptionError
 from .extensions import keyring, registry, settings

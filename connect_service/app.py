@@ -4,17 +4,17 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, Iterable
-from urllib.parse import urlsplit
 
 import peewee
 from flask import Flask, g, request
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from . import api, db, errors, health, logs, migrations, web
+from . import api, db, errors, health, logs, migrations, strict_json, web
+from .apps import app_by_hostname
 from .config import ConfigError, load_config
 from .crypto import Keyring
-from .models import App
+from .hosts import management_hosts
 from .plugins import get_plugin_manager
 from .rotation import check_keys_decrypt
 
@@ -94,6 +94,7 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     """
     cfg = load_config(config)
     app = Flask(__name__, instance_path=cfg["instance_path"])
+    app.json = strict_json.JSONProvider(app)  # responses are strict JSON (no NaN, Infinity, lone surrogates)
     app.config["CONNECT"] = cfg
     app.config["SECRET_KEY"] = cfg["secret_key"]
     app.config["SECRET_KEY_FALLBACKS"] = cfg["secret_key_fallbacks"]
@@ -154,13 +155,15 @@ def _database_unavailable(exc: Exception):
 
 
 def _init_host_routing(app: Flask) -> None:
-    public_host = urlsplit(app.config["CONNECT"]["public_url"]).hostname
+    management = management_hosts(app.config["CONNECT"])
 
     @app.before_request
     def _refuse_nul():
         # A NUL can reach the database from a path id or query argument; PostgreSQL refuses it.
         if "\x00" in request.path:
             raise errors.NotFound()
+        if not request.query_string:
+            return
         bad = sorted({key for key, value in request.args.items(multi=True) if "\x00" in key + value})
         if bad:
             raise errors.BadRequest({key.replace("\x00", "") or "query": "must not contain NUL characters"
@@ -173,9 +176,11 @@ def _init_host_routing(app: Flask) -> None:
         if isinstance(request.routing_exception, MethodNotAllowed):  # a known path, another method: 405 + Allow
             return None
         host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
-        if host.startswith("[") or host == public_host and request.path not in APP_HOST_PATHS:
+        if host.startswith("[") or host in management:  # never an app host, whatever rows say
+            if request.path in APP_HOST_PATHS:
+                raise errors.NotFound()
             return None
-        app_row = App.get_or_none(App.hostname == host)
+        app_row = app_by_hostname(host)
         if app_row is None:
             if request.path in APP_HOST_PATHS:
                 raise errors.NotFound()

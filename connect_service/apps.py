@@ -9,15 +9,15 @@ import ipaddress
 import re
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 import marshmallow as ma
 from marshmallow import fields, validate
 
 from . import credentials, errors, tokens
+from .db import compiled_sql, fetch_models
 from .extensions import keyring, settings
 from .fields import DNS_NAME, HTTP_URL, NonBlank
-from .hosts import url_host
+from .hosts import management_hosts, url_host
 from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, utcnow
 from .timestamps import iso
@@ -55,8 +55,9 @@ class HostnameField(NonBlank):
             pass
         else:
             raise ma.ValidationError("must be a DNS name, not an IP address")
-        if text == urlsplit(settings()["public_url"]).hostname:
-            raise ma.ValidationError("is the service's own host (public_url), which serves the management API")
+        if text in management_hosts(settings()):
+            raise ma.ValidationError("is the service's own host (public_url, localhost or management_hosts), "
+                                     "which serves the management API")
         return text
 
 
@@ -197,3 +198,13 @@ def delete(app: App) -> None:
     # credentials that merely named this app as their team stay, organization-owned
     Credential.update(app=None).where(Credential.app == app.id).execute()
     app.delete_instance(recursive=True)
+
+
+def app_by_hostname(hostname: str) -> App | None:
+    """The app serving ``hostname`` (host routing, every request on an app host), or None.
+
+    One indexed query whose SQL is built once per worker.
+    """
+    sql = compiled_sql("apps.by_hostname", lambda: App.select().where(App.hostname == ""))
+    found = fetch_models(sql, (hostname,), App)
+    return found[0][0] if found else None

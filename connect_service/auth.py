@@ -12,8 +12,9 @@ from flask import g, request
 
 from . import errors
 from .extensions import settings
-from .models import AccessKey, App, TokenRevocation, utcnow
-from .tokens import ConnectToken, InvalidToken, hash_access_key, is_revoked, verify_connect_token
+from .db import compiled_sql, fetch_models
+from .models import AccessKey, App, Organization, TokenRevocation, utcnow
+from .tokens import ConnectToken, InvalidToken, hash_access_key, is_revoked, verify_connect_token_cached
 
 #: a key's ``last_used_at`` is written at most this often, so reads stay reads
 LAST_USED_RESOLUTION_SECONDS = 60
@@ -32,10 +33,12 @@ def authenticate_access_key(token: str | None) -> AccessKey | None:
     """The ``AccessKey`` row (org joined) for a valid, unrevoked ``ak_`` key, else None."""
     if not token or not token.startswith("ak_"):
         return None
-    key = (AccessKey.select(AccessKey, AccessKey.org).join(AccessKey.org.rel_model)
-           .where(AccessKey.key_hash == hash_access_key(token), AccessKey.revoked_at.is_null()).first())
-    if key is None:
+    sql = compiled_sql("auth.access_key", lambda: AccessKey.select(AccessKey, Organization).join(Organization).where(
+        AccessKey.key_hash == "", AccessKey.revoked_at.is_null()))
+    found = fetch_models(sql, (hash_access_key(token),), AccessKey, Organization)
+    if not found:
         return None
+    key, key.org = found[0]
     now = utcnow()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         AccessKey.update(last_used_at=now).where(AccessKey.id == key.id).execute()
@@ -81,7 +84,8 @@ def connect_identity(token: str | None):
         return None
     cfg = settings()
     try:
-        identity = verify_connect_token(token, cfg["secret_key"], cfg["secret_key_fallbacks"], cfg["public_url"])
+        identity = verify_connect_token_cached(token, cfg["secret_key"], cfg["secret_key_fallbacks"],
+                                               cfg["public_url"])
     except InvalidToken:
         return None
     app = _app_unless_revoked(identity)

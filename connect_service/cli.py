@@ -9,7 +9,6 @@ settings when imported, so the imports sit at the top as everywhere else.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -23,16 +22,15 @@ from flask.cli import FlaskGroup, with_appcontext
 from . import errors
 from .access_keys import create_access_key, key_view
 from .app import create_app
-from .apps import app_view
-from .auth import authenticate_access_key
 from .config import ConfigError, generate_key, generate_secret, load_config
 from .db import database, describe_error, write_transaction
+from .demo import seed_demo
 from .deploy_file import deploy_from_file
+from .extensions import settings
 from .migrations import current_version, head, migrate, pending
-from .models import App, Organization, WorkflowVersion
+from .models import Organization
 from .plugins import get_plugin_manager
 from .refresh import run_refresh_due
-from .requirements import version_view
 from .retention import prune_all
 from .rotation import pending_count, rotate_all
 from .webhook_delivery import run as run_webhook_delivery
@@ -272,7 +270,7 @@ def deliver_webhooks(once, batch_size, interval):
 @with_appcontext
 def prune_command():
     """Delete audit events older than audit_retention_days, expired authorization sessions, old rate-limit rows."""
-    days = current_app.config["CONNECT"]["audit_retention_days"]
+    days = settings()["audit_retention_days"]
     summary = prune_all(days)
     click.echo(f"prune: {summary['audit_events']} audit events (older than {days} days), "
                f"{summary['authorization_sessions']} authorization sessions, "
@@ -280,44 +278,12 @@ def prune_command():
     emit(summary)
 
 
-#: the demo app asks only for what works without outside accounts: an HttpApiKey connection. A
-#: pipedream_account requirement (e.g. Gmail) needs a pipedream credential with real platform access first.
-DEMO_APP = {
-    "app": {"name": "Demo helpdesk triage", "hostname": "demo.localhost", "visibility": "public",
-            "return_urls": []},
-    "requirements": [
-        {"key": "helpdesk", "type": "connection", "title": "Helpdesk API key",
-         "description": "Read-only access to your helpdesk tickets.",
-         "spec": {"type": "connection", "data": {"type": "dynamiq.connections.HttpApiKey"}}},
-    ],
-}
-#: the demo's Access Key, kept (mode 0600) in the instance folder so that every run prints the same one
-DEMO_KEY_FILE = "demo-access-key"
-
-
 @cli.command("demo")
 @click.option("--bind", default="127.0.0.1:5000", show_default=True, help="where the service will listen")
 @with_appcontext
 def demo(bind):
     """Seed (once) a demo organization, Access Key and public app and print how to try them; reruns reuse them."""
-
-
-    migrate()
-    key_path = os.path.join(current_app.instance_path, DEMO_KEY_FILE)
-    with database.connection_context():
-        org = Organization.get_or_none(Organization.name == "Demo") or Organization.create(name="Demo")
-        plaintext = _read_private(key_path)
-        key = authenticate_access_key(plaintext)
-        if key is None or key.org_id != org.id:
-            _, plaintext = create_access_key(org, "demo")
-            _write_private(key_path, plaintext)
-        app = App.get_or_none(App.hostname == DEMO_APP["app"]["hostname"], App.org == org)
-        version = app and app.deployed_version and WorkflowVersion.get_or_none(
-            WorkflowVersion.app == app, WorkflowVersion.number == app.deployed_version)
-        result = {"app": app_view(app), "version": version_view(version)} if version else None
-    wanted = [r["key"] for r in DEMO_APP["requirements"]]
-    if result is None or [r["key"] for r in result["version"]["requirements"]] != wanted:
-        result = deploy_from_file(DEMO_APP, org.id)
+    org, plaintext, result = seed_demo(current_app.instance_path)
     host = result["app"]["hostname"]
     base = f"http://{bind}"
     requirements = {r["key"]: r["id"] for r in result["version"]["requirements"]}
@@ -333,19 +299,6 @@ def demo(bind):
                f"-d '{{\"type\": \"dynamiq.connections.HttpApiKey\", \"config\": {{\"url\": "
                f"\"https://helpdesk.example.com/api\", \"api_key\": \"hd_live_9f3a7c1e2b54\"}}}}'", err=True)
     click.echo(f"  curl -s {base}/v1/connections -H 'Authorization: Bearer {plaintext}'", err=True)
-
-
-def _read_private(path: str) -> str | None:
-    with contextlib.suppress(FileNotFoundError), open(path) as fh:
-        return fh.read().strip() or None
-    return None
-
-
-def _write_private(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-        fh.write(text + "\n")
-    os.chmod(path, 0o600)  # an existing file keeps its old mode through O_CREAT
 
 
 @cli.command("serve", with_appcontext=False)

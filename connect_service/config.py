@@ -34,6 +34,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "secret_key_fallbacks": ([], "list"),
     "encryption_keys": ([], "list"),
     "allowed_private_hosts": ([], "list"),
+    "management_hosts": ([], "list"),
     "disabled_plugins": ([], "list"),
     "max_body_bytes": (1024 * 1024, "int"),
     "rate_limit_tokens_per_minute": (60, "int"),
@@ -48,7 +49,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "default_token_lifetime_seconds": (3600, "int"),
     "http_timeout_seconds": (10.0, "float"),
     "oauth_session_seconds": (600, "int"),
-    "proxy_count": (1, "int"),
+    "proxy_count": (0, "int"),  # trust no X-Forwarded-* header unless told how many proxies are in front
     "database_pool_size": (8, "int"),
     "log_level": ("INFO", "str"),
     "account_lookup_seconds": (60, "int"),
@@ -140,6 +141,9 @@ def _validate(cfg: dict[str, Any]) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"CONNECT_PUBLIC_URL: must be an http(s) URL, got {cfg['public_url']!r}")
     cfg["public_url"] = cfg["public_url"].rstrip("/")
+    # hosts that serve the management API besides public_url's and localhost: never an app's hostname
+    cfg["management_hosts"] = [str(host).strip().lower().rstrip(".") for host in cfg["management_hosts"]
+                               if str(host).strip()]
     if len(cfg["secret_key"].encode()) < 32:
         raise ConfigError("CONNECT_SECRET_KEY: must be at least 32 bytes "
                           "(`connect-service generate-secret` prints one)")
@@ -156,6 +160,14 @@ def _validate(cfg: dict[str, Any]) -> None:
         raise ConfigError(f"CONNECT_ENCRYPTION_KEYS: {exc}") from None
     if cfg["env"] == "production":
         _refuse_placeholders(cfg, ring)
+    from .hosts import parse_private_host  # local import, as for crypto: hosts imports nothing from here
+
+    for entry in cfg["allowed_private_hosts"]:
+        try:
+            parse_private_host(entry)
+        except ValueError:
+            raise ConfigError("CONNECT_ALLOWED_PRIVATE_HOSTS: each entry must be a host, optionally with a "
+                              "port (127.0.0.1:9000)") from None
     if not cfg.get("database_url"):
         cfg["database_url"] = "sqlite:///" + os.path.join(cfg["instance_path"], "connect.db")
     _check_database_url(cfg["database_url"])

@@ -1,4 +1,7 @@
-"""Base classes a plugin author subclasses: ``ConnectionType``, ``ActionAccountType`` and ``OAuth2Provider``.
+"""The base class a plugin author subclasses: ``ConnectionType``.
+
+``ActionAccountType`` (action_account_type.py) and ``OAuth2Provider``
+(oauth2_provider.py) build on it; all three are exported from ``connect_service``.
 
 A minimal credentials type, in a plugin module registered under the
 ``connect_service`` entry-point group (``docs/plugins.md`` has the whole story)::
@@ -25,16 +28,15 @@ A minimal credentials type, in a plugin module registered under the
 """
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any, ClassVar, Literal, Mapping
-from urllib.parse import quote
 
-import marshmallow
-from marshmallow import Schema, ValidationError, validate
+from marshmallow import Schema, ValidationError
 
-__all__ = ["ConnectionType", "ActionAccountType", "OAuth2Provider", "ProviderError", "ValidationError", "form_description",
-           "AUTH_KINDS", "AuthKind"]
+from .form_description import form_description
+from .oauth2_provider import OAuth2Provider, ProviderError
+
+__all__ = ["ConnectionType", "ValidationError", "ProviderError", "AUTH_KINDS", "AuthKind"]
 
 #: what a connection type is fulfilled by: a form, an OAuth2 flow, or a linked action-connector account
 AuthKind = Literal["credentials", "oauth2", "action_account"]
@@ -109,6 +111,8 @@ class ConnectionType:
     name: ClassVar[str]
     title: ClassVar[str]
     auth: ClassVar[AuthKind] = "credentials"
+    #: True only from ActionAccountType on: the one base whose subclasses may declare ``auth = "action_account"``
+    _links_accounts: ClassVar[bool] = False
     schema: ClassVar[type[Schema] | None] = None
     connector_name: ClassVar[str | None] = None
     provider: ClassVar[OAuth2Provider | None] = None
@@ -147,7 +151,7 @@ class ConnectionType:
             raise TypeError(f"{cls.name}: {cls.auth} types must declare `connector_name`")
         if cls.auth == "oauth2" and not isinstance(cls.provider, OAuth2Provider):
             raise TypeError(f"{cls.name}: oauth2 types need a `provider` (an OAuth2Provider instance)")
-        if cls.auth == "action_account" and not issubclass(cls, ActionAccountType):
+        if cls.auth == "action_account" and not cls._links_accounts:
             raise TypeError(f"{cls.name}: action_account types subclass ActionAccountType")
         if cls.schema is not None:
             form_description(cls.schema)  # a schema that cannot be described fails here, not on a request
@@ -224,397 +228,3 @@ class ConnectionType:
             "description": cls.description,
             "form": cls.form(),
         }
-
-
-class ActionAccountType(ConnectionType):
-    """A connection type fulfilled by an account the end user links on an action-connector platform.
-
-    Platforms such as Pipedream Connect, Composio, Paragon or Arcade host the
-    provider's OAuth dance themselves; this service hands the user a link,
-    learns about the linked account (a signed webhook or a lookup), and keeps a
-    connection row per account. The core owns the rows, the lookup throttle,
-    the webhook URL and its signature, the lifecycle hooks and the serving
-    credential; a subclass only speaks the platform's API. Each method gets an
-    :class:`~connect_service.account_context.AccountContext` (``ctx``), the
-    facade documented in ``docs/plugins.md`` ("Action-account types and their facade").
-
-    Class attributes, beyond :class:`ConnectionType`'s (``auth`` is already
-    ``"action_account"``; ``connector_name`` names the credential family that
-    serves the type, e.g. ``pipedream``):
-
-    ``spec_schema`` (marshmallow ``Schema`` subclass)
-        Validates a requirement's ``spec.data`` when a version is created
-        (errors are ``requirements.N.spec.data.<field>``); unknown keys pass,
-        and ``credential_id`` is the core's. Default: anything.
-    ``link_origins`` (tuple of str)
-        The origins (``https://host[:port]``) of the pages :meth:`link_account`
-        sends the end user to. The hosted page lets its link forms go there
-        (CSP ``form-action``) and nowhere else. An entry may hold ``{name}``
-        placeholders filled from the serving credential's ``settings``.
-
-    Methods: :meth:`account_key`, :meth:`link_account`, :meth:`sync_accounts`,
-    :meth:`handle_webhook` and :meth:`revoke_account`. Raise
-    ``PlatformError(reason)`` when the platform fails (the API answers 502,
-    statuses answer from the recorded rows) and ``ValidationError`` for bad
-    input (400 naming the field). Worked example, a platform that lists a
-    user's accounts per app::
-
-        from marshmallow import Schema
-        from connect_service import (Account, ActionAccountType, OutboundError, PlatformError,
-                                     fields, hookimpl)
-
-        class LinkSpec(Schema):
-            app = fields.NonBlank(required=True)      # spec.data.app: "gmail"
-
-        class Linky(ActionAccountType):
-            name = "linky_account"
-            title = "Linky account"
-            connector_name = "linky"
-            spec_schema = LinkSpec
-            link_origins = ("https://link.linky.example",)
-
-            def account_key(self, spec):
-                return spec["app"]
-
-            def _call(self, ctx, method, path, **kwargs):
-                cred = ctx.credential
-                try:
-                    resp = ctx.http.request(method, "https://api.linky.example" + path, headers={
-                        "Authorization": f"Bearer {cred.client_secret()}"}, **kwargs)
-                except OutboundError as exc:
-                    raise PlatformError(f"could not reach Linky: {exc.reason}") from None
-                if resp.status_code >= 400:
-                    raise PlatformError(f"Linky answered HTTP {resp.status_code}")
-                return resp.json()
-
-            def link_account(self, ctx, *, webhook_uri, success_redirect_uri, error_redirect_uri):
-                data = self._call(ctx, "POST", "/links", json={
-                    "user": ctx.user_ref, "app": ctx.key, "webhook": webhook_uri,
-                    "done": success_redirect_uri, "failed": error_redirect_uri})
-                return {"connect_link_url": data["url"], "expires_at": data["expires_at"]}
-
-            def sync_accounts(self, ctx):
-                found = self._call(ctx, "GET", "/accounts", params={"user": ctx.user_ref, "app": ctx.key})
-                ctx.record_accounts([Account(a["id"], name=a["email"]) for a in found["accounts"]])
-
-            def handle_webhook(self, ctx, body):
-                self.sync_accounts(ctx)     # never trust the body: ask the platform
-                return {"message": "recorded"}
-
-            def revoke_account(self, ctx, account):
-                self._call(ctx, "DELETE", f"/accounts/{account.account_id}")
-                return True
-
-        @hookimpl
-        def register_connection_types():
-            return [Linky]
-    """
-
-    auth: ClassVar[AuthKind] = "action_account"
-    spec_schema: ClassVar[type[Schema] | None] = None
-    link_origins: ClassVar[tuple[str, ...]] = ()
-
-    @classmethod
-    def check_definition(cls) -> None:
-        super().check_definition()
-        if cls.spec_schema is not None and not (isinstance(cls.spec_schema, type)
-                                                and issubclass(cls.spec_schema, Schema)):
-            raise TypeError(f"{cls.name}: `spec_schema` must be a marshmallow Schema subclass")
-
-    @classmethod
-    def load_spec(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """A requirement's ``spec.data`` loaded through :attr:`spec_schema`; raises ``ValidationError``."""
-        if cls.spec_schema is None:
-            return dict(data)
-        return cls.spec_schema(unknown=marshmallow.INCLUDE).load(data)
-
-    @classmethod
-    def spec_errors(cls, data: Mapping[str, Any]) -> dict[str, Any]:
-        """marshmallow's messages for a ``spec.data`` that does not load (``{}`` when it does)."""
-        try:
-            cls.load_spec(data)
-        except ValidationError as exc:
-            return exc.normalized_messages()
-        return {}
-
-    @classmethod
-    def requirement_key(cls, data: Any) -> str | None:
-        """The :meth:`account_key` of a requirement's ``spec.data``; None when it no longer loads."""
-        try:
-            return cls().account_key(cls.load_spec(data if isinstance(data, Mapping) else {}))
-        except ValidationError:
-            return None
-
-    def account_key(self, spec: dict[str, Any]) -> str:
-        """What on the platform a requirement asks for (``"gmail"``), from its loaded ``spec.data``.
-
-        Every account recorded for the requirement carries it, and any active
-        account of the user with the same key completes every requirement with
-        that key. The default ``""``: any account of this type will do.
-        """
-        return ""
-
-    def link_account(self, ctx: Any, *, webhook_uri: str, success_redirect_uri: str,
-                     error_redirect_uri: str) -> dict[str, Any]:
-        """``{"connect_link_url", "expires_at"}``: where the end user links an account (``POST …/accounts``).
-
-        Hand ``webhook_uri`` (this service's signed URL for the user and
-        requirement) to the platform; the redirect URIs carry no token.
-        """
-        raise NotImplementedError(f"{self.name} does not link accounts")
-
-    def sync_accounts(self, ctx: Any) -> None:
-        """Ask the platform for the user's accounts and ``ctx.record_accounts(...)`` them.
-
-        Called before statuses are read, at most once per ``account_lookup_seconds``
-        per user and requirement (the core throttles). The default does nothing.
-        """
-
-    def handle_webhook(self, ctx: Any, body: dict[str, Any]) -> dict[str, Any]:
-        """Judge a platform webhook delivered to the signed URL; return the JSON answer.
-
-        The signature has been checked and names ``ctx``'s user and requirement;
-        ``body`` is the platform's JSON object. Confirm with the platform before
-        recording anything. Called once per event: the core answers a replay of
-        an accepted event (same URL and body) with the answer recorded the first
-        time, and limits deliveries per webhook URL.
-        """
-        raise NotImplementedError(f"{self.name} takes no webhooks")
-
-    def revoke_account(self, ctx: Any, account: Any) -> bool:
-        """Undo the link at the platform before ``DELETE /v1/connections/{id}`` removes the row.
-
-        ``account`` is the :class:`~connect_service.account_context.LinkedAccount`;
-        ``ctx.credential`` is the credential that recorded it. Return True when the
-        platform confirmed. A ``PlatformError`` is logged and counts as False; the
-        row is deleted anyway. The default does nothing.
-        """
-        return False
-
-
-# (marshmallow field class, form "type"); first match wins, so subclasses come before their bases
-_FIELD_TYPES: list[tuple[type[marshmallow.fields.Field], str]] = [
-    (marshmallow.fields.Url, "url"),
-    (marshmallow.fields.Email, "email"),
-    (marshmallow.fields.Boolean, "boolean"),
-    (marshmallow.fields.Integer, "integer"),
-    (marshmallow.fields.Number, "number"),
-    (marshmallow.fields.Mapping, "object"),
-    (marshmallow.fields.Nested, "object"),
-    (marshmallow.fields.List, "list"),
-    (marshmallow.fields.String, "string"),
-]
-
-_INPUTS = {"url": "url", "email": "email", "boolean": "checkbox", "integer": "number", "number": "number",
-           "object": "json", "list": "json", "string": "text"}
-
-
-def form_description(schema: type[Schema] | Schema) -> dict[str, Any]:
-    """Describe a marshmallow schema as a form the hosted page and API clients render.
-
-    Returns ``{"fields": [field, ...]}`` in declaration order, one per loadable
-    field, each with:
-
-    - ``name``: the key in ``config``;
-    - ``label``: ``metadata["label"]``, else the name made readable;
-    - ``type``: ``string`` | ``url`` | ``email`` | ``integer`` | ``number`` |
-      ``boolean`` | ``object`` | ``list`` (what the value is);
-    - ``input``: ``text`` | ``password`` | ``url`` | ``email`` | ``number`` |
-      ``checkbox`` | ``select`` | ``json`` (how to ask for it; every secret
-      scalar is ``password``);
-    - ``secret``: never shown back once stored;
-    - ``required``;
-
-    and, when they apply: ``help``, ``placeholder`` (from metadata),
-    ``choices`` (a ``OneOf`` validator), ``default`` (a non-callable
-    ``load_default``), ``min``/``max`` (a ``Range``), ``max_length`` (a
-    ``Length``).
-    """
-    instance = schema() if isinstance(schema, type) else schema
-    out = []
-    for name, f in instance.fields.items():
-        if f.dump_only:
-            continue
-        kind = next((label for cls, label in _FIELD_TYPES if isinstance(f, cls)), "string")
-        secret = bool(f.metadata.get("secret"))
-        entry: dict[str, Any] = {
-            "name": f.data_key or name,
-            "label": f.metadata.get("label") or name.replace("_", " ").capitalize(),
-            "type": kind,
-            "input": _INPUTS[kind],
-            "secret": secret,
-            "required": bool(f.required),
-        }
-        for key in ("help", "placeholder"):
-            if f.metadata.get(key):
-                entry[key] = f.metadata[key]
-        for v in f.validators:
-            if isinstance(v, validate.OneOf):
-                entry["choices"] = list(v.choices)
-                entry["input"] = "select"
-            elif isinstance(v, validate.Range):
-                if v.min is not None:
-                    entry["min"] = v.min
-                if v.max is not None:
-                    entry["max"] = v.max
-            elif isinstance(v, validate.Length) and v.max is not None:
-                entry["max_length"] = v.max
-        if secret and kind not in ("object", "list"):
-            entry["input"] = "password"
-        default = f.load_default
-        if default is not marshmallow.missing and not callable(default):
-            entry["default"] = default
-        out.append(entry)
-    return {"fields": out}
-
-
-class ProviderError(Exception):
-    """A provider answered with an OAuth2 error (``code`` e.g. ``invalid_grant``); no secrets inside."""
-
-    def __init__(self, code: str, description: str = ""):
-        super().__init__(f"{code}: {description}" if description else code)
-        self.code = code
-        self.description = description
-
-
-class OAuth2Provider:
-    """How one OAuth2 provider wants to be talked to. Subclass or instantiate with overrides.
-
-    ::
-
-        class Dropbox(OAuth2Provider):
-            authorize_url = "https://www.dropbox.com/oauth2/authorize"
-            token_url = "https://api.dropboxapi.com/oauth2/token"
-            revoke_url = "https://api.dropboxapi.com/2/auth/token/revoke"
-            offline_access = "param"
-            offline_params = {"token_access_type": "offline"}
-
-    URLs left ``None`` come from the credential (``oauth_url``,
-    ``oauth_token_url``): that is how the generic ``oauth2`` connector works.
-    A credential's values always override the plugin's. A URL may contain
-    ``{name}`` placeholders filled from the credential's ``settings`` (e.g.
-    Microsoft's ``{tenant}``) and ``{client_id}``.
-
-    Methods a provider with quirks overrides: :meth:`scopes`,
-    :meth:`authorization_params`, :meth:`prepare_token_request`,
-    :meth:`parse_token_response` and :meth:`revoke`.
-    """
-
-    authorize_url: str | None = None
-    token_url: str | None = None
-    revoke_url: str | None = None
-    #: RFC 9207 issuer; when set (here or on the credential) the callback's ``iss`` must match
-    issuer: str | None = None
-    default_scopes: tuple[str, ...] = ()
-    scope_separator: str = " "
-    #: "scope" adds ``offline_scope``; "param" adds ``offline_params``; None: the provider has no such ask
-    offline_access: str | None = "scope"
-    offline_scope: str = "offline_access"
-    offline_params: Mapping[str, str] = {}
-    #: client_secret_basic (HTTP Basic) or client_secret_post (in the body); "none" for public clients
-    token_endpoint_auth_method: str = "client_secret_basic"
-    supports_pkce: bool = True
-    #: seconds an access token lives when the token response says nothing (None: ask the JWT, else the app default)
-    default_token_lifetime: int | None = None
-    #: extra authorize parameters always sent (e.g. Notion's ``owner=user``)
-    extra_authorize_params: Mapping[str, str] = {}
-    #: ``prompt`` sent when the caller gives none (seed 004: ``login``); None sends no prompt. Every provider
-    #: plugin states its own (docs/api.md lists them); a provider that refuses ``login`` (Google) says what it takes
-    default_prompt: str | None = "login"
-    #: "form" (RFC 6749) or "json" (e.g. Notion) for token-endpoint request bodies
-    token_request_format: str = "form"
-    #: extra headers on token and revocation requests (e.g. an API version header)
-    request_headers: Mapping[str, str] = {}
-    #: whether the RFC 7009 revocation request authenticates the client (Google's endpoint takes only the token)
-    revoke_client_auth: bool = True
-
-    def __init__(self, **overrides: Any):
-        for key, value in overrides.items():
-            if not hasattr(type(self), key):
-                raise TypeError(f"unknown OAuth2Provider setting {key!r}")
-            setattr(self, key, value)
-
-    def authorization_params(self, scopes: list[str], offline: bool) -> dict[str, str]:
-        """Provider-specific authorize parameters (offline ask in its dialect, extras)."""
-        params = dict(self.extra_authorize_params)
-        if offline and self.offline_access == "param":
-            params.update(self.offline_params)
-        return params
-
-    def scopes(self, requested: list[str], offline: bool) -> list[str]:
-        """requested ∪ defaults, plus the offline scope when this provider asks for it that way."""
-        out: list[str] = []
-        for scope in [*requested, *self.default_scopes]:
-            if scope and scope not in out:
-                out.append(scope)
-        if offline and self.offline_access == "scope" and self.offline_scope not in out:
-            out.append(self.offline_scope)
-        return out
-
-    def prepare_token_request(self, body: Mapping[str, str], *, client_id: str | None,
-                              client_secret: str | None, auth_method: str | None = None) -> dict[str, Any]:
-        """Keyword arguments for ``GuardedClient.post(token_url, **kwargs)``.
-
-        ``body`` holds the grant's parameters (``grant_type``, ``code``, …)
-        without client authentication; this adds it per ``auth_method``
-        (default :attr:`token_endpoint_auth_method`): ``client_secret_basic``
-        sends an RFC 6749 §2.3.1 ``Authorization: Basic`` header,
-        ``client_secret_post`` puts ``client_id``/``client_secret`` in the
-        body, ``none`` sends only ``client_id``.
-        """
-        method = auth_method or self.token_endpoint_auth_method
-        params = dict(body)
-        headers = {"Accept": "application/json", **self.request_headers}
-        if method == "client_secret_basic" and client_secret is not None:
-            headers["Authorization"] = basic_authorization(client_id or "", client_secret)
-        elif method == "client_secret_post" and client_secret is not None:
-            params["client_id"] = client_id or ""
-            params["client_secret"] = client_secret
-        else:
-            params["client_id"] = client_id or ""
-        if self.token_request_format == "json":
-            return {"json": params, "headers": headers}
-        return {"data": params, "headers": headers}
-
-    def parse_token_response(self, status: int, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Normalise a token endpoint answer; raise ``ProviderError`` on an error body.
-
-        Override for quirks (e.g. an error reported with HTTP 200).
-        """
-        if status >= 400 or "error" in data or "access_token" not in data:
-            raise ProviderError(str(data.get("error") or f"http_{status}"),
-                                str(data.get("error_description") or "")[:200])
-        return dict(data)
-
-    def revoke(self, client: Any, *, access_token: str | None, refresh_token: str | None,
-               client_id: str | None, client_secret: str | None, auth_method: str | None = None) -> bool:
-        """Revoke a grant at :attr:`revoke_url`; return whether the provider confirmed it.
-
-        The default is RFC 7009: the refresh token when there is one (which
-        ends the whole grant at most providers), else the access token, with
-        ``token_type_hint`` and client authentication like the token endpoint.
-        ``client`` is a ``GuardedClient``; transport errors propagate (the
-        caller turns them into ``False``). Override for a provider whose
-        revocation is not RFC 7009 (Dropbox, GitHub, Notion).
-        """
-        if not self.revoke_url:
-            return False
-        token, hint = (refresh_token, "refresh_token") if refresh_token else (access_token, "access_token")
-        if not token:
-            return False
-        body = {"token": token, "token_type_hint": hint}
-        if self.revoke_client_auth:
-            kwargs = self.prepare_token_request(body, client_id=client_id, client_secret=client_secret,
-                                                auth_method=auth_method)
-        else:
-            kwargs = {"data": body, "headers": {"Accept": "application/json", **self.request_headers}}
-        if self.token_request_format == "json" and "data" in kwargs:
-            kwargs["json"] = kwargs.pop("data")
-        resp = client.post(self.revoke_url, **kwargs)
-        return 200 <= resp.status_code < 300
-
-
-def basic_authorization(client_id: str, client_secret: str) -> str:
-    """``Basic base64(urlencode(id):urlencode(secret))`` as RFC 6749 §2.3.1 asks."""
-    raw = f"{quote(client_id, safe='')}:{quote(client_secret, safe='')}".encode()
-    return "Basic " + base64.b64encode(raw).decode("ascii")

@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 from . import audit, errors, outbox
-from .db import write_transaction
+from .db import compiled_sql, fetch_models, write_transaction
 from .extensions import keyring, registry
 from .models import Connection, utcnow
 from .timestamps import iso
@@ -130,10 +130,12 @@ def connection_view(conn: Connection, include_secrets: bool = False) -> dict[str
 
 def get_org_connection(org_id: str, conn_id: str) -> Connection:
     """A connection of the org, else 404 (another org's connection does not exist for the caller)."""
-    conn = Connection.get_or_none(Connection.id == conn_id, Connection.org == org_id)
-    if conn is None:
+    sql = compiled_sql("connections.of_org", lambda: Connection.select().where(
+        Connection.id == "", Connection.org == ""))
+    found = fetch_models(sql, (conn_id, org_id), Connection)
+    if not found:
         raise errors.NotFound()
-    return conn
+    return found[0][0]
 
 
 def org_connections(org_id: str, filters: dict[str, Any]):

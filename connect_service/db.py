@@ -1,8 +1,10 @@
 """The peewee database: one proxy, bound by ``init_app`` from ``database_url``.
 
 SQLite (WAL, busy timeout) by default; PostgreSQL for deployments with
-several processes or hosts, through playhouse's connection pool
-(``database_pool_size`` connections per process, reused across requests).
+several processes or hosts. Both go through playhouse's connection pool, so
+a request reuses an open connection (PostgreSQL: at most
+``database_pool_size`` per process; SQLite: one per thread that needs one,
+pragmas applied once per connection, not once per request).
 Nothing connects before a query needs it (``autoconnect``), so ``/healthz``
 never touches the database; teardown hands the connection back to the pool.
 Connecting gives up after :data:`CONNECT_TIMEOUT_SECONDS`, and a connection
@@ -12,7 +14,10 @@ the service recovers on its own when the database is back.
 from __future__ import annotations
 
 import datetime
+import os
 import threading
+import time
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import peewee
@@ -26,6 +31,8 @@ database = peewee.DatabaseProxy()
 CONNECT_TIMEOUT_SECONDS = 2
 #: seconds a request waits for a free pooled connection when all are in use
 POOL_WAIT_SECONDS = 10
+#: a pooled PostgreSQL connection idle longer than this is pinged before reuse
+PING_AFTER_IDLE_SECONDS = 1.0
 #: what a request can meet when the database is away: the error handler answers 503 for these
 UNAVAILABLE_ERRORS = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
 
@@ -72,18 +79,75 @@ class FailFastPool(PooledPostgresqlDatabase):
                 raise
 
 
+class RecentlyUsedPool(FailFastPool):
+    """:class:`FailFastPool`, without a ``SELECT 1`` round trip for a connection just handed back.
+
+    The stock pool pings every connection it hands out, one extra round trip per request.
+    Here a connection returned idle less than :data:`PING_AFTER_IDLE_SECONDS` ago is handed
+    out as it is (the driver's own ``closed`` flag and transaction state are still checked);
+    one idle longer is pinged as before, so after an outage the pool still drops the dead
+    connections instead of failing a request on each. A connection that breaks in use fails
+    that request (503) and is discarded when it comes back.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._returned_at: dict[int, float] = {}
+
+    def _is_closed(self, conn) -> bool:
+        if conn.closed:
+            return True
+        returned = self._returned_at.get(self.conn_key(conn))
+        if (returned is not None and time.monotonic() - returned < PING_AFTER_IDLE_SECONDS
+                and self._adapter.txn_status(conn) == self._adapter.txn_idle):
+            return False
+        return super()._is_closed(conn)
+
+    def _close(self, conn, close_conn=False):
+        if close_conn:
+            self._returned_at.pop(self.conn_key(conn), None)
+        else:
+            self._returned_at[self.conn_key(conn)] = time.monotonic()
+        super()._close(conn, close_conn)
+
+    def _close_raw(self, conn):
+        self._returned_at.pop(self.conn_key(conn), None)
+        super()._close_raw(conn)
+
+
 def open_database(url: str, pool_size: int = 8) -> peewee.Database:
     """Build a peewee database from a URL (``sqlite:///path`` or ``postgresql://…``)."""
     if url.startswith("sqlite"):
-        db = connect_url(url, pragmas=SQLITE_PRAGMAS, timeout=15)
+        _create_private_file(urlsplit(url).path[1:])
+        # ``timeout`` here is the pool's wait; SQLite's busy wait is the busy_timeout pragma. A pooled
+        # connection serves one thread at a time but not always the thread that opened it.
+        db = connect_url(url.replace("sqlite://", "sqlite+pool://", 1), pragmas=SQLITE_PRAGMAS,
+                         max_connections=None, stale_timeout=300, timeout=POOL_WAIT_SECONDS,
+                         check_same_thread=False)
     elif url.startswith(("postgres://", "postgresql://")):
         params = parse_url(url)
-        db = FailFastPool(params.pop("database"), max_connections=pool_size, stale_timeout=300,
-                          timeout=POOL_WAIT_SECONDS, connect_timeout=CONNECT_TIMEOUT_SECONDS, autoconnect=True,
-                          **params)
+        db = RecentlyUsedPool(params.pop("database"), max_connections=pool_size, stale_timeout=300,
+                              timeout=POOL_WAIT_SECONDS, connect_timeout=CONNECT_TIMEOUT_SECONDS, autoconnect=True,
+                              **params)
     else:
         raise ValueError("database_url must start with sqlite:// or postgresql://")
     return db
+
+
+def _create_private_file(path: str) -> None:
+    """Create a missing SQLite file with mode 0600 (it holds encrypted secrets and hashes).
+
+    SQLite would create it with the umask's mode (often world-readable), and
+    gives its ``-wal``/``-shm`` files the database file's mode.
+    """
+    if not path or path == ":memory:" or path.startswith("file:") or os.path.exists(path):
+        return
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:  # another process created it meanwhile
+        pass
+    except OSError:  # e.g. the folder does not exist: SQLite reports that itself on connecting
+        pass
 
 
 def close_pool() -> None:
@@ -111,6 +175,60 @@ def describe_error(exc: BaseException, url: str) -> str:
     if password:
         text = text.replace(password, "***")
     return text
+
+
+#: SQL text of hot queries, built once per process and database kind (see :func:`compiled_sql`)
+_COMPILED: dict[tuple[str, type], str] = {}
+
+
+def compiled_sql(name: str, build: Callable[[], peewee.Query | str]) -> str:
+    """The SQL of the query ``build()`` returns, built by peewee once per process and database kind.
+
+    Hot paths run it with ``Model.raw(sql, *params)`` or ``database.execute_sql``, so peewee
+    does not rebuild the same SQL on every request. ``build`` must give a query whose parameters
+    are placeholders in a fixed order (their values are ignored), or the SQL text itself.
+    """
+    key = (name, type(database.obj))
+    sql = _COMPILED.get(key)
+    if sql is None:
+        built = build()
+        sql = _COMPILED[key] = built if isinstance(built, str) else built.sql()[0]
+    return sql
+
+
+def _loaded(model: type, data: dict) -> Any:
+    """An instance holding ``data`` as loaded from the database (what ``Model(__no_default__=1, **data)``
+    followed by clearing ``_dirty`` gives, without a descriptor call per field)."""
+    obj = model.__new__(model)
+    obj.__data__ = data
+    obj._dirty = set()
+    obj.__rel__ = {}
+    return obj
+
+
+def fetch_models(sql: str, params: tuple, *models: type) -> list[tuple]:
+    """Run ``sql`` (selecting every column of each of ``models``, in field order) and build instances.
+
+    One tuple of instances per row, as peewee's own cursor wrapper builds them (no defaults
+    computed, nothing dirty), without peewee building the SQL again.
+    """
+    shapes = [(model, model._meta.sorted_fields) for model in models]
+    out = []
+    for row in database.execute_sql(sql, params).fetchall():
+        instances, i = [], 0
+        for model, fields in shapes:
+            instances.append(_loaded(model, {f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)}))
+            i += len(fields)
+        out.append(tuple(instances))
+    return out
+
+
+def fetch_columns(sql: str, params: tuple, model: type, fields: tuple) -> list:
+    """Run ``sql`` (selecting exactly ``fields`` of ``model``, in order): partial instances, one per row."""
+    out = []
+    for row in database.execute_sql(sql, params).fetchall():
+        out.append(_loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, row)}))
+    return out
 
 
 def is_postgres() -> bool:

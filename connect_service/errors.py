@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from http import HTTPStatus
 from typing import Any, Iterator, Mapping
 
@@ -17,6 +18,47 @@ from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
+
+
+#: the longest run of submitted text an error may repeat (issue 12 item 10)
+MAX_ECHO = 64
+# every quoted run, left to right (so 'a' … 'b' pairs as two short quotes, never as one long one)
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+_LONG_WORD = re.compile(r"\S{%d,}" % (MAX_ECHO + 1))
+_MARKUP = str.maketrans({"<": "\u2039", ">": "\u203a"})  # ‹ › read the same and are never a tag
+
+
+def _shorten(match: re.Match) -> str:
+    text = match.group(0)
+    if text.startswith("/v1/"):  # one of our own routes, naming a resolved row: not submitted text
+        return text
+    if text[0] in "'\"" and text[-1] == text[0]:
+        return text if len(text) <= MAX_ECHO + 2 else text[:MAX_ECHO - 2] + "…" + text[0]
+    return text[:MAX_ECHO - 1] + "…"
+
+
+def safe_text(text: str) -> str:
+    """``text`` fit to repeat in an error: no markup, no quoted value or word longer than 64 characters.
+
+    Messages and field paths may carry what a client submitted (an unknown
+    field's name, a value quoted with ``!r``); an error answer must not become
+    a way to reflect long or marked-up text back to a browser or a log viewer.
+    """
+    text = str(text).translate(_MARKUP)
+    if len(text) <= MAX_ECHO:
+        return text
+    return _LONG_WORD.sub(_shorten, _QUOTED.sub(_shorten, text))
+
+
+def safe_details(details: Mapping[str, Any]) -> dict[str, str]:
+    """:func:`safe_text` on every message and field path; a path longer than 64 characters is cut short."""
+    out: dict[str, str] = {}
+    for path, message in details.items():
+        key = ".".join(safe_text(segment) for segment in str(path).split("."))
+        if len(key) > MAX_ECHO:  # a path is itself submitted text (keys the client chose)
+            key = key[:MAX_ECHO - 1] + "…"
+        out.setdefault(key, safe_text(message) if isinstance(message, str) else message)
+    return out
 
 
 #: reason phrases the spec fixes where Python's differ (3.11: "Request Entity Too Large", 3.13: "Content Too Large")
@@ -42,7 +84,7 @@ class APIError(Exception):
     def __init__(self, details: Mapping[str, str] | None = None, message: str | None = None,
                  headers: Mapping[str, str] | None = None):
         super().__init__(message or reason_phrase(self.status))
-        self.details = dict(details) if details else None
+        self.details = safe_details(details) if details else None
         self.message = message or reason_phrase(self.status)
         self.headers = dict(headers or {})
 
@@ -152,7 +194,7 @@ def _sentence(text: str) -> str:
 def error_response(status: int, details=None, message=None, headers=None):
     error: dict[str, Any] = {"code": error_code(status), "message": message or reason_phrase(status)}
     if details:
-        error["details"] = details
+        error["details"] = safe_details(details)
     response = jsonify({"error": error})
     response.status_code = status
     for key, value in (headers or {}).items():

@@ -39,6 +39,9 @@ from publicsuffixlist import PublicSuffixList
 __all__ = [
     "host_matches",
     "is_host_allowed",
+    "management_hosts",
+    "parse_private_host",
+    "private_host_allowed",
     "normalize_host",
     "url_host",
     "validate_allowed_host_pattern",
@@ -228,5 +231,52 @@ def is_host_allowed(patterns: Iterable[str] | None, url: str) -> bool:
         except (ValueError, TypeError):
             continue
         if _match(normalised, host):
+            return True
+    return False
+
+
+def management_hosts(settings: dict) -> frozenset[str]:
+    """Hosts that serve the management API and never an app: ``public_url``'s, ``localhost``, ``management_hosts``.
+
+    An app may not take one as its hostname, and a request to one is never
+    routed as a request to an app host (even if an old row holds the name).
+    """
+    hosts = {"localhost", (urlsplit(settings["public_url"]).hostname or "").lower()}
+    hosts.update(str(host).lower().rstrip(".") for host in settings.get("management_hosts") or ())
+    hosts.discard("")
+    return frozenset(hosts)
+
+
+_PORT = re.compile(r"[0-9]{1,5}\Z", re.ASCII)
+
+
+def parse_private_host(entry: str) -> tuple[str, int | None]:
+    """One ``allowed_private_hosts`` entry as ``(host, port or None)``.
+
+    ``"idp.internal"`` allows every port of that host; ``"127.0.0.1:9000"`` or
+    ``"[::1]:9000"`` only that port (a bare IPv6 address has no port).
+
+    Raises:
+        ValueError: not a host, or a port outside 1..65535.
+    """
+    text = str(entry).strip()
+    port_text: str | None = None
+    if text.startswith("[") and "]:" in text:
+        text, port_text = text[1:].split("]:", 1)
+    elif text.count(":") == 1:
+        text, port_text = text.split(":", 1)
+    if port_text is not None and not (_PORT.match(port_text) and 1 <= int(port_text) <= 65535):
+        raise ValueError("port must be a number from 1 to 65535")
+    return normalize_host(text), int(port_text) if port_text is not None else None
+
+
+def private_host_allowed(entries: Iterable[str], host: str, port: int) -> bool:
+    """Whether ``host`` (normalised) on ``port`` may resolve to a private address (see :func:`parse_private_host`)."""
+    for entry in entries:
+        try:
+            allowed_host, allowed_port = parse_private_host(entry)
+        except ValueError:
+            continue
+        if allowed_host == host and allowed_port in (None, port):
             return True
     return False

@@ -55,7 +55,7 @@ from requests.adapters import HTTPAdapter
 from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_ACCEPT_ENCODING, requote_uri
 
-from .hosts import is_host_allowed, normalize_host, url_host
+from .hosts import is_host_allowed, normalize_host, parse_private_host, url_host
 
 __all__ = [
     "BlockedDestination",
@@ -254,7 +254,8 @@ class GuardedClient:
         allowed_private_hosts: host names or IP addresses (exact match after
             normalisation, e.g. ``"127.0.0.1"``, ``"localhost"``,
             ``"idp.internal"``) that may resolve to loopback or private
-            addresses, for on-premise providers and tests.
+            addresses, for on-premise providers and tests. An entry with a
+            port (``"127.0.0.1:9000"``) allows only that port.
         timeout: seconds, or a ``(connect, read)`` tuple, applied to every
             socket operation. Always set; a call may pass its own.
         max_redirects: redirects followed, each re-checked like the first URL.
@@ -284,7 +285,8 @@ class GuardedClient:
     ) -> None:
         if isinstance(allowed_private_hosts, str):
             allowed_private_hosts = [allowed_private_hosts]
-        self.allowed_private_hosts = frozenset(normalize_host(h.strip()) for h in allowed_private_hosts)
+        # (host, port or None for every port); a malformed entry raises ValueError here
+        self.allowed_private_hosts = frozenset(parse_private_host(h) for h in allowed_private_hosts)
         self.timeout = _normalise_timeout(timeout)
         self.max_redirects = int(max_redirects)
         self.user_agent = user_agent
@@ -460,7 +462,7 @@ class GuardedClient:
         except ValueError:
             literal = None
         addresses = [literal] if literal is not None else self._resolve(host, port, safe)
-        if host not in self.allowed_private_hosts:
+        if (host, None) not in self.allowed_private_hosts and (host, port) not in self.allowed_private_hosts:
             for address in addresses:
                 if not is_public_address(address):
                     what = "address" if literal is not None else "host resolves to an address that"

@@ -14,7 +14,8 @@ import marshmallow as ma
 from marshmallow import fields, validate
 
 from . import accounts, audit, errors, outbox, refresh
-from .connection_types import ConnectionType, ProviderError
+from .connection_types import ConnectionType
+from .oauth2_provider import ProviderError
 from .connections import connection_view, hook_view, notify_activated, read_settings, seal_settings
 from .db import write_transaction
 from .extensions import registry
@@ -147,6 +148,9 @@ def import_connection(org_id: str, data: dict[str, Any]) -> Connection:
 
 # --------------------------------------------------------------------------- reads
 
+#: a secrets read stamps ``last_fetched_at`` at most this often (seconds), so a hot read is not a write
+LAST_FETCHED_RESOLUTION_SECONDS = 1
+
 
 def read_connection(conn: Connection, *, include_secrets: bool, refresh_mode: str = "auto",
                     not_before: datetime.datetime | None = None) -> dict[str, Any]:
@@ -161,18 +165,20 @@ def read_connection(conn: Connection, *, include_secrets: bool, refresh_mode: st
     if refresh_mode != "never":
         conn = refreshed(conn, refresh_mode == "force", not_before)
     now = utcnow()
-    with write_transaction():  # recorded only once the read succeeded, together with its timestamp
-        Connection.update(last_fetched_at=now).where(Connection.id == conn.id).execute()
+    with write_transaction():  # recorded only once the read succeeded; every read is audited
+        last = conn.last_fetched_at
+        if last is None or not 0 <= (now - last).total_seconds() < LAST_FETCHED_RESOLUTION_SECONDS:
+            Connection.update(last_fetched_at=now).where(Connection.id == conn.id).execute()
+            conn.last_fetched_at = now
         audit.record("connection.secrets_read", org_id=conn.org_id, target_type="connection", target_id=conn.id,
                      app_id=conn.app_id)
-    conn.last_fetched_at = now
     return connection_view(conn, include_secrets=True)
 
 
 def refreshed(conn: Connection, force: bool, not_before: datetime.datetime | None) -> Connection:
     """``conn`` with a token good for the refresh margin (or refreshed anyway with ``force``); failures as API errors."""
     try:
-        return refresh.refresh_connection(conn.id, force=force, not_before=not_before)
+        return refresh.refresh_connection(conn.id, force=force, not_before=not_before, loaded=conn)
     except ProviderUnavailable as exc:
         details = {"refresh": exc.reason, "provider": conn.connector_name}
         if exc.token_url:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sys
 import time
-import uuid
 
 from flask import g, request
 
@@ -37,7 +37,7 @@ def init_app(app) -> None:
 
     @app.before_request
     def _start():
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(16)
         g.started = time.perf_counter()
 
     @app.after_request

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import click
 
 from . import connections
-from .connection_types import ProviderError
+from .oauth2_provider import ProviderError
 from .db import database, db_now, write_transaction
 from .errors import NotFound
 from .extensions import settings
@@ -133,7 +133,7 @@ def release(conn_id: str, owner: str) -> None:
 
 
 def refresh_connection(conn_id: str, *, force: bool = False, margin: int | None = None,
-                       not_before: datetime.datetime | None = None) -> Connection:
+                       not_before: datetime.datetime | None = None, loaded: Connection | None = None) -> Connection:
     """Return the connection with a token that is good for at least ``margin`` seconds.
 
     Refreshes only when the access token expires within the margin (default
@@ -149,10 +149,12 @@ def refresh_connection(conn_id: str, *, force: bool = False, margin: int | None 
     :class:`RefreshRejected` (connection marked ``error``) and, for
     ``force=True`` only, :class:`NotRefreshable`. Without ``force`` a
     connection that cannot be refreshed (disabled, not OAuth, no refresh
-    token) is returned as it is.
+    token) is returned as it is. ``loaded``: the row as the caller read it in
+    this request, to start from instead of reading it again (the claim checks
+    its generation, so a row that moved meanwhile is still caught).
     """
     margin = settings()["refresh_margin_seconds"] if margin is None else margin
-    conn = _reload(conn_id)
+    conn = loaded if loaded is not None and loaded.id == conn_id else _reload(conn_id)
     reason = _refreshable_reason(conn)
     if reason is not None:
         if force:

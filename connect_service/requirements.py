@@ -14,7 +14,7 @@ from marshmallow import fields, validate
 
 from . import audit, errors, outbox
 from .connections import notify_activated, seal_settings
-from .db import write_transaction
+from .db import compiled_sql, fetch_columns, write_transaction
 from .extensions import registry
 from .fields import NonBlank
 from .models import App, Connection, Requirement, WorkflowVersion, utcnow
@@ -47,27 +47,45 @@ def requirement_public_id(app_id: str, key: str) -> str:
     return str(uuid.uuid5(uuid.UUID(app_id), key))
 
 
+#: requirements of versions this worker has served, by (app id, version number); a version's
+#: requirements never change once it is created (versions are only deleted with their app)
+_VERSIONS: dict[tuple[str, int], tuple[Requirement, ...]] = {}
+VERSION_CACHE_SIZE = 1024
+
+
+def version_requirements(app_id: str, number: int) -> tuple[Requirement, ...]:
+    """Requirements of version ``number`` of an app in declared order, cached per worker.
+
+    The cache key is the deployed version the caller just read from the app row, so
+    deploying another version is seen on the next request. Callers must not modify the rows.
+    """
+    key = (app_id, number)
+    found = _VERSIONS.get(key)
+    if found is None:
+        found = tuple(Requirement.select().join(WorkflowVersion)
+                      .where(WorkflowVersion.app == app_id, WorkflowVersion.number == number)
+                      .order_by(Requirement.position))
+        if len(_VERSIONS) >= VERSION_CACHE_SIZE:
+            _VERSIONS.clear()
+        _VERSIONS[key] = found
+    return found
+
+
 def deployed_requirements(app: App) -> list[Requirement]:
     """Requirements of the app's deployed version in declared order; 404 without one."""
     if app.deployed_version is None:
         raise errors.NotFound(message="Not Found")
-    return list(
-        Requirement.select().join(WorkflowVersion)
-        .where(WorkflowVersion.app == app.id, WorkflowVersion.number == app.deployed_version)
-        .order_by(Requirement.position)
-    )
+    return list(version_requirements(app.id, app.deployed_version))
 
 
 def find_requirement(app: App, public_id: str) -> Requirement:
     """A requirement of the deployed version by public id, else 404."""
     if app.deployed_version is None:
         raise errors.NotFound()
-    req = (Requirement.select().join(WorkflowVersion)
-           .where(WorkflowVersion.app == app.id, WorkflowVersion.number == app.deployed_version,
-                  Requirement.public_id == public_id).first())
-    if req is None:
-        raise errors.NotFound()
-    return req
+    for req in version_requirements(app.id, app.deployed_version):
+        if req.public_id == public_id:
+            return req
+    raise errors.NotFound()
 
 
 def requirement_view(req: Requirement) -> dict[str, Any]:
@@ -127,7 +145,7 @@ def page_versions(app: App, cursor: str | None, limit: int) -> tuple[list[Workfl
     """An app's versions oldest first; the cursor is the last number seen (versions are never renumbered)."""
     query = WorkflowVersion.select().where(WorkflowVersion.app == app.id)
     if cursor:
-        if not cursor.isdigit() or len(cursor) > 10:
+        if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 10:  # "²".isdigit() is True
             raise errors.BadRequest({"cursor": "is not a valid cursor"})
         query = query.where(WorkflowVersion.number > int(cursor))
     rows = list(query.order_by(WorkflowVersion.number).limit(limit + 1))
@@ -181,9 +199,19 @@ def version_view(version: WorkflowVersion) -> dict[str, Any]:
     }
 
 
+#: the columns :func:`requirement_status` reads
+STATUS_COLUMNS = (Connection.id, Connection.status, Connection.disabled, Connection.requirement_id,
+                  Connection.type, Connection.connector_name, Connection.account_key)
+
+
 def user_connections(app: App, user_id: str) -> list[Connection]:
-    """Every connection of one end user of one app (index: app, customer_id, requirement_id)."""
-    return list(Connection.select().where(Connection.app == app.id, Connection.customer_id == user_id))
+    """Every connection of one end user of one app (index: app, customer_id, requirement_id).
+
+    Only the :data:`STATUS_COLUMNS` are loaded (what :func:`requirement_status` reads).
+    """
+    sql = compiled_sql("requirements.user_connections", lambda: Connection.select(*STATUS_COLUMNS).where(
+        Connection.app == "", Connection.customer_id == ""))
+    return fetch_columns(sql, (app.id, user_id), Connection, STATUS_COLUMNS)
 
 
 def requirement_status(req: Requirement, connections: list[Connection], registry) -> str:

@@ -17,12 +17,16 @@ Apps with ``user_verification: "required"`` mint tokens only for a
 """
 from __future__ import annotations
 
+import base64
 import datetime
+import functools
 import hashlib
 import hmac
 import json
 import re
 import secrets
+import threading
+import time
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -81,6 +85,9 @@ class TokenCreateSchema(ma.Schema):
         "description": "how the hosted page names the user (\"Connecting for …\"); default: user_id",
         "example": "Alice Example", "pattern": DISPLAY_PATTERN})
 
+#: seconds past ``exp`` a token is still accepted
+EXPIRY_LEEWAY = 30
+
 
 class InvalidToken(Exception):
     """The connect token is malformed, expired, wrongly signed or missing a claim."""
@@ -103,15 +110,6 @@ def signing_kid(secret: str) -> str:
     return hashlib.sha256(b"connect-service-jwt" + secret.encode()).hexdigest()[:12]
 
 
-class _Utf8Json(json.JSONEncoder):
-    """Claims as UTF-8 JSON (RFC 7519), not ``\\uXXXX`` escapes: a non-ASCII user id or display name
-    costs its UTF-8 bytes in the token, and so in the hosted page's cookie, instead of up to 12 per character."""
-
-    def __init__(self, **kwargs):
-        kwargs["ensure_ascii"] = False
-        super().__init__(**kwargs)
-
-
 def _micros(moment: datetime.datetime) -> int:
     """Microseconds since the epoch, exactly (naive values are UTC, as the database stores them)."""
     if moment.tzinfo is None:
@@ -122,6 +120,7 @@ def _micros(moment: datetime.datetime) -> int:
 def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
                        now: datetime.datetime | None = None,
                        user_display: str | None = None) -> tuple[str, datetime.datetime]:
+    """A signed HS256 connect token and its expiry (the JWS compact form PyJWT would produce)."""
     now = now or datetime.datetime.now(datetime.timezone.utc)
     issued_us = _micros(now)
     iat = issued_us // 1_000_000
@@ -132,9 +131,22 @@ def mint_connect_token(secret_key: str, issuer: str, app_id: str, user_id: str,
     }
     if user_display:
         claims["name"] = user_display
-    token = jwt.encode(claims, secret_key.encode(), algorithm=ALGORITHM, headers={"kid": signing_kid(secret_key)},
-                       json_encoder=_Utf8Json)
-    return token, expires
+    # UTF-8 JSON, not \uXXXX escapes: a display name of emoji stays small enough for the page cookie
+    payload = json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    signing_input = _jose_header(secret_key) + b"." + _b64(payload)
+    signature = hmac.new(secret_key.encode(), signing_input, hashlib.sha256).digest()
+    return (signing_input + b"." + _b64(signature)).decode(), expires
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=8)
+def _jose_header(secret_key: str) -> bytes:
+    """The encoded JOSE header for tokens signed with ``secret_key`` (built once per key)."""
+    header = {"alg": ALGORITHM, "kid": signing_kid(secret_key), "typ": "JWT"}
+    return _b64(json.dumps(header, separators=(",", ":")).encode())
 
 
 def issue_connect_token(app: App, data: dict) -> dict[str, str]:
@@ -222,7 +234,7 @@ def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issu
     try:
         claims = jwt.decode(
             token, key.encode(), algorithms=[ALGORITHM], audience=AUDIENCE, issuer=issuer,
-            options={"require": REQUIRED_CLAIMS}, leeway=30,
+            options={"require": REQUIRED_CLAIMS}, leeway=EXPIRY_LEEWAY,
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(type(exc).__name__) from None
@@ -245,6 +257,39 @@ def verify_connect_token(token: str, secret_key: str, fallbacks: list[str], issu
     expires = datetime.datetime.fromtimestamp(claims["exp"], datetime.timezone.utc)
     return ConnectToken(user_id=claims["sub"], app_id=claims["app"], jti=claims["jti"], expires_at=expires,
                         issued_at_us=issued_us, user_display=display)
+
+
+# --- per-worker cache of verified tokens (performance; every rule above still applies) -------------
+
+#: most verified tokens a worker remembers; the oldest is forgotten first
+VERIFIED_CACHE_SIZE = 4096
+_verified: dict[tuple, tuple[ConnectToken, float]] = {}
+_verified_lock = threading.Lock()
+
+
+def verify_connect_token_cached(token: str, secret_key: str, fallbacks: list[str], issuer: str) -> ConnectToken:
+    """:func:`verify_connect_token`, remembered per worker for tokens that passed it.
+
+    Whether a token's header, signature and claims pass depends only on the token, the keys and
+    the issuer, which together are the cache key (rotating or dropping a key therefore misses).
+    What depends on time is checked again on every call: a remembered token past ``exp`` (plus
+    the same leeway) is refused and forgotten. Failures are never remembered. Checks that
+    depend on stored state (the app exists, revocation) belong to the caller, on every request.
+    """
+    key = (token, secret_key, tuple(fallbacks), issuer)
+    hit = _verified.get(key)
+    if hit is not None:
+        identity, deadline = hit
+        if time.time() < deadline:
+            return identity
+        _verified.pop(key, None)
+        raise InvalidToken("ExpiredSignatureError")
+    identity = verify_connect_token(token, secret_key, fallbacks, issuer)
+    with _verified_lock:
+        while len(_verified) >= VERIFIED_CACHE_SIZE:
+            _verified.pop(next(iter(_verified)), None)
+        _verified[key] = (identity, identity.expires_at.timestamp() + EXPIRY_LEEWAY)
+    return identity
 
 
 ACCESS_KEY_PREFIX = "ak_"

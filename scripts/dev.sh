@@ -9,6 +9,9 @@ export CONNECT_ENV="${CONNECT_ENV:-development}"
 export CONNECT_INSTANCE_PATH="${CONNECT_INSTANCE_PATH:-$PWD/instance}"
 BIND="${CONNECT_BIND:-127.0.0.1:5000}"
 export CONNECT_PUBLIC_URL="${CONNECT_PUBLIC_URL:-http://$BIND}"
+# Nothing sits in front of this server: trust no X-Forwarded-* header (else a client picks its own
+# address and escapes the rate limits). Behind nginx the systemd unit sets 1.
+export CONNECT_PROXY_COUNT=0
 .venv/bin/connect-service migrate >/dev/null
 .venv/bin/connect-service demo --bind "$BIND"
 echo "Serving on http://$BIND (Ctrl-C to stop)" >&2

@@ -6,9 +6,11 @@ and CSRF origin check see exactly what a deployment sees. Chromium is Debian's
 ``/usr/bin/chromium`` driven by Playwright; a missing browser FAILS the tests
 (never a silent skip).
 
-Use from a test module::
-
-    from tests.browser import browser_page, chromium, live_service  # noqa: F401  (fixtures)
+``tests/conftest.py`` registers this module as a plugin, so a test module just
+names the fixtures (``live_service``, ``chromium``, ``browser_page``,
+``framing_parent``). Do not import them into a test module: a session-scoped
+fixture imported into two modules becomes two sessions, and the second
+Playwright start fails inside the first one's event loop.
 
 ``framing_parent`` is a second local site (another port of 127.0.0.1) whose page
 ``/?src=<url>`` frames ``url``, for the embedding tests.

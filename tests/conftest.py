@@ -1,6 +1,8 @@
 import pytest
 
-pytest_plugins = ["connect_service.testing"]
+# tests.browser's fixtures are registered once here: a session-scoped Chromium imported into two test
+# modules would be two sessions, and the second Playwright start fails inside the first one's loop
+pytest_plugins = ["connect_service.testing", "tests.browser"]
 
 HTTP_API_KEY = "dynamiq.connections.HttpApiKey"
 

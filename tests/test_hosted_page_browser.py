@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.browser import artifact_path, browser_page, chromium, framing_parent, live_service  # noqa: F401
+from tests.browser import artifact_path  # the fixtures (live_service, chromium, ...) come from conftest
 from tests.conftest import HTTP_API_KEY
 from tests.support.oauth_server import OAuthTestServer
 

@@ -217,9 +217,9 @@ def test_a_plugin_may_return_nothing(tmp_path):
 
 
 def test_a_plugin_object_already_loaded_through_its_entry_point_is_not_registered_twice(tmp_path):
-    import connect_plugins.http
+    import connect_plugins.http_api
 
-    registry = get_plugin_manager(make_config(tmp_path), [connect_plugins.http])
+    registry = get_plugin_manager(make_config(tmp_path), [connect_plugins.http_api])
     assert registry.plugin_of(HTTP_API_KEY).name == "http"
 
 

@@ -178,3 +178,54 @@ def test_limit_holds_across_processes(connect, tmp_path):
             two.stop()
     finally:
         one.stop()
+
+
+# --- issue 12 item 3: forwarded headers and IPv6 ------------------------------------------------
+
+def test_proxy_count_defaults_to_zero():
+    assert SETTINGS["proxy_count"][0] == 0
+
+
+def test_rotating_x_forwarded_for_does_not_lift_the_limit_by_default(connect, clock):
+    """With the default configuration (no proxy trusted) X-Forwarded-For is ignored: one client, one budget."""
+    cfg = dict(connect.app.config["CONNECT"], rate_limit_tokens_per_minute=5)
+    cfg["proxy_count"] = SETTINGS["proxy_count"][0]
+    client = create_app(cfg).test_client()
+    app = connect.create_app_with_requirements(API_KEY_ONLY)
+    for i in range(5):
+        assert mint(client, app, addr=f"198.51.100.{i}").status_code == 201
+    for i in range(5, 10):
+        assert_429(mint(client, app, addr=f"198.51.100.{i}"), 5, 50)
+    assert_429(mint(client, app, addr="2001:db8::1, 192.0.2.7"), 5, 50)
+
+
+def mint_from(client, app, remote_addr):
+    return client.post("/v1/connect/tokens", json={"user_id": "user-1"}, headers={"Host": app["hostname"]},
+                       environ_base={"REMOTE_ADDR": remote_addr})
+
+
+def test_ipv6_clients_are_limited_per_64(connect, clock):
+    cfg = dict(connect.app.config["CONNECT"], rate_limit_tokens_per_minute=3, proxy_count=0)
+    client = create_app(cfg).test_client()
+    app = connect.create_app_with_requirements(API_KEY_ONLY)
+    # one /64 holds 2^64 addresses: rotating through them is still one client
+    for addr in ("2001:db8:aa:bb::1", "2001:db8:aa:bb::2", "2001:db8:aa:bb:ffff:ffff:ffff:ffff"):
+        assert mint_from(client, app, addr).status_code == 201
+    assert_429(mint_from(client, app, "2001:db8:aa:bb:1234::9"), 3, 50)
+    assert_429(mint_from(client, app, "2001:DB8:AA:BB::77"), 3, 50)
+    # the neighbouring /64 has its own budget
+    assert mint_from(client, app, "2001:db8:aa:bc::1").status_code == 201
+    # IPv4 stays per address, including its IPv4-mapped IPv6 spelling
+    for _ in range(3):
+        assert mint_from(client, app, "192.0.2.10").status_code == 201
+    assert_429(mint_from(client, app, "::ffff:192.0.2.10"), 3, 50)
+    assert mint_from(client, app, "192.0.2.11").status_code == 201
+
+
+def test_client_address_keys(connect):
+    with connect.app.test_request_context(environ_base={"REMOTE_ADDR": "2001:db8:1:2:3:4:5:6"}):
+        assert ratelimit.client_address() == "2001:db8:1:2::/64"
+    with connect.app.test_request_context(environ_base={"REMOTE_ADDR": "::ffff:203.0.113.5"}):
+        assert ratelimit.client_address() == "203.0.113.5"
+    with connect.app.test_request_context(environ_base={"REMOTE_ADDR": "203.0.113.5"}):
+        assert ratelimit.client_address() == "203.0.113.5"

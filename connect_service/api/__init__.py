@@ -1,8 +1,8 @@
 """flask-smorest API: one blueprint per resource, one error shape, one body parser.
 
 Every view that takes a body declares it with ``@blp.arguments(Schema)``; the
-rules every body follows (blank, media type, JSON, NUL characters, field
-errors as a 400 naming each field) live in :class:`ArgumentsParser`, once.
+rules every body follows (blank, media type, strict JSON, NUL characters,
+lone surrogates, depth, field errors as a 400 naming each field) live in :class:`ArgumentsParser`, once.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
 from webargs.flaskparser import FlaskParser
 
-from .. import errors
+from .. import errors, strict_json
+from . import docs
 from .openapi import declared_rules, finish_document, nullable_enums, operation_doc
 
 BLANK = {"input": "cannot be blank"}
@@ -46,8 +47,10 @@ def json_body(request, optional: bool = False) -> dict[str, Any]:
 
     Blank (absent, empty, whitespace, ``null``, ``{}``) is a 400 unless
     ``optional`` (then an absent or whitespace body is ``{}``); another media
-    type is a 415; NUL characters are refused here because PostgreSQL text
-    cannot hold them (a driver error would be a 500).
+    type is a 415. The JSON must be strict (:mod:`connect_service.strict_json`):
+    no NUL characters (PostgreSQL text cannot hold them), no lone surrogates,
+    no ``NaN``/``Infinity``/out-of-range numbers, at most 32 levels deep; each
+    offence is a 400 naming its field, so nothing downstream meets such a value.
     """
     raw = request.get_data(cache=True)
     if not raw.strip():
@@ -58,36 +61,19 @@ def json_body(request, optional: bool = False) -> dict[str, Any]:
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise errors.UnsupportedMediaType({"input": "send the body as application/json"})
     try:
-        data = json.loads(raw)
+        data = strict_json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise errors.BadRequest({"input": "is not valid JSON"}) from None
     except RecursionError:
-        raise errors.BadRequest({"input": "is nested too deeply"}) from None
+        raise errors.BadRequest({"input": strict_json.TOO_DEEP}) from None
     if data is None or data == {}:
         raise errors.BadRequest(BLANK)
     if not isinstance(data, dict):
         raise errors.BadRequest({"input": "must be a JSON object"})
-    nul = _nul_paths(data)
-    if nul:
-        raise errors.BadRequest({path: "must not contain NUL characters" for path in nul[:10]})
+    problems = strict_json.problems(data)
+    if problems:
+        raise errors.BadRequest(problems)
     return data
-
-
-def _nul_paths(value: Any, path: str = "") -> list[str]:
-    """Field paths (dots for nesting) of every string key or value that contains a NUL character."""
-    if isinstance(value, str):
-        return [path or "input"] if "\x00" in value else []
-    found: list[str] = []
-    if isinstance(value, dict):
-        for key, item in value.items():
-            child = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                found.append(path or "input")
-            found += _nul_paths(item, child)
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            found += _nul_paths(item, f"{path}.{index}" if path else str(index))
-    return found
 
 
 class ArgumentsParser(FlaskParser):
@@ -147,8 +133,6 @@ def init_app(app) -> Api:
     app.config.setdefault("OPENAPI_VERSION", "3.1.0")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_PATH", "/docs")
-    app.config.setdefault("OPENAPI_SWAGGER_UI_URL", "https://cdn.jsdelivr.net/npm/swagger-ui-dist/")
     api = Api(app, spec_kwargs={"components": {"securitySchemes": {
         "accessKey": {"type": "http", "scheme": "bearer", "description": "Access Key `ak_…`"},
         "connectToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
@@ -158,4 +142,5 @@ def init_app(app) -> Api:
     api.ma_plugin.converter.add_attribute_function(declared_rules)
     for name in BLUEPRINT_MODULES:  # imported here, not at the top: each of them imports Blueprint from this module
         api.register_blueprint(importlib.import_module(f"{__name__}.{name}").blp)
+    app.register_blueprint(docs.blp)  # /docs: the docs UI from the pinned swagger-ui-bundle package, CSP 'self'
     return api

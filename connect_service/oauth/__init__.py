@@ -11,7 +11,7 @@
 The names below are the package's surface: ``from connect_service import
 oauth; oauth.select_credential(...)``.
 """
-from ..connection_types import ProviderError
+from ..oauth2_provider import ProviderError
 from .authorize import (CALLBACK_PATH, NONCE_COOKIE, SESSION_PURGE_ON_START, AuthorizationStart,
                         begin_authorization, build_authorization_url, callback_url, cap_pending_sessions, hash_secret,
                         nonce_cookie_name, purge_authorization_sessions, set_nonce_cookie)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Mapping
 from urllib.parse import urlsplit
 
-from ..connection_types import ProviderError
+from ..oauth2_provider import ProviderError
 from ..connections import mark_error
 from ..http import OutboundError
 from ..models import AuthorizationSession, Connection, Credential, utcnow

@@ -8,7 +8,7 @@ with any other code.
 """
 from __future__ import annotations
 
-from ..connection_types import ProviderError
+from ..oauth2_provider import ProviderError
 
 
 class OAuthError(ProviderError):

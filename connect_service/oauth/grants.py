@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
 
 from .. import errors as api_errors
-from ..connection_types import OAuth2Provider, ProviderError
+from ..oauth2_provider import OAuth2Provider, ProviderError
 from ..extensions import keyring, registry
 from ..http import OutboundError
 from ..models import AuthorizationSession, Credential
@@ -39,7 +39,7 @@ def _decode_body(resp) -> dict[str, Any]:
     try:
         # NaN/Infinity stay strings: the raw answer is echoed in API responses, which must be strict JSON
         data = json.loads(text, parse_constant=str)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's stack
         raise ServerError(f"the token endpoint answered HTTP {status} with a body that is not JSON") from None
     if not isinstance(data, dict):
         raise ServerError(f"the token endpoint answered HTTP {status} with JSON that is not an object")

@@ -11,13 +11,14 @@ import copy
 import re
 from urllib.parse import quote
 
-from ..connection_types import ConnectionType, OAuth2Provider
+from ..connection_types import ConnectionType
+from ..oauth2_provider import CLIENT_AUTH_METHODS, OAuth2Provider
 from ..extensions import keyring, registry, settings
 from ..http import GuardedClient
 from ..models import Credential
 
 #: the client authentication methods a credential may name (RFC 7591 ``token_endpoint_auth_method``)
-AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+AUTH_METHODS = tuple(CLIENT_AUTH_METHODS)
 
 
 def oauth_client() -> GuardedClient:

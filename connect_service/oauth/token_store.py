@@ -15,8 +15,8 @@ from typing import Any, Mapping
 
 import jwt
 
-from .. import audit, errors, outbox
-from ..connection_types import OAuth2Provider
+from .. import audit, errors, outbox, strict_json
+from ..oauth2_provider import OAuth2Provider
 from ..connections import notify_activated, read_settings, seal_settings
 from ..db import db_now, write_transaction
 from ..extensions import settings as app_settings
@@ -130,7 +130,7 @@ def token_settings(token: dict[str, Any], *, previous: dict[str, Any] | None, pr
         "expires_at": iso(expires_at),
         "token_type": token.get("token_type") or prev_creds.get("token_type") or "Bearer",
         "client_id": credential.oauth_client_id if credential is not None else prev_creds.get("client_id"),
-        "raw": dict(token),
+        "raw": strict_json.sanitise(dict(token)),  # a provider's answer: made strict JSON before it is stored
     }
     settings = {"oauth": {
         "credentials": credentials,

@@ -1,9 +1,9 @@
 """The hosted page's config forms: form fields to a config, and API error details back to field messages."""
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from .. import strict_json
 from .render import format_error
 
 
@@ -26,9 +26,22 @@ def form_to_config(fields: list[dict], form) -> tuple[dict[str, Any], dict[str, 
             continue
         if f["type"] in ("object", "list"):
             try:
-                config[name] = json.loads(raw)
+                value = strict_json.loads(raw)
             except ValueError:
                 problems[name] = "must be valid JSON"
+                continue
+            except RecursionError:
+                problems[name] = strict_json.TOO_DEEP
+                continue
+            bad = strict_json.problems(value)
+            if bad:
+                problems[name] = next(iter(bad.values()))
+                continue
+            config[name] = value
+            continue
+        problem = strict_json.string_problem(raw)  # as the API refuses it in a JSON body
+        if problem:
+            problems[name] = problem
             continue
         config[name] = raw
     return config, kept, problems

@@ -1,0 +1,184 @@
+"""The per-worker caches and shortcuts of the hot endpoints keep every rule they stand in for.
+
+bench/ measures their speed; these tests only check that answers stay right: a remembered
+token still expires and still needs its key, a new deployment is seen at once, the
+rate-limit upsert counts exactly, a secrets read stamps ``last_fetched_at`` and the
+PostgreSQL pool still drops a connection the server killed.
+"""
+import datetime
+import os
+import types
+
+import psycopg2
+import pytest
+
+from connect_service import db, tokens
+from connect_service.db import database, is_postgres
+from connect_service.models import Connection, RateLimitHit
+from connect_service.ratelimit import hit
+from connect_service.timestamps import iso
+from connect_service.testing import TEST_SECRET_KEY, connection_requirement
+from connect_service.tokens import InvalidToken, LIFETIME, mint_connect_token, verify_connect_token_cached
+
+API_KEY = "dynamiq.connections.HttpApiKey"
+ISSUER = "http://connect.test"
+
+
+def statuses(connect, token):
+    return connect.client.get("/v1/connect/requirements/statuses", headers=connect.bearer(token))
+
+
+def test_a_remembered_token_is_refused_once_expired(connect, monkeypatch):
+    app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
+    token = connect.token(app, "u1")
+    assert statuses(connect, token).status_code == 200  # verified in full, now remembered
+    expires = tokens.verify_connect_token(token, TEST_SECRET_KEY, [], ISSUER).expires_at.timestamp()
+    clock = types.SimpleNamespace(time=lambda: expires + tokens.EXPIRY_LEEWAY - 1)
+    monkeypatch.setattr(tokens, "time", clock)
+    assert statuses(connect, token).status_code == 200  # within the same leeway jwt.decode allows
+    clock.time = lambda: expires + tokens.EXPIRY_LEEWAY + 1
+    r = statuses(connect, token)
+    assert r.status_code == 401 and r.get_json()["error"]["code"] == "unauthorized"
+
+
+def test_a_remembered_token_needs_its_key_and_issuer_still():
+    token, _ = mint_connect_token(TEST_SECRET_KEY, ISSUER, "app-1", "u1")
+    assert verify_connect_token_cached(token, TEST_SECRET_KEY, [], ISSUER).user_id == "u1"
+    other = "another-signing-key-" + "z" * 32
+    with pytest.raises(InvalidToken):  # the signing key was rotated out
+        verify_connect_token_cached(token, other, [], ISSUER)
+    assert verify_connect_token_cached(token, other, [TEST_SECRET_KEY], ISSUER).app_id == "app-1"
+    with pytest.raises(InvalidToken):
+        verify_connect_token_cached(token, TEST_SECRET_KEY, [], "https://elsewhere.example")
+
+
+def test_failures_are_not_remembered():
+    token, _ = mint_connect_token(TEST_SECRET_KEY, ISSUER, "app-1", "u1",
+                                  now=datetime.datetime.now(datetime.timezone.utc) - LIFETIME * 2)
+    for _ in range(2):
+        with pytest.raises(InvalidToken):
+            verify_connect_token_cached(token, TEST_SECRET_KEY, [], ISSUER)
+    assert not any(key[0] == token for key in tokens._verified)
+
+
+def test_the_token_cache_is_bounded(monkeypatch):
+    monkeypatch.setattr(tokens, "VERIFIED_CACHE_SIZE", 3)
+    minted = [mint_connect_token(TEST_SECRET_KEY, ISSUER, "app-1", f"u{i}")[0] for i in range(5)]
+    for token in minted:
+        verify_connect_token_cached(token, TEST_SECRET_KEY, [], ISSUER)
+    assert len(tokens._verified) <= 3
+    assert verify_connect_token_cached(minted[0], TEST_SECRET_KEY, [], ISSUER).user_id == "u0"  # verified again
+
+
+def test_a_new_deployment_is_seen_by_the_next_request(connect):
+    app = connect.create_app_with_requirements([connection_requirement("first", API_KEY)])
+    token = connect.token(app, "u1")
+    r = connect.client.get("/v1/connect/requirements", headers=connect.bearer(token))
+    assert [item["title"] for item in r.get_json()["data"]] == ["HttpApiKey connection"]
+    connect.deploy(app, [connection_requirement("second", API_KEY, title="Second"),
+                         connection_requirement("third", API_KEY, title="Third")])
+    r = connect.client.get("/v1/connect/requirements", headers=connect.bearer(token))
+    assert [item["title"] for item in r.get_json()["data"]] == ["Second", "Third"]
+    gone = connect.requirement_id(app, "first")
+    r = connect.submit_credentials(token, gone, API_KEY, {"url": "https://h.example", "api_key": "k"})
+    assert r.status_code == 404  # a requirement of the old version is no longer deployed
+    assert set(connect.statuses(token).values()) == {"pending"}
+
+
+def test_the_rate_limit_upsert_counts_every_hit_and_refuses_past_the_limit(connect):
+    with connect.app.app_context(), database.connection_context():
+        for _ in range(5):
+            hit("bucket-a", 5, now=6_000_000.0)
+        assert RateLimitHit.get(RateLimitHit.bucket == "bucket-a").count == 5
+        with pytest.raises(Exception) as info:
+            hit("bucket-a", 5, now=6_000_001.0)
+        assert info.value.status == 429
+        assert RateLimitHit.get(RateLimitHit.bucket == "bucket-a").count == 6
+        hit("bucket-a", 5, now=6_000_060.0)  # a new window: the old one goes
+        assert [(r.window, r.count) for r in RateLimitHit.select().where(RateLimitHit.bucket == "bucket-a")] \
+            == [(100_001, 1)]
+
+
+def test_a_secrets_read_stamps_last_fetched_at_and_answers_the_stored_value(connect):
+    app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
+    token = connect.token(app, "u1")
+    rid = connect.requirement_id(app, "k")
+    assert connect.submit_credentials(token, rid, API_KEY, {"url": "https://h.example", "api_key": "k"}).status_code \
+        == 201
+    conn_id = connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"][0]["id"]
+    answers = [connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true", headers=connect.auth)
+               .get_json() for _ in range(2)]
+    with connect.app.app_context(), database.connection_context():
+        stored = Connection.get_by_id(conn_id).last_fetched_at
+    assert stored is not None
+    assert answers[0]["settings"]["api_key"] == "k"
+    assert answers[1]["last_fetched_at"] == iso(stored)  # the answer names the stamp that is stored
+
+
+@pytest.mark.skipif(not os.environ.get("CONNECT_TEST_DATABASE_URL"), reason="the PostgreSQL pool only")
+def test_the_pool_drops_a_connection_the_server_killed(connect, monkeypatch):
+    app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
+    token = connect.token(app, "u1")
+    assert statuses(connect, token).status_code == 200
+    with connect.app.app_context():
+        assert is_postgres()
+        idle = [conn for _, _, conn in database.obj._connections]
+    assert idle, "the request's connection went back to the pool"
+    killer = psycopg2.connect(os.environ["CONNECT_TEST_DATABASE_URL"])  # not one of the pool's
+    try:
+        killer.autocommit = True
+        with killer.cursor() as cur:
+            cur.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s) AS pid",
+                        ([conn.get_backend_pid() for conn in idle],))
+    finally:
+        killer.close()
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_SECONDS", 0)  # as if the connections had idled a while
+    assert statuses(connect, token).status_code == 200
+
+
+@pytest.fixture
+def sql_log(connect, monkeypatch):
+    """Every SQL statement the app runs (pool pings excluded), in order."""
+    seen = []
+    with connect.app.app_context():
+        target = database.obj
+    real = target.execute_sql
+
+    def execute_sql(sql, params=None, *args, **kwargs):
+        seen.append(sql)
+        return real(sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(target, "execute_sql", execute_sql)
+    return seen
+
+
+def test_hot_requests_run_one_or_two_queries(connect, sql_log):
+    """The issue's "one query per hot request": counted, not timed."""
+    app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
+    token = connect.token(app, "u1")
+    rid = connect.requirement_id(app, "k")
+    assert connect.submit_credentials(token, rid, API_KEY, {"url": "https://h.example", "api_key": "k"}).status_code \
+        == 201
+    conn_id = connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"][0]["id"]
+    public = {"Host": "connect.test"}  # the service's own host (public_url): no app lookup by host
+    calls = {
+        "requirements": lambda: connect.client.get("/v1/connect/requirements",
+                                                   headers={**connect.bearer(token), **public}),
+        "statuses": lambda: connect.client.get("/v1/connect/requirements/statuses",
+                                               headers={**connect.bearer(token), **public}),
+        "token": lambda: connect.client.post("/v1/connect/tokens", json={"user_id": "u1"},
+                                             headers={"Host": app["hostname"]}),
+        "secrets": lambda: connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true",
+                                              headers={**connect.auth, **public}),
+    }
+    for call in calls.values():  # warm: the deployed version is loaded once per worker
+        assert call().status_code in (200, 201)
+    counts = {}
+    for name, call in calls.items():
+        sql_log.clear()
+        assert call().status_code in (200, 201)
+        # transaction control (SAVEPOINT/RELEASE around a nested write) is not a query
+        counts[name] = len([sql for sql in sql_log if not sql.startswith(("SAVEPOINT", "RELEASE"))])
+    # app row; app row + the user's connections; app by host + one rate-limit upsert; key + connection + the
+    # audit row every secrets read writes (issue 16), last_fetched_at being at most one write a second
+    assert counts == {"requirements": 1, "statuses": 2, "token": 2, "secrets": 3}
