@@ -69,7 +69,7 @@ def signed_webhook(view):
 class Webhook(MethodView):
     decorators = [signed_webhook]
 
-    @blp.operation("receiveWebhook", 400, 401, 404, 413, 415, 502, security=PUBLIC,
+    @blp.operation("receiveWebhook", 400, 401, 404, 413, 415, 429, 502, security=PUBLIC,
                    summary="Receive an action-connector platform's webhook",
                    description="Called by the platform at the signed URL this service gave it. A missing, forged "
                                "or expired signed value is a 401 and changes nothing.")

@@ -89,7 +89,7 @@ class AuthorizeResponseSchema(ma.Schema):
 class Authorize(MethodView):
     decorators = [require_connect_token]
 
-    @blp.operation("startOAuth2Authorization", 400, 401, 404, 409, security=CONNECT_TOKEN, parameters=[
+    @blp.operation("startOAuth2Authorization", 400, 401, 404, 409, 429, security=CONNECT_TOKEN, parameters=[
         {"in": "query", "name": "return_to", "schema": {"type": "string", "format": "uri", "pattern": HTTP_URL},
          "description": "exactly one of the app's return_urls"}])
     @blp.response(201, AuthorizeResponseSchema)
