@@ -300,3 +300,14 @@ def test_the_proxy_path_pattern_is_what_the_proxy_accepts(document):
         except errors.BadRequest:
             accepted = False
         assert bool(re.match(pattern, sample)) == accepted, sample
+
+
+def test_non_blank_pattern_refuses_what_the_field_calls_blank_under_any_regex_reading():
+    """Found by the conformance run: ``\\s`` read as ASCII (as schemathesis reads patterns) let ``"\\x1e"`` through,
+    which ``NonBlank`` refuses as blank; the pattern now spells the whitespace out."""
+    blanks = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    for flags in (0, re.ASCII):
+        for c in blanks:
+            assert not re.match(NON_BLANK, c, flags), (hex(ord(c)), flags)
+            assert not re.match(NON_BLANK, f"{c} {c}", flags), (hex(ord(c)), flags)
+        assert re.match(NON_BLANK, " x ", flags) and re.match(NON_BLANK, "😀", flags)
