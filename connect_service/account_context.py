@@ -27,9 +27,10 @@ from .action_account_type import ActionAccountType
 from .connections import notify_activated, notify_failed, read_settings, seal_settings
 from .crypto import DecryptionError
 from .db import database, db_now, is_postgres, write_transaction
-from .extensions import keyring, settings
+from .extensions import keyring, registry, settings
 from .http import GuardedClient
 from .models import AccountLookup, Connection, Credential, utcnow
+from .requirements import requirement_status, version_requirements
 from .timestamps import iso
 
 log = logging.getLogger(__name__)
@@ -278,11 +279,22 @@ class AccountContext:
             for row in changed:  # webhook events, in this transaction
                 outbox.emit_connection(row, "connection.error" if row.status == "error" else (
                     "connection.created" if row.created_at == now else "connection.updated"))
+            self._complete_requirements([row for row in changed if row.status == "active"])
         for row in changed:
             if row.status == "active":
                 notify_activated(row)
             else:
                 notify_failed(row, row.status_reason or "")
+
+    def _complete_requirements(self, active: list[Connection]) -> None:
+        """``requirement.completed`` (once) for each deployed requirement a newly active account fulfils."""
+        if not active or self._app.deployed_version is None:
+            return
+        reg = registry()
+        for req in version_requirements(self.app_id, self._app.deployed_version):
+            for row in active:
+                if requirement_status(req, [row], reg) == "completed":
+                    outbox.emit_requirement_completed(row, req.public_id)
 
     def _lock(self) -> None:
         """Serialise writers of this user's rows for this key (inside the write transaction).

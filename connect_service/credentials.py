@@ -22,7 +22,7 @@ from .connections import mark_error
 from .db import write_transaction
 from .extensions import registry, settings
 from .fields import DNS_NAME, HTTP_URL, HTTPS_URL_TEMPLATE, NonBlank
-from .hosts import is_host_allowed, normalize_host, private_host_allowed, url_host, validate_allowed_host_pattern
+from .hosts import is_host_allowed, outbound_url_problem, url_host, validate_allowed_host_pattern
 from .lifecycle import delete_connection
 from .models import AccessKey, App, Connection, Credential, Organization, new_id, utcnow
 
@@ -178,27 +178,8 @@ def _save(cred: Credential, token: dict[str, Any] | None, *, created: bool) -> N
 
 
 def _check_url(value: str | None, field: str, details: dict[str, str]) -> None:
-    """An absolute https URL (http only for hosts in allowed_private_hosts, i.e. local servers)."""
-    if value is None:
-        return
-    parts = urlsplit(value)
-    try:
-        host = normalize_host(parts.hostname or "")
-    except ValueError:
-        host = None
-    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password or "\\" in value \
-            or any(ch.isspace() for ch in value):
-        details[field] = "must be an absolute https URL"
-    elif parts.scheme == "http" and not private_host_allowed(settings()["allowed_private_hosts"], host,
-                                                             _port_or_none(parts) or 80):
-        details[field] = "must use https"
-
-
-def _port_or_none(parts) -> int | None:
-    try:
-        return parts.port
-    except ValueError:  # not a number: the guarded client refuses the URL when it is used
-        return None
+    if value is not None and (problem := outbound_url_problem(value, settings()["allowed_private_hosts"])):
+        details[field] = problem
 
 
 def _merge(data: dict[str, Any]) -> dict[str, Any]:

@@ -280,3 +280,28 @@ def private_host_allowed(entries: Iterable[str], host: str, port: int) -> bool:
         if allowed_host == host and allowed_port in (None, port):
             return True
     return False
+
+
+def outbound_url_problem(value: str, allowed_private_hosts: Iterable[str]) -> str | None:
+    """Why ``value`` cannot be a URL the service calls (credential endpoints, webhook receivers), or None.
+
+    It must be an absolute https URL without user-info, backslashes or white space; plain http only
+    for a host (and port, when the entry names one) in ``allowed_private_hosts`` (local servers).
+    """
+    parts = urlsplit(value)
+    try:
+        host = normalize_host(parts.hostname or "")
+    except ValueError:
+        host = None
+    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password or "\\" in value \
+            or any(ch.isspace() for ch in value):
+        return "must be an absolute https URL"
+    if parts.scheme == "http":
+        try:
+            port = parts.port or 80
+        except ValueError:  # not a number: the guarded client refuses the URL when it is used
+            port = 80
+        if not private_host_allowed(allowed_private_hosts, host, port):
+            return "must use https"
+    return None
+

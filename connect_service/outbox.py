@@ -70,8 +70,19 @@ def emit_connection(conn: Connection, event_type: str) -> None:
     """Emit ``event_type`` for ``conn``; a connection that is now active also completes its requirement once."""
     emit(conn.org_id, conn.app_id, event_type, connection_data(conn))
     if event_type in ("connection.created", "connection.updated", "connection.refreshed") \
-            and conn.status == "active" and conn.requirement_id and conn.customer_id and conn.app_id:
-        emit(conn.org_id, conn.app_id, REQUIREMENT_COMPLETED,
-             {"app_id": conn.app_id, "customer_id": conn.customer_id, "requirement_id": conn.requirement_id,
-              "connection_id": conn.id},
-             dedupe_key=f"{REQUIREMENT_COMPLETED}:{conn.app_id}:{conn.customer_id}:{conn.requirement_id}")
+            and conn.status == "active" and conn.requirement_id:
+        emit_requirement_completed(conn, conn.requirement_id)
+
+
+def emit_requirement_completed(conn: Connection, requirement_id: str) -> None:
+    """``requirement.completed`` for the requirement ``conn`` fulfils, the first time only (per app and user).
+
+    A linked action-connector account fulfils requirements it names by key, not by id, so its
+    caller passes the requirement id; other connections carry theirs.
+    """
+    if not (conn.customer_id and conn.app_id):
+        return
+    emit(conn.org_id, conn.app_id, REQUIREMENT_COMPLETED,
+         {"app_id": conn.app_id, "customer_id": conn.customer_id, "requirement_id": requirement_id,
+          "connection_id": conn.id},
+         dedupe_key=f"{REQUIREMENT_COMPLETED}:{conn.app_id}:{conn.customer_id}:{requirement_id}")

@@ -12,7 +12,6 @@ import base64
 import datetime
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 import marshmallow as ma
 from marshmallow import fields, validate
@@ -21,7 +20,7 @@ from . import audit, errors
 from .db import write_transaction
 from .extensions import keyring, settings
 from .fields import HTTP_URL, NonBlank
-from .hosts import normalize_host
+from .hosts import outbound_url_problem
 from .models import App, Organization, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from .outbox import EVENT_TYPES
 from .timestamps import iso
@@ -51,16 +50,8 @@ class EndpointCreateSchema(ma.Schema):
 
 
 def _check_url(value: str) -> None:
-    parts = urlsplit(value)
-    try:
-        host = normalize_host(parts.hostname or "")
-    except ValueError:
-        host = None
-    if parts.scheme not in ("http", "https") or not host or parts.username or parts.password or "\\" in value \
-            or any(ch.isspace() for ch in value):
-        raise errors.BadRequest({"url": "must be an absolute https URL"})
-    if parts.scheme == "http" and host not in {normalize_host(h) for h in settings()["allowed_private_hosts"]}:
-        raise errors.BadRequest({"url": "must use https"})
+    if problem := outbound_url_problem(value, settings()["allowed_private_hosts"]):
+        raise errors.BadRequest({"url": problem})
 
 
 def new_secret() -> str:

@@ -11,6 +11,7 @@ from connect_service import Account, ActionAccountType, ConnectionType, fields, 
 from connect_service.account_context import user_ref
 from connect_service.accounts import sign_webhook_value, verify_webhook_value
 from connect_service.db import database
+from connect_service.models import WebhookEvent
 from connect_service.testing import make_config
 
 
@@ -184,3 +185,22 @@ def test_concurrent_webhooks_record_one_account_once(connect, memo):
                               query_string={"customer_id": "user-1"}).get_json()["data"]
     assert [c["settings"]["account_id"] for c in rows] == ["same"]
     assert len(connect.hooks.of("connection_activated")) == 1
+
+
+def test_a_linked_account_completes_its_requirement_once_in_the_outbox(connect, memo):
+    """Issue 16: ``requirement.completed`` the first time a user's action-account requirement is completed."""
+    app, token, webhook = memo
+    mail, chat = connect.requirement_id(app, "mail"), connect.requirement_id(app, "chat")
+    Memo.listed = {"mail": [Account("m1")]}
+    assert connect.statuses(token) == {mail: "completed", chat: "pending"}
+    r = connect.client.post(webhook, json={"id": "m1"}, base_url="http://connect.test")  # the same account again
+    assert r.status_code == 200
+
+    def completed():
+        with connect.app.app_context():
+            return [e.payload["data"] for e in WebhookEvent.select().where(WebhookEvent.type == "requirement.completed")]
+
+    events = completed()
+    assert len(events) == 1, events
+    assert events[0]["requirement_id"] == mail and events[0]["customer_id"] == "user-1"
+    assert events[0]["app_id"] == app["id"]

@@ -176,6 +176,15 @@ def test_rate_limits_key_on_the_address_nginx_forwards_not_on_client_headers(dep
     assert status == 201, body
 
 
+def logged(deployment, name: str, line: str) -> str:
+    """The nginx log ``name`` once it holds ``line``: nginx writes an access-log line only after it has sent
+    the answer, so a log read right after a request may not have it yet (gives up after 10 s)."""
+    deadline = time.monotonic() + 10
+    while line not in (text := deployment.nginx.log(name)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return text
+
+
 def test_logs_hold_no_query_strings_and_no_signed_segments(deployment):
     signed = "eyJjcmVkZW50aWFsIjoiYWJjIn0.c2lnbmF0dXJl"
     status, _, _ = deployment.call("GET", f"/v1/connect/oauth2/start/{signed}")
@@ -184,7 +193,7 @@ def test_logs_hold_no_query_strings_and_no_signed_segments(deployment):
     assert status in (400, 401, 404)
     status, _, _ = deployment.call("GET", "/connect?token=not-a-real-token-secret")
     assert status == 401
-    access = deployment.nginx.log("connect.access.log")
+    access = logged(deployment, "connect.access.log", '"GET /connect" 401')  # the last request's line is in
     assert "/v1/connect/oauth2/start/<signed>" in access and "/v1/connect/webhooks/pipedream/<signed>" in access
     assert '"GET /connect"' in access
     for secret in (signed, "not-a-real-token-secret", "token=", "code=", "state="):
@@ -208,6 +217,6 @@ def test_with_the_service_down_nginx_answers_502_in_the_error_shape(deployment):
     # nginx's error log would quote the request line of a failed upstream request: it stays quiet
     status, _, _ = deployment.call("GET", "/connect?token=secret-while-down")
     assert status == 502
-    assert '"GET /connect" 502' in deployment.nginx.log("connect.access.log")
+    assert '"GET /connect" 502' in logged(deployment, "connect.access.log", '"GET /connect" 502')
     for name in ("connect.access.log", "connect.error.log", "main.error.log"):
         assert "secret-while-down" not in deployment.nginx.log(name)

@@ -73,3 +73,12 @@ def test_credential_http_urls_follow_the_port_rule(connect, monkeypatch):
     r = connect.client.post("/v1/credentials", headers=connect.auth, json={
         **body, "oauth_url": "http://127.0.0.1:9001/auth", "oauth_token_url": "http://127.0.0.1:9000/token"})
     assert r.status_code == 400 and set(r.get_json()["error"]["details"]) == {"oauth_url"}
+
+
+def test_webhook_endpoint_http_urls_follow_the_port_rule(connect):
+    """The same rule on the other URL the org hands the service: a webhook receiver."""
+    connect.app.config["CONNECT"]["allowed_private_hosts"] = ["127.0.0.1:9000"]
+    r = connect.client.post("/v1/webhook-endpoints", headers=connect.auth, json={"url": "http://127.0.0.1:9000/hook"})
+    assert r.status_code == 201, r.get_json()
+    r = connect.client.post("/v1/webhook-endpoints", headers=connect.auth, json={"url": "http://127.0.0.1:9001/hook"})
+    assert r.status_code == 400 and r.get_json()["error"]["details"] == {"url": "must use https"}

@@ -1,9 +1,12 @@
 """A TCP proxy the tests can cut and restore: a database outage without touching the real server.
 
 ``cut()`` closes every forwarded connection and refuses new ones (the port
-stays bound, connections are accepted and dropped at once), ``restore()``
-forwards again. Used in front of the shared PostgreSQL, which must never be
-stopped (the other test pass is using it).
+stays bound, connections are accepted and dropped at once); ``cut(silent=True)``
+instead holds new connections open without ever answering (a database host
+that vanished: connects hang until the client's own timeout). ``restore()``
+forwards again (and closes the held ones, so they fail rather than hang).
+Used in front of the shared PostgreSQL, which must never be stopped (the other
+test pass is using it).
 """
 from __future__ import annotations
 
@@ -21,7 +24,9 @@ class TcpProxy:
         self.port = self._listener.getsockname()[1]
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
+        self._held: list[socket.socket] = []
         self._cut = False
+        self._silent = False
         self._stopped = False
         #: connections accepted and forwarded so far
         self.accepted = 0
@@ -33,10 +38,10 @@ class TcpProxy:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def cut(self) -> None:
-        """Drop every forwarded connection and every new one until :meth:`restore`."""
+    def cut(self, silent: bool = False) -> None:
+        """Drop every forwarded connection; until :meth:`restore`, drop new ones (or hold them, ``silent``)."""
         with self._lock:
-            self._cut = True
+            self._cut, self._silent = True, silent
             for sock in list(self._open):
                 _close(sock)
             self._open.clear()
@@ -44,10 +49,14 @@ class TcpProxy:
     def restore(self) -> None:
         with self._lock:
             self._cut = False
+            held, self._held = self._held, []
+        for sock in held:
+            _close(sock)
 
     def stop(self) -> None:
         self._stopped = True
         self.cut()
+        self.restore()  # closes held connections
         _close(self._listener)
 
     def _accept(self) -> None:
@@ -57,7 +66,10 @@ class TcpProxy:
             except OSError:
                 return
             with self._lock:
-                cut = self._cut
+                cut, silent = self._cut, self._silent
+                if cut and silent:
+                    self._held.append(client)
+                    continue
             if cut:
                 _close(client)
                 continue
