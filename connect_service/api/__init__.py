@@ -142,5 +142,5 @@ def init_app(app) -> Api:
     api.ma_plugin.converter.add_attribute_function(declared_rules)
     for name in BLUEPRINT_MODULES:  # imported here, not at the top: each of them imports Blueprint from this module
         api.register_blueprint(importlib.import_module(f"{__name__}.{name}").blp)
-    app.register_blueprint(docs.blp)  # /docs: the docs UI from the pinned swagger-ui-bundle package, CSP 'self'
+    app.register_blueprint(docs.blp)  # /docs: the docs UI from the pinned swagger-ui-py package, CSP 'self'
     return api
