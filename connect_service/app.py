@@ -7,6 +7,7 @@ from typing import Any, Iterable
 
 import peewee
 from flask import Flask, g, request
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, db, errors, health, logs, migrations, strict_json, web
@@ -171,6 +172,8 @@ def _init_host_routing(app: Flask) -> None:
     @app.before_request
     def _route_by_host():
         if request.path in HEALTH_PATHS:  # probes answer on any host, without a lookup
+            return None
+        if isinstance(request.routing_exception, MethodNotAllowed):  # a known path, another method: 405 + Allow
             return None
         host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
         if host.startswith("[") or host in management:  # never an app host, whatever rows say

@@ -16,7 +16,7 @@ from marshmallow import fields, validate
 from . import credentials, errors, tokens
 from .db import compiled_sql, fetch_models
 from .extensions import keyring, settings
-from .fields import NonBlank
+from .fields import DNS_NAME, HTTP_URL, NonBlank
 from .hosts import management_hosts, url_host
 from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, utcnow
@@ -28,6 +28,8 @@ SLUG_ERROR = "must be lowercase letters, digits and dashes"
 USER_VERIFICATION = ("none", "required")
 USER_VERIFICATION_HELP = ('"required": minting a connect token needs user_id_signature, the hex HMAC-SHA256 '
                           "of user_id under the app's user_verification_secret (shown once)")
+#: OpenAPI: what validate_return_url accepts (format uri, the http(s) URL pattern)
+RETURN_URL_DOC = {"format": "uri", "pattern": HTTP_URL}
 
 
 def validate_return_url(value: str) -> None:
@@ -39,6 +41,9 @@ def validate_return_url(value: str) -> None:
 
 class HostnameField(NonBlank):
     """An app hostname: lowercase DNS name, not an IP address and not the service's own host."""
+
+    # documented: DNS labels whose last one starts with a letter (so never an IP address)
+    openapi = {"minLength": 1, "maxLength": 253, "pattern": f"^{DNS_NAME}$"}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs).strip().lower().rstrip(".")
@@ -61,9 +66,10 @@ class AppCreateSchema(ma.Schema):
     hostname = HostnameField(required=True)
     visibility = fields.String(load_default="private", validate=validate.OneOf(["public", "private"]))
     slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
-    return_urls = fields.List(fields.String(validate=validate_return_url), load_default=list)
-    frame_ancestors = fields.List(fields.String(validate=validate_return_url), load_default=list,
-                                  metadata={"description": "origins allowed to frame the hosted page"})
+    return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC),
+                              load_default=list)
+    frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC),
+                                  load_default=list, metadata={"description": "origins allowed to frame the hosted page"})
     user_verification = fields.String(load_default="none", validate=validate.OneOf(USER_VERIFICATION),
                                       metadata={"description": USER_VERIFICATION_HELP})
 
@@ -73,8 +79,8 @@ class AppPatchSchema(ma.Schema):
     hostname = HostnameField()
     visibility = fields.String(validate=validate.OneOf(["public", "private"]))
     slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
-    return_urls = fields.List(fields.String(validate=validate_return_url))
-    frame_ancestors = fields.List(fields.String(validate=validate_return_url))
+    return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC))
+    frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC))
     user_verification = fields.String(validate=validate.OneOf(USER_VERIFICATION),
                                       metadata={"description": USER_VERIFICATION_HELP})
 

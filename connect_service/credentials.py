@@ -21,10 +21,10 @@ from . import audit, errors, oauth
 from .connections import mark_error
 from .db import write_transaction
 from .extensions import registry, settings
-from .fields import NonBlank
+from .fields import DNS_NAME, HTTP_URL, HTTPS_URL_TEMPLATE, NonBlank
 from .hosts import is_host_allowed, outbound_url_problem, url_host, validate_allowed_host_pattern
 from .lifecycle import delete_connection
-from .models import App, Connection, Credential, Organization, new_id, utcnow
+from .models import AccessKey, App, Connection, Credential, Organization, new_id, utcnow
 
 READ_ACCESS = {"TEAM": "APP", "GLOBAL": "ORGANIZATION", "SPECIFIC_TEAMS": "SPECIFIC_APPS",
                "APP": "APP", "ORGANIZATION": "ORGANIZATION", "SPECIFIC_APPS": "SPECIFIC_APPS"}
@@ -35,6 +35,9 @@ TOKEN_FIELDS = {"oauth_token_url", "oauth_client_id", "oauth_client_secret", "oa
 
 
 class HostPattern(fields.String):
+    # documented: a host name, or ``*.`` and one (whether a wildcard covers a public suffix is the list's call)
+    openapi = {"minLength": 1, "maxLength": 253, "pattern": rf"^(\*\.)?{DNS_NAME}$"}
+
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
@@ -49,15 +52,16 @@ class CredentialSchema(ma.Schema):
     name = NonBlank(required=True, validate=validate.Length(max=200))
     mode = fields.String(validate=validate.OneOf(["OAUTH"]))
     connector_name = NonBlank(metadata={"description": "provider connector (google, github, …; oauth2 = custom)"})
-    oauth_url = fields.String(allow_none=True, metadata={"description": "authorization URL (default: the plugin's)"})
-    oauth_token_url = fields.String(allow_none=True)
+    oauth_url = fields.String(allow_none=True, metadata={
+        "description": "authorization URL (default: the plugin's)", "format": "uri", "pattern": HTTPS_URL_TEMPLATE})
+    oauth_token_url = fields.String(allow_none=True, metadata={"format": "uri", "pattern": HTTPS_URL_TEMPLATE})
     oauth_client_id = NonBlank()
     oauth_client_secret = fields.String(allow_none=True, load_only=True)
     oauth_scope = fields.String(allow_none=True)
     oauth_grant_type = fields.String(validate=validate.OneOf(GRANTS))
     oauthPkceCodeChallengeMethod = fields.String(allow_none=True, validate=validate.OneOf(["S256", "plain"]))
     oauth_token_endpoint_auth_method = fields.String(allow_none=True, validate=validate.OneOf(oauth.AUTH_METHODS))
-    oauth_issuer = fields.String(allow_none=True)
+    oauth_issuer = fields.String(allow_none=True, metadata={"format": "uri", "pattern": HTTP_URL})
     app_id = fields.String(allow_none=True)
     team_id = fields.String(allow_none=True, metadata={"description": "seed 003 spelling of app_id"})
     read_access = fields.String(validate=validate.OneOf(list(READ_ACCESS)))
@@ -67,6 +71,11 @@ class CredentialSchema(ma.Schema):
     metadata = fields.Dict(allow_none=True)
     allowed_hosts = fields.List(HostPattern())
     settings = fields.Dict(allow_none=True, metadata={"description": "connector-specific, validated by its plugin"})
+    folder_id = fields.String(allow_none=True, validate=validate.Length(max=200),
+                              metadata={"description": "a folder label, stored and answered as given"})
+    live_credential_id = fields.String(allow_none=True, metadata={
+        "description": "makes this the test credential of that credential of your organization (seed 003): "
+                       "the live one then answers test_credential_enabled true and its test_credential"})
 
 
 class CredentialPatchSchema(CredentialSchema):
@@ -129,13 +138,15 @@ def get_for_org(org_id: str, credential_id: str) -> Credential:
     return cred
 
 
-def create(org: Organization, data: dict[str, Any]) -> Credential:
+def create(org: Organization, data: dict[str, Any], owner: AccessKey | None = None) -> Credential:
     """Create a credential from :class:`CredentialSchema` data (400 naming each bad field).
 
-    A client_credentials registration whose token the service keeps fetches
-    it first, so one the provider refuses is never saved.
+    ``owner`` is the Access Key that creates it (seed 003's ``owner``). A
+    client_credentials registration whose token the service keeps fetches it
+    first, so one the provider refuses is never saved.
     """
-    cred = Credential(id=new_id("ccfg"), org=org.id, mode="OAUTH", oauth_grant_type="authorization_code")
+    cred = Credential(id=new_id("ccfg"), org=org.id, mode="OAUTH", oauth_grant_type="authorization_code",
+                      owner_key=owner.id if owner is not None else None)
     _apply(cred, _merge(data), creating=True)
     token = oauth.fetch_client_credentials(cred) if oauth.owns_org_token(cred) else None
     _save(cred, token, created=True)
@@ -256,6 +267,14 @@ def _apply_access(cred: Credential, data: dict[str, Any], creating: bool, detail
         cred.read_access = "APP" if cred.app_id else "ORGANIZATION"
     if "shared_app_slugs" in data:
         cred.shared_app_slugs = list(dict.fromkeys(data["shared_app_slugs"]))
+    if "folder_id" in data:
+        cred.folder_id = data["folder_id"]
+    if "live_credential_id" in data:
+        problem = _live_credential_problem(cred, data["live_credential_id"])
+        if problem:
+            details["live_credential_id"] = problem
+        else:
+            cred.live_credential = data["live_credential_id"]
     if cred.read_access == "APP" and not cred.app_id and "app_id" not in details:
         details["read_access"] = "TEAM/APP needs app_id (or team_id): the app that owns the credential"
     if cred.read_access == "SPECIFIC_APPS":
@@ -267,6 +286,31 @@ def _apply_access(cred: Credential, data: dict[str, Any], creating: bool, detail
             for index, slug in enumerate(slugs):
                 if slug not in found:
                     details[f"shared_app_slugs.{index}"] = "is not the slug of an app of this organization"
+
+
+def _live_credential_problem(cred: Credential, live_id: str | None) -> str | None:
+    """Why ``cred`` cannot be the test credential of ``live_id`` (None: it can; None clears it).
+
+    The live credential is another credential of the same organization, not
+    itself a test credential, with no other test credential.
+    """
+    if live_id is None:
+        return None
+    live = Credential.get_or_none(Credential.id == live_id, Credential.org == cred.org_id)
+    if live is None or live.id == cred.id:
+        return "is not another credential of this organization"
+    if live.live_credential_id is not None:
+        return "is itself a test credential"
+    if Credential.select().where(Credential.live_credential == live.id, Credential.id != cred.id).exists():
+        return "already has a test credential"
+    if Credential.select().where(Credential.live_credential == cred.id).exists():
+        return "cannot be set on a credential that has a test credential of its own"
+    return None
+
+
+def test_credential_of(cred: Credential) -> Credential | None:
+    """The test credential of a live credential (seed 003), or None."""
+    return Credential.get_or_none(Credential.live_credential == cred.id)
 
 
 def _apply_settings(cred: Credential, data: dict[str, Any], creating: bool, reg) -> None:

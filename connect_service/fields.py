@@ -19,6 +19,11 @@ The additions:
 - :class:`NonBlank`: a string that may not be empty or whitespace.
 - :class:`Host`: a host name or IP address, without scheme, port or path.
 - :class:`Port`: a TCP port, 1-65535.
+
+Each field states its rule for the OpenAPI document in ``openapi`` (JSON
+Schema keywords the API's field converter adds), next to the code that
+enforces it, so the two cannot drift apart. Every string of a request is also
+documented free of NUL characters (:data:`NO_NUL`), which the service refuses.
 """
 from __future__ import annotations
 
@@ -32,6 +37,25 @@ from marshmallow.fields import *  # noqa: F401,F403  (so plugins need one import
 
 HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
 
+#: JSON Schema patterns (ECMA 262 and Python ``re`` read them alike). Lone surrogates, which the service refuses
+#: in every body (``strict_json``), are not in them: ``\uD800-\uDFFF`` means lone surrogates only to engines that
+#: match code points (a validator matching UTF-16 units would refuse every character outside the BMP), and
+#: schemathesis' generator, given that range in a negated class, draws strings holding NUL. docs/api.md says so.
+NO_NUL = r"^[^\u0000]*$"
+#: whitespace spelled out (what ``str.isspace`` and ECMA's ``\s`` both count, ``\uFEFF`` included): ``\s``
+#: itself means less to a validator reading the pattern as ASCII-only (``\x1c``-``\x1f``, ``\x85`` count as blank)
+WHITESPACE = r"\t\n\u000B\f\r\u001C-\u001F \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000\uFEFF"
+NON_BLANK = rf"^[^\u0000]*[^\u0000{WHITESPACE}][^\u0000]*$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+#: what :class:`Url` accepts, as documented: http(s), a plain host name, an optional port, URI characters
+HTTP_URL = (rf"^[Hh][Tt][Tt][Pp][Ss]?://{_LABEL}(\.{_LABEL})*(:[1-9][0-9]{{0,3}})?"
+            r"([/?#][A-Za-z0-9._~!$&'()*+,;=:%/?#-]*)?$")
+#: a DNS name whose last label starts with a letter (so never an IP address)
+DNS_NAME = rf"({_LABEL}\.)*[A-Za-z]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
+#: the same, https only (plain http is for hosts the operator allows, which the document cannot know), and
+#: ``{placeholder}`` braces allowed after the host (credential URLs are templates)
+HTTPS_URL_TEMPLATE = "^[Hh][Tt][Tt][Pp][Ss]" + HTTP_URL[len("^[Hh][Tt][Tt][Pp][Ss]?"):].replace("%/?#-]", "%/?#{}-]")
+
 
 class Url(fields.Url):
     """An absolute http:// or https:// URL (other schemes and embedded credentials are refused).
@@ -40,6 +64,8 @@ class Url(fields.Url):
     whether the service may *reach* a host is decided later by the guarded
     HTTP client, not here.
     """
+
+    openapi = {"format": "uri", "pattern": HTTP_URL}
 
     default_error_messages = {
         "invalid": "must be an absolute http(s) URL",
@@ -65,6 +91,7 @@ class NonBlank(fields.String):
     """A string that may not be empty or whitespace."""
 
     default_error_messages = {"blank": "cannot be blank"}
+    openapi = {"minLength": 1, "pattern": NON_BLANK}
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs)

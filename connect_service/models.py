@@ -144,6 +144,10 @@ class Credential(BaseModel):
     settings = JSONField(default=dict)
     # connector-owned secrets, e.g. the action-connector platform's API token
     secret_state_encrypted = pw.TextField(null=True)
+    # seed 003: the Access Key that created it (its owner), a folder label, the live credential it tests
+    owner_key = pw.ForeignKeyField(AccessKey, null=True, on_delete="SET NULL")
+    folder_id = pw.CharField(null=True)
+    live_credential = pw.ForeignKeyField("self", null=True, backref="test_credentials", on_delete="SET NULL")
     created_at = pw.DateTimeField(default=utcnow)
     updated_at = pw.DateTimeField(default=utcnow)
 

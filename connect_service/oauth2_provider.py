@@ -91,7 +91,8 @@ class OAuth2Provider:
     default_token_lifetime: int | None = None
     #: extra authorize parameters always sent (e.g. Notion's ``owner=user``)
     extra_authorize_params: Mapping[str, str] = {}
-    #: ``prompt`` sent when the caller gives none (seed 004: ``login``); None sends no prompt
+    #: ``prompt`` sent when the caller gives none (seed 004: ``login``); None sends no prompt. Every provider
+    #: plugin states its own (docs/api.md lists them); a provider that refuses ``login`` (Google) says what it takes
     default_prompt: str | None = "login"
     #: "form" (RFC 6749) or "json" (e.g. Notion) for token-endpoint request bodies
     token_request_format: str = "form"

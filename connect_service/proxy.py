@@ -80,6 +80,14 @@ def _target(conn: Connection) -> _Target:
     return _Target(cls, base, cls.proxy_injection(_requirement_data(conn)), allowed or None)
 
 
+_SEGMENT_CHAR = r"[^/\\]"
+_NOT_DOT = r"[^/\\.]"
+_SEGMENT = rf"({_NOT_DOT}{_SEGMENT_CHAR}*|\.{_NOT_DOT}{_SEGMENT_CHAR}*|\.\.{_SEGMENT_CHAR}+)"
+#: JSON Schema pattern of what :func:`_url` accepts as a path: no ``.`` or ``..`` segment, no backslash (and,
+#: like the route, a first segment that is not empty)
+PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT}?)*$"
+
+
 def _url(base: str, path: str, query: list[tuple[str, str]]) -> str:
     segments = path.split("/")
     if any(s in (".", "..") for s in segments) or "\\" in path:

@@ -28,6 +28,11 @@ then in a test::
         assert connect.stored_config(app, "user-1", "crm") == {"api_key": "k"}
         assert connect.hooks.of("connection_activated")[0]["connection"]["type"] == "example.connections.Crm"
 
+Every JSON answer ``connect.client`` receives is checked against the schema
+the served ``/openapi.json`` declares for its operation and status
+(:class:`ContractClient`), so the document cannot drift from what the service
+answers.
+
 Fixtures: ``connect`` (a :class:`ConnectHarness`), ``connect_app`` (the Flask
 app), ``connect_config`` (override to change settings, see :func:`make_config`),
 ``connect_plugins`` (override to add plugin objects).
@@ -44,6 +49,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from flask.testing import FlaskClient
+from openapi_core import OpenAPI
+from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
+from openapi_core.datatypes import RequestParameters
+from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 
 from .access_keys import create_access_key
 from .app import create_app
@@ -127,6 +137,60 @@ class HookRecorder:
     def connection_failed(self, connection, reason):
         """Record the call (``connect.hooks.of("connection_failed")``)."""
         self.calls.append(("connection_failed", {"connection": connection, "reason": reason}))
+
+
+class ContractClient(FlaskClient):
+    """Flask's test client, checking every JSON response against the served OpenAPI document.
+
+    A response whose operation is documented must match the schema declared
+    for its status (an undeclared status fails too); undocumented paths and
+    methods (``/health``, the hosted page, a 405) and 500s (a bug other
+    assertions report) are not checked. Set ``check_contract = False`` on a
+    client to switch it off.
+    """
+
+    check_contract = True
+
+    def open(self, *args: Any, **kwargs: Any):
+        response = super().open(*args, **kwargs)
+        if self.check_contract and response.mimetype == "application/json" and response.status_code != 500:
+            check_response(self.application, response)
+        return response
+
+
+def contract(app) -> OpenAPI:
+    """The app's served ``/openapi.json`` as an openapi-core ``OpenAPI`` (built once per app)."""
+    cached = app.extensions.get("connect_service.testing.contract")
+    if cached is None:
+        document = FlaskClient(app, app.response_class).get("/openapi.json").get_json()
+        cached = app.extensions["connect_service.testing.contract"] = OpenAPI.from_dict(document)
+    return cached
+
+
+class _SentRequest(WerkzeugOpenAPIRequest):
+    """The request a test response answered, as openapi-core reads it (its body stream is already consumed)."""
+
+    def __init__(self, request):
+        super().__init__(request)
+        self.parameters = RequestParameters(query=request.args, header=request.headers, cookie={})
+
+    @property
+    def body(self) -> bytes:
+        return b""
+
+
+def check_response(app, response) -> None:
+    """Fail (``AssertionError``) when ``response`` does not match what its operation declares for its status."""
+    request = _SentRequest(response.request)
+    try:
+        contract(app).validate_response(request, WerkzeugOpenAPIResponse(response))
+    except (PathNotFound, OperationNotFound):
+        return
+    except Exception as exc:  # openapi-core's validation errors: name the call and every cause
+        causes = "; ".join(str(c) for c in getattr(exc, "schema_errors", None) or [exc.__cause__] if c)
+        body = response.get_data(as_text=True)[:600]
+        raise AssertionError(f"{response.request.method} {response.request.path} answered {response.status_code} "
+                             f"outside its OpenAPI contract: {exc} {causes}\nbody: {body}") from exc
 
 
 @dataclass
@@ -277,5 +341,6 @@ def connect(connect_app, connect_hooks) -> ConnectHarness:
     with connect_app.app_context(), database.connection_context():
         org = Organization.create(name="Test org")
         _, plaintext = create_access_key(org, "tests")
-    return ConnectHarness(app=connect_app, client=connect_app.test_client(), org_id=org.id, access_key=plaintext,
+    client = ContractClient(connect_app, connect_app.response_class)
+    return ConnectHarness(app=connect_app, client=client, org_id=org.id, access_key=plaintext,
                           hooks=connect_hooks)

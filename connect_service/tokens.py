@@ -36,7 +36,7 @@ import marshmallow as ma
 
 from . import errors, ratelimit
 from .extensions import keyring, settings
-from .fields import NonBlank
+from .fields import WHITESPACE, NonBlank
 from .models import App, AuthorizationSession, Connection, TokenRevocation, utcnow
 from .timestamps import iso
 
@@ -51,6 +51,14 @@ MICROSECOND = datetime.timedelta(microseconds=1)
 DISPLAY_MAX = 64
 USER_ID_MAX = 200
 SIGNATURE_RE = re.compile(r"[0-9a-fA-F]{64}")
+
+
+#: OpenAPI: what :func:`_plain_text` refuses, as far as a portable pattern can say it (markup, controls, private
+#: use, line/paragraph separators and the common format characters; the other format and unassigned characters
+#: depend on the server's Unicode database, and lone surrogates stay out of patterns: see ``fields.NO_NUL``)
+_NOT_PLAIN = (r"<>\u0000-\u001F\u007F-\u009F\u00AD\u0600-\u0605\u061C\u06DD\u070F\u180E\u200B-\u200F"
+              r"\u2028-\u202E\u2060-\u2064\u2066-\u206F\uE000-\uF8FF\uFEFF\uFFF9-\uFFFB")
+DISPLAY_PATTERN = rf"^[^{_NOT_PLAIN}]*[^{WHITESPACE}{_NOT_PLAIN}][^{_NOT_PLAIN}]*$"
 
 
 def _plain_text(value: str) -> None:
@@ -75,7 +83,7 @@ class TokenCreateSchema(ma.Schema):
                        "app's user_verification_secret (ignored otherwise)"})
     user_display = NonBlank(validate=[ma.validate.Length(max=DISPLAY_MAX), _plain_text], metadata={
         "description": "how the hosted page names the user (\"Connecting for …\"); default: user_id",
-        "example": "Alice Example"})
+        "example": "Alice Example", "pattern": DISPLAY_PATTERN})
 
 #: seconds past ``exp`` a token is still accepted
 EXPIRY_LEEWAY = 30

@@ -19,6 +19,7 @@ from marshmallow import fields, validate
 from . import audit, errors
 from .db import write_transaction
 from .extensions import keyring, settings
+from .fields import HTTP_URL, NonBlank
 from .hosts import outbound_url_problem
 from .models import App, Organization, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from .outbox import EVENT_TYPES
@@ -31,15 +32,19 @@ SECRET_PREFIX = "whsec_"
 DELIVERY_STATUSES = ("pending", "delivered", "failed")
 
 
+#: OpenAPI: what _check_url accepts (plain http is for the operator's private hosts, which the document cannot know)
+URL_DOC = {"format": "uri", "pattern": "^[Hh][Tt][Tt][Pp][Ss]" + HTTP_URL[len("^[Hh][Tt][Tt][Pp][Ss]?"):]}
+
+
 class EndpointCreateSchema(ma.Schema):
     """``POST /v1/webhook-endpoints``."""
 
     url = fields.String(required=True, validate=validate.Length(min=1, max=2000), metadata={
         "description": "https URL (http only for hosts in allowed_private_hosts)",
-        "example": "https://example.com/webhooks/connect"})
+        "example": "https://example.com/webhooks/connect", **URL_DOC})
     events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), load_default=list, metadata={
         "description": "event types to receive; empty or absent: all"})
-    app_id = fields.String(load_default=None, allow_none=True, metadata={
+    app_id = NonBlank(load_default=None, allow_none=True, metadata={
         "description": "only this app's events; absent: every app of the organization"})
     description = fields.String(load_default="", validate=validate.Length(max=500))
 
@@ -81,7 +86,7 @@ def endpoint_view(endpoint: WebhookEndpoint, secret: str | None = None) -> dict[
 def create_endpoint(org: Organization, data: dict[str, Any]) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its secret (shown once)."""
     _check_url(data["url"])
-    if data.get("app_id") and App.get_or_none(App.id == data["app_id"], App.org == org.id) is None:
+    if data.get("app_id") is not None and App.get_or_none(App.id == data["app_id"], App.org == org.id) is None:
         raise errors.BadRequest({"app_id": "is not an app of this organization"})
     secret = new_secret()
     endpoint = WebhookEndpoint(org=org.id, app=data.get("app_id"), url=data["url"],

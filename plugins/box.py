@@ -22,6 +22,7 @@ class BoxProvider(OAuth2Provider):
     offline_access = None
     token_endpoint_auth_method = "client_secret_post"
     supports_pkce = False
+    default_prompt = "login"  # seed 004's default, stated where a reader of the provider looks
 
 
 class Box(ConnectionType):

@@ -26,6 +26,7 @@ class DropboxProvider(OAuth2Provider):
     offline_params = {"token_access_type": "offline"}
     token_endpoint_auth_method = "client_secret_basic"
     supports_pkce = True
+    default_prompt = "login"  # seed 004's default, stated where a reader of the provider looks
 
     def revoke(self, client, *, access_token, refresh_token, client_id, client_secret, auth_method=None):
         """Revoke the access token (Dropbox ``/2/auth/token/revoke``; this also ends its refresh token)."""

@@ -39,6 +39,7 @@ class GitHubProvider(OAuth2Provider):
     offline_access = None
     token_endpoint_auth_method = "client_secret_post"
     supports_pkce = True
+    default_prompt = "login"  # seed 004's default, stated where a reader of the provider looks
 
     def parse_token_response(self, status, data):
         """The default parsing, with GitHub's error codes (sent with HTTP 200) mapped to RFC 6749's.

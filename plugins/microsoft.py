@@ -32,6 +32,7 @@ class MicrosoftProvider(OAuth2Provider):
     offline_scope = "offline_access"
     token_endpoint_auth_method = "client_secret_post"
     supports_pkce = True
+    default_prompt = "login"  # seed 004's default, stated where a reader of the provider looks
 
 
 class Microsoft(ConnectionType):

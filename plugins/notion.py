@@ -25,6 +25,7 @@ class NotionProvider(OAuth2Provider):
     extra_authorize_params = {"owner": "user"}
     token_request_format = "json"
     request_headers = {"Notion-Version": NOTION_VERSION}
+    default_prompt = "login"  # seed 004's default, stated where a reader of the provider looks
 
     def revoke(self, client, *, access_token, refresh_token, client_id, client_secret, auth_method=None):
         """Revoke the access token (Notion ``POST /v1/oauth/revoke``, JSON ``{"token"}``, Basic auth)."""

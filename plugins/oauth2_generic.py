@@ -32,6 +32,7 @@ class OAuth2(ConnectionType):
         offline_scope="offline_access",
         token_endpoint_auth_method="client_secret_basic",
         supports_pkce=True,
+        default_prompt="login",  # seed 004
     )
     settings_schema = GenericOAuth2Settings
 

@@ -8,7 +8,8 @@ import pytest
 
 from connect_service.connections import read_settings
 from connect_service.db import database
-from connect_service.models import Connection, Credential
+from connect_service.access_keys import create_access_key
+from connect_service.models import AccessKey, Connection, Credential, Organization
 from tests.support.oauth_server import OAuthTestServer
 
 
@@ -372,3 +373,63 @@ def test_parallel_client_credentials_fetches_share_one_org_connection(connect, s
             rows = list(Connection.select().where(Connection.credential == body["id"]))
         assert len(rows) == 1, f"attempt {attempt}: {len(rows)} org-level connections"
         assert rows[0].status == "active" and rows[0].app_id is None and rows[0].customer_id is None
+
+
+# --------------------------------------------------------------------------- seed 003: owner, folder, test credential
+
+
+def test_owner_is_the_creating_access_key_and_folder_id_is_stored_as_given(connect):
+    body = post(connect, {**SEED, "connector_name": "oauth2", "folder_id": "Team folder / 7"})
+    with connect.app.app_context(), database.connection_context():
+        key = AccessKey.get(AccessKey.org == connect.org_id)
+    assert body["owner"] == {"access_key_id": key.id, "name": "tests"}
+    assert body["folder_id"] == "Team folder / 7"
+    assert body["live_credential_id"] is None
+    assert body["test_credential_enabled"] is False and body["test_credential"] is None
+    r = connect.client.patch(f"/v1/credentials/{body['id']}", json={"folder_id": None}, headers=connect.auth)
+    assert r.status_code == 200 and r.get_json()["folder_id"] is None
+    assert r.get_json()["owner"] == body["owner"]
+
+
+def test_live_credential_id_makes_a_test_credential(connect):
+    live = post(connect, {**SEED, "connector_name": "oauth2", "name": "live"})
+    test = post(connect, {**SEED, "connector_name": "oauth2", "name": "test", "live_credential_id": live["id"]})
+    assert test["live_credential_id"] == live["id"]
+    assert test["test_credential_enabled"] is False
+    got = connect.client.get(f"/v1/credentials/{live['id']}", headers=connect.auth).get_json()
+    assert got["test_credential_enabled"] is True
+    assert got["test_credential"] == {"id": test["id"], "created_at": test["created_at"],
+                                      "updated_at": test["updated_at"]}
+    # one test credential per live one; no chains; not itself; only this org's
+    for value, message in ((live["id"], "already has a test credential"), (test["id"], "is itself a test credential"),
+                           ("ccfg_nope", "is not another credential of this organization")):
+        r = connect.client.post("/v1/credentials", json={**SEED, "connector_name": "oauth2", "live_credential_id": value},
+                                headers=connect.auth)
+        assert r.status_code == 400 and details(r.get_json()) == {"live_credential_id": message}
+    r = connect.client.patch(f"/v1/credentials/{live['id']}", json={"live_credential_id": live["id"]},
+                             headers=connect.auth)
+    assert r.status_code == 400 and "live_credential_id" in details(r.get_json())
+    # clearing it (or deleting the test credential) turns the live one back
+    r = connect.client.patch(f"/v1/credentials/{test['id']}", json={"live_credential_id": None}, headers=connect.auth)
+    assert r.status_code == 200 and r.get_json()["live_credential_id"] is None
+    got = connect.client.get(f"/v1/credentials/{live['id']}", headers=connect.auth).get_json()
+    assert got["test_credential_enabled"] is False and got["test_credential"] is None
+    # deleting the live credential leaves the test credential standing, unlinked
+    connect.client.patch(f"/v1/credentials/{test['id']}", json={"live_credential_id": live["id"]}, headers=connect.auth)
+    assert connect.client.delete(f"/v1/credentials/{live['id']}", headers=connect.auth).status_code == 204
+    got = connect.client.get(f"/v1/credentials/{test['id']}", headers=connect.auth).get_json()
+    assert got["live_credential_id"] is None
+
+
+def test_live_credential_of_another_org_is_not_revealed(connect):
+    other = connect.app.test_client()
+    with connect.app.app_context(), database.connection_context():
+        org = Organization.create(name="Other")
+        _, other_key = create_access_key(org, "other")
+    r = other.post("/v1/credentials", json={**SEED, "connector_name": "oauth2"},
+                   headers={"Authorization": f"Bearer {other_key}"})
+    assert r.status_code == 201
+    r = connect.client.post("/v1/credentials", headers=connect.auth,
+                            json={**SEED, "connector_name": "oauth2", "live_credential_id": r.get_json()["id"]})
+    assert r.status_code == 400
+    assert details(r.get_json()) == {"live_credential_id": "is not another credential of this organization"}

@@ -580,18 +580,18 @@ def test_every_built_in_accepts_credentials_through_the_api_and_keeps_secrets_ou
 
 # --- GET /v1/connection-types -----------------------------------------------------------------------------------
 
-def test_connection_types_needs_an_access_key_or_connect_token(connect):
+def test_connection_types_needs_an_access_key_and_refuses_a_connect_token(connect):
+    """Seed 001: a connect token "grants no other API access" than /v1/connect/* (issue 14, item 8)."""
     app = connect.create_app_with_requirements([connection_requirement("k", HTTP_API_KEY)])
     token = connect.token(app, "u1")
     for headers in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Bearer ak_" + "x" * 40},
-                    {"Authorization": f"Basic {connect.access_key}"}):
+                    {"Authorization": f"Basic {connect.access_key}"}, connect.bearer(token)):
         r = connect.client.get("/v1/connection-types?cursor=!!", headers=headers)
         assert r.status_code == 401
         assert r.get_json() == {"error": {"code": "unauthorized", "message": "Unauthorized"}}
     by_key = connect.client.get("/v1/connection-types", headers=connect.auth)
-    by_token = connect.client.get("/v1/connection-types", headers=connect.bearer(token))
-    assert by_key.status_code == by_token.status_code == 200
-    assert by_key.get_json() == by_token.get_json()
+    assert by_key.status_code == 200
+    assert by_key.get_json()["data"]
 
 
 def test_connection_types_lists_every_registered_type(connect):
@@ -632,7 +632,7 @@ def test_connection_types_pages_with_cursor_and_limit(connect):
 def test_connection_types_are_in_the_openapi_document(connect):
     doc = connect.client.get("/openapi.json").get_json()
     op = doc["paths"]["/v1/connection-types"]["get"]
-    assert op["security"] == [{"accessKey": []}, {"connectToken": []}]
+    assert op["security"] == [{"accessKey": []}]  # a connect token grants no access beyond /v1/connect/* (seed 001)
     assert {p["name"] for p in op["parameters"]} >= {"cursor", "limit"}
 
 

@@ -391,3 +391,12 @@ def test_a_failed_first_authorization_emits_connection_error(connect, receiver, 
     [payload] = receiver.payloads()
     assert payload["type"] == "connection.error" and payload["data"]["status"] == "error"
     assert payload["data"]["error"].startswith("authorization failed")
+
+
+def test_an_empty_app_id_is_a_400_naming_it(connect):
+    """Found by the conformance run: ``"app_id": ""`` skipped the org check and failed on the foreign key (500)."""
+    for app_id in ("", "   "):
+        r = connect.client.post("/v1/webhook-endpoints", json={"url": "https://hooks.example.com/x", "app_id": app_id},
+                                headers=connect.auth)
+        assert r.status_code == 400 and "app_id" in r.get_json()["error"]["details"], r.get_json()
+    assert WebhookEndpoint.select().count() == 0

@@ -7,9 +7,11 @@ lone surrogates, depth, field errors as a 400 naming each field) live in :class:
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
+import flask
 import marshmallow as ma
 from flask_smorest import Api as _Api
 from flask_smorest import Blueprint as _Blueprint
@@ -17,6 +19,7 @@ from webargs.flaskparser import FlaskParser
 
 from .. import errors, strict_json
 from . import docs
+from .openapi import declared_rules, finish_document, nullable_enums, operation_doc
 
 BLANK = {"input": "cannot be blank"}
 
@@ -93,11 +96,25 @@ class Blueprint(_Blueprint):
 
     ARGUMENTS_PARSER = ArgumentsParser()
 
+    def operation(self, operation_id: str, *statuses: int, security: list | None = None, **extra: Any):
+        """Document a view's operationId, security and error statuses (``api/openapi.py``) in one decorator."""
+        return self.doc(**operation_doc(operation_id, statuses, security, **extra))
+
 
 class Api(_Api):
     """flask-smorest's Api with the service's error shape everywhere."""
 
     ERROR_SCHEMA = ErrorSchema
+    #: each operation lists its own error statuses (``Blueprint.operation``), so no catch-all ``default``
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _openapi_json(self):
+        """The served document, with the rules only the whole document shows (``openapi.finish_document``)."""
+        return flask.current_app.response_class(json.dumps(finish_document(self.spec.to_dict()), indent=2),
+                                                mimetype="application/json")
+
+    def _register_pagination_header(self):
+        """Pagination here is a cursor in the body: no ``PaginationMetadata`` header component."""
 
     def handle_http_exception(self, error):
         return errors.handle_http_exception(error)
@@ -113,7 +130,7 @@ BLUEPRINT_MODULES = [
 def init_app(app) -> Api:
     app.config.setdefault("API_TITLE", "connect-service")
     app.config.setdefault("API_VERSION", "v1")
-    app.config.setdefault("OPENAPI_VERSION", "3.0.3")
+    app.config.setdefault("OPENAPI_VERSION", "3.1.0")
     app.config.setdefault("OPENAPI_URL_PREFIX", "/")
     app.config.setdefault("OPENAPI_JSON_PATH", "openapi.json")
     api = Api(app, spec_kwargs={"components": {"securitySchemes": {
@@ -121,7 +138,9 @@ def init_app(app) -> Api:
         "connectToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                          "description": "Connect token from POST /v1/connect/tokens"},
     }}})
+    api.ma_plugin.converter.add_attribute_function(nullable_enums)
+    api.ma_plugin.converter.add_attribute_function(declared_rules)
     for name in BLUEPRINT_MODULES:  # imported here, not at the top: each of them imports Blueprint from this module
         api.register_blueprint(importlib.import_module(f"{__name__}.{name}").blp)
-    app.register_blueprint(docs.blp)  # /docs: the docs UI from the pinned swagger-ui-bundle package, CSP 'self'
+    app.register_blueprint(docs.blp)  # /docs: the docs UI from the pinned swagger-ui-py package, CSP 'self'
     return api

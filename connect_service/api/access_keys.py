@@ -11,9 +11,9 @@ from ..auth import require_access_key
 from ..models import AccessKey
 from . import Blueprint, OptionalBody, schemas
 from .common import PageArgs, paginate
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("access_keys", __name__, url_prefix="/v1/access-keys", description="Access Keys")
-SECURITY = [{"accessKey": []}]
 
 
 class AccessKeyCreateSchema(OptionalBody, ma.Schema):
@@ -21,20 +21,20 @@ class AccessKeyCreateSchema(OptionalBody, ma.Schema):
 
 
 class AccessKeySchema(ma.Schema):
-    id = ma.fields.String()
-    name = ma.fields.String()
-    prefix = ma.fields.String()
+    id = ma.fields.String(required=True)
+    name = ma.fields.String(required=True)
+    prefix = ma.fields.String(required=True)
     key = ma.fields.String(metadata={"description": "plaintext, returned only when created"})
-    created_at = ma.fields.String()
-    last_used_at = ma.fields.String(allow_none=True)
-    revoked_at = ma.fields.String(allow_none=True)
+    created_at = schemas.timestamp()
+    last_used_at = schemas.timestamp(allow_none=True)
+    revoked_at = schemas.timestamp(allow_none=True)
 
 
 @blp.route("")
 class AccessKeys(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createAccessKey", 400, 401, 413, 415, security=ACCESS_KEY)
     @blp.arguments(AccessKeyCreateSchema, required=False)
     @blp.response(201, AccessKeySchema)
     def post(self, data):
@@ -42,7 +42,7 @@ class AccessKeys(MethodView):
         key, plaintext = create_access_key(g.org, data.get("name", ""))
         return key_view(key, plaintext)
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listAccessKeys", 400, 401, security=ACCESS_KEY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(AccessKeySchema))
     def get(self, **args):
@@ -55,7 +55,7 @@ class AccessKeys(MethodView):
 class AccessKeyItem(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("revokeAccessKey", 401, 404, security=ACCESS_KEY)
     @blp.response(200, AccessKeySchema)
     def delete(self, key_id):
         """Revoke an Access Key"""

@@ -16,16 +16,16 @@ from ..auth import require_connect_token
 from ..extensions import settings
 from ..requirements import find_requirement
 from . import Blueprint, schemas
+from .openapi import CONNECT_TOKEN, PUBLIC
 
 blp = Blueprint("accounts", __name__, url_prefix="/v1/connect", description="Action-connector accounts")
 
-TOKEN_SECURITY = [{"connectToken": []}]
 
 
 class AccountLinkSchema(ma.Schema):
     connect_link_url = ma.fields.String(required=True, metadata={
         "description": "open it in the end user's browser to link the account"})
-    expires_at = ma.fields.String(required=True, metadata={"example": "2026-11-23T12:30:00Z"})
+    expires_at = schemas.timestamp()
 
 
 class WebhookPayload(ma.Schema):
@@ -45,7 +45,7 @@ class LinkArgs(ma.Schema):
 class Accounts(MethodView):
     decorators = [require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY)
+    @blp.operation("createAccountLink", 400, 401, 404, 409, 429, 502, security=CONNECT_TOKEN)
     @blp.arguments(LinkArgs, location="query", as_kwargs=True)
     @blp.response(201, AccountLinkSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def post(self, requirement_id, return_to=None):
@@ -69,9 +69,10 @@ def signed_webhook(view):
 class Webhook(MethodView):
     decorators = [signed_webhook]
 
-    @blp.doc(security=[], summary="Receive an action-connector platform's webhook",
-             description="Called by the platform at the signed URL this service gave it. A missing, forged "
-                         "or expired signed value is a 401 and changes nothing.")
+    @blp.operation("receiveWebhook", 400, 401, 404, 413, 415, 429, 502, security=PUBLIC,
+                   summary="Receive an action-connector platform's webhook",
+                   description="Called by the platform at the signed URL this service gave it. A missing, forged "
+                               "or expired signed value is a 401 and changes nothing.")
     @blp.arguments(WebhookPayload)
     @blp.response(200, schemas.MessageSchema)
     def post(self, payload, target):
@@ -82,7 +83,7 @@ class Webhook(MethodView):
 @blp.route("/webhooks/<string:connector>", strict_slashes=False)
 class UnsignedWebhook(MethodView):
 
-    @blp.doc(security=[])
+    @blp.operation("refuseUnsignedWebhook", 401, 404, security=PUBLIC)
     def post(self, connector):
         """A webhook without its signed value: always refused"""
         accounts.connector_type(connector)

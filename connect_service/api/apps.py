@@ -10,11 +10,10 @@ from ..auth import require_access_key
 from ..models import App
 from ..requirements import VersionCreateSchema, version_view
 from . import Blueprint, schemas
-from .common import PageArgs, paginate, resolve_path
+from .common import PageArgs, VersionPageArgs, paginate, resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("apps", __name__, url_prefix="/v1/apps", description="Apps and workflow versions")
-
-SECURITY = [{"accessKey": []}]
 
 
 def _org_app(app_id: str) -> App:
@@ -25,14 +24,14 @@ def _org_app(app_id: str) -> App:
 class Apps(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createApp", 400, 401, 409, 413, 415, security=ACCESS_KEY)
     @blp.arguments(AppCreateSchema)
     @blp.response(201, schemas.AppSchema)
     def post(self, data):
         """Create an app"""
         return app_view(apps.create(g.org, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listApps", 400, 401, security=ACCESS_KEY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(schemas.AppSchema))
     def get(self, **args):
@@ -45,20 +44,20 @@ class Apps(MethodView):
 class AppItem(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("getApp", 401, 404, security=ACCESS_KEY)
     @blp.response(200, schemas.AppSchema)
     def get(self, app):
         """Get an app"""
         return app_view(app)
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("updateApp", 400, 401, 404, 409, 413, 415, security=ACCESS_KEY)
     @blp.arguments(AppPatchSchema)
     @blp.response(200, schemas.AppSchema)
     def patch(self, data, app):
         """Update an app"""
         return app_view(apps.update(app, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deleteApp", 401, 404, security=ACCESS_KEY)
     @blp.response(204)
     def delete(self, app):
         """Delete an app: its connections (revoked at the provider where possible), own credentials, versions"""
@@ -69,7 +68,7 @@ class AppItem(MethodView):
 class UserVerificationSecret(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("rotateUserVerificationSecret", 401, 404, 409, security=ACCESS_KEY)
     @blp.response(200, schemas.AppSchema)
     def post(self, app):
         """Rotate the app's user_verification_secret: the answer shows the new one once (409 unless "required")"""
@@ -81,7 +80,9 @@ class UserVerificationSecret(MethodView):
 class UserTokens(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("revokeUserTokens", 400, 401, 404, security=ACCESS_KEY, parameters=[
+        {"in": "path", "name": "user_id", "required": True, "description": "percent-encoded; may contain `/`",
+         "schema": {"type": "string", "minLength": 1, "maxLength": tokens.USER_ID_MAX, "pattern": "^[^/]"}}])
     @blp.response(204)
     def delete(self, app, user_id):
         """Revoke every connect token minted for this end user so far (tokens minted afterwards work)"""
@@ -92,15 +93,15 @@ class UserTokens(MethodView):
 class Versions(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createVersion", 400, 401, 404, 409, 413, 415, security=ACCESS_KEY)
     @blp.arguments(VersionCreateSchema)
     @blp.response(201, schemas.VersionSchema)
     def post(self, data, app):
         """Create a workflow version with its requirements"""
         return version_view(requirements.new_version(app, data["requirements"]))
 
-    @blp.doc(security=SECURITY)
-    @blp.arguments(PageArgs, location="query", as_kwargs=True)
+    @blp.operation("listVersions", 400, 401, 404, security=ACCESS_KEY)
+    @blp.arguments(VersionPageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(schemas.VersionSchema))
     def get(self, app, **args):
         """List an app's workflow versions, oldest first (the cursor is the last number seen)"""
@@ -112,7 +113,7 @@ class Versions(MethodView):
 class Deploy(MethodView):
     decorators = [resolve_path(app_id=_org_app), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deployVersion", 401, 404, security=ACCESS_KEY)
     @blp.response(200, schemas.VersionSchema)
     def post(self, app, number):
         """Deploy a workflow version (its requirements become the app's)"""

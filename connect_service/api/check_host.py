@@ -16,19 +16,20 @@ from flask.views import MethodView
 
 from .. import credentials, errors
 from ..auth import require_access_key
+from ..fields import HTTP_URL
 from ..models import Connection
 from . import Blueprint
 from .common import resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("check_host", __name__, url_prefix="/v1/connections",
                 description="Check a URL against a connection's allowed hosts")
 
-SECURITY = [{"accessKey": []}]
 
 
 class CheckHostSchema(ma.Schema):
-    url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048),
-                           metadata={"example": "https://api.example.com/v1/items"})
+    url = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=2048), metadata={
+        "example": "https://api.example.com/v1/items", "format": "uri", "pattern": HTTP_URL})
 
 
 class CheckHostResultSchema(ma.Schema):
@@ -49,7 +50,7 @@ def _org_connection(conn_id: str) -> Connection:
 class CheckHost(MethodView):
     decorators = [resolve_path(conn_id=_org_connection), require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("checkHost", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(CheckHostSchema)
     @blp.response(200, CheckHostResultSchema)
     def post(self, data, conn):

@@ -13,23 +13,20 @@ from ..statuses import statuses_for
 from ..tokens import TokenCreateSchema, issue_connect_token
 from . import Blueprint, schemas
 from .common import resolve_path
+from .openapi import CONNECT_TOKEN, PUBLIC
 
 blp = Blueprint("connect", __name__, url_prefix="/v1/connect", description="End-user connect flow")
-TOKEN_SECURITY = [{"connectToken": []}]
 
 
 class TokenSchema(ma.Schema):
     token = ma.fields.String(required=True)
-    expires_at = ma.fields.String(required=True)
+    expires_at = schemas.timestamp()
     connect_url = ma.fields.String(required=True)
 
 
 class ConfigSubmitSchema(ma.Schema):
-    """Seed 000's body, loaded as sent: ``requirements.submit_config`` judges it (the hosted page's form too),
-    because its messages name the type the requirement declares."""
-
-    class Meta:
-        unknown = ma.INCLUDE
+    """Seed 000's body: ``requirements.submit_config`` judges ``type`` and ``config`` (the hosted page's form too),
+    because its messages name the type the requirement declares; another field is refused here, as documented."""
 
     type = ma.fields.Raw(allow_none=True, metadata={
         "type": "string", "description": "required: the requirement's connection type",
@@ -45,7 +42,11 @@ def _deployed_requirement(requirement_id: str):
 
 @blp.route("/tokens")
 class Tokens(MethodView):
-    @blp.doc(security=[{}, {"accessKey": []}])
+    @blp.operation("createConnectToken", 400, 401, 404, 413, 415, 429, security=PUBLIC, description=(
+        "Creates a short-lived connect token (24 hours) for an end user of the app, and the URL of the hosted "
+        "connect page pre-filled with it. Call it on the app's hostname, which identifies the app. Public apps "
+        "can be called without credentials; private apps require an Access Key of the app's organization "
+        "(`Authorization: Bearer ak_…`, else 401)."))
     @blp.arguments(TokenCreateSchema)
     @blp.response(201, TokenSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def post(self, data):
@@ -65,7 +66,7 @@ class Tokens(MethodView):
 class Requirements(MethodView):
     decorators = [require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY)
+    @blp.operation("listRequirements", 401, security=CONNECT_TOKEN)
     @blp.response(200, schemas.list_of(schemas.RequirementSchema, paged=False))
     def get(self):
         """List the requirements of the app's deployed version"""
@@ -76,7 +77,7 @@ class Requirements(MethodView):
 class Statuses(MethodView):
     decorators = [require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY)
+    @blp.operation("getRequirementStatuses", 401, security=CONNECT_TOKEN)
     @blp.response(200, schemas.list_of(schemas.RequirementStatusSchema, paged=False))
     def get(self):
         """Requirements with ``completed``/``pending`` for the token's user"""
@@ -87,7 +88,7 @@ class Statuses(MethodView):
 class ConfigSubmit(MethodView):
     decorators = [resolve_path(requirement_id=_deployed_requirement), require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY)
+    @blp.operation("submitCredentials", 400, 401, 404, 409, 413, 415, 429, security=CONNECT_TOKEN)
     @blp.arguments(ConfigSubmitSchema)
     @blp.response(201, schemas.MessageSchema)
     def post(self, body, requirement):

@@ -1,18 +1,19 @@
-"""``GET /v1/connection-types``: every registered connection type and its form (Access Key or connect token)."""
-from __future__ import annotations
+"""``GET /v1/connection-types``: every registered connection type and its form (Access Key only).
 
-import base64
-import binascii
-import functools
+A connect token grants no API access beyond ``/v1/connect/*`` (seed 001), so it is refused here with 401;
+the hosted page reads the registry itself.
+"""
+from __future__ import annotations
 
 import marshmallow as ma
 from flask.views import MethodView
 
-from .. import errors
-from ..auth import authenticate_access_key, bearer, connect_identity
+from ..auth import require_access_key
+from ..connection_types import TYPE_NAME_RE
 from ..extensions import registry
 from . import Blueprint, schemas
-from .common import PageArgs
+from .common import PageArgs, cursor_field
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("connection_types", __name__, url_prefix="/v1/connection-types",
                 description="Registered connection types (from plugins) and the forms that fulfil them")
@@ -49,46 +50,22 @@ class ConnectionTypeSchema(ma.Schema):
     form = ma.fields.Nested(FormSchema, required=True)
 
 
-def require_key_or_token(view):
-    """Either an org's Access Key or an end user's connect token, else 401 (checked before any argument)."""
-
-    @functools.wraps(view)
-    def wrapper(*args, **kwargs):
-        token = bearer()
-        if authenticate_access_key(token) is None and connect_identity(token) is None:
-            raise errors.Unauthorized()
-        return view(*args, **kwargs)
-
-    return wrapper
-
-
-def _encode_cursor(name: str) -> str:
-    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> str:
-    try:
-        name = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode()
-    except (ValueError, binascii.Error):
-        name = ""
-    if not name:
-        raise errors.BadRequest({"cursor": "is not a valid cursor"})
-    return name
+class TypePageArgs(PageArgs):
+    cursor = cursor_field(TYPE_NAME_RE.pattern, "the last type name seen (next_cursor)")
 
 
 @blp.route("")
 class ConnectionTypes(MethodView):
-    decorators = [require_key_or_token]
+    decorators = [require_access_key]
 
-    @blp.doc(security=[{"accessKey": []}, {"connectToken": []}])
-    @blp.arguments(PageArgs, location="query", as_kwargs=True)
+    @blp.operation("listConnectionTypes", 400, 401, security=ACCESS_KEY)
+    @blp.arguments(TypePageArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(ConnectionTypeSchema))
     def get(self, cursor=None, limit=50):
-        """List connection types (Access Key or connect token), sorted by name"""
+        """List connection types, sorted by name (an Access Key; a connect token is refused)"""
         items = registry().describe()
         if cursor:
-            after = _decode_cursor(cursor)
-            items = [item for item in items if item["name"] > after]
+            items = [item for item in items if item["name"] > cursor]
         page = items[:limit]
-        next_cursor = _encode_cursor(page[-1]["name"]) if len(items) > limit else None
+        next_cursor = page[-1]["name"] if len(items) > limit else None
         return {"data": page, "next_cursor": next_cursor}

@@ -22,11 +22,11 @@ from ..fields import NonBlank
 from ..models import Connection
 from . import Blueprint, schemas
 from .common import PageArgs, paginate, resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("connections", __name__, url_prefix="/v1/connections",
                 description="End-user connections and their credentials")
 
-SECURITY = [{"accessKey": []}]
 NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -76,23 +76,25 @@ class ReadArgs(ma.Schema):
 
 
 class ConnectionSchema(ma.Schema):
+    """Seed 002's connection: every field it lists as required is always present (null where it says so)."""
+
     id = fields.String(required=True)
-    customer_id = fields.String(allow_none=True)
-    connector_config_id = fields.String(allow_none=True)
-    integration_id = fields.String(allow_none=True)
-    created_at = fields.String()
-    updated_at = fields.String()
-    display_name = fields.String(allow_none=True)
-    disabled = fields.Boolean(allow_none=True)
+    customer_id = fields.String(required=True, allow_none=True)
+    connector_config_id = fields.String(required=True, allow_none=True)
+    integration_id = fields.String(required=True, allow_none=True)
+    created_at = schemas.timestamp()
+    updated_at = schemas.timestamp()
+    display_name = fields.String(required=True, allow_none=True)
+    disabled = fields.Boolean(required=True, allow_none=True)
     metadata = fields.Dict(allow_none=True)
-    connector_name = fields.String()
-    settings = fields.Dict()
-    status = fields.String(validate=validate.OneOf(["pending", "active", "error"]))
-    status_reason = fields.String(allow_none=True)
-    app_id = fields.String(allow_none=True)
-    type = fields.String()
-    requirement_id = fields.String(allow_none=True)
-    last_fetched_at = fields.String(allow_none=True)
+    connector_name = fields.String(required=True)
+    settings = fields.Dict(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["pending", "active", "error"]))
+    status_reason = fields.String(required=True, allow_none=True)
+    app_id = fields.String(required=True, allow_none=True)
+    type = fields.String(required=True)
+    requirement_id = fields.String(required=True, allow_none=True)
+    last_fetched_at = schemas.timestamp(allow_none=True)
 
 
 READ_PARAMS = [
@@ -129,14 +131,14 @@ def _request_started() -> datetime.datetime:
 class Connections(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createConnection", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(ConnectionCreateSchema, description="seed 002")
     @blp.response(200, ConnectionSchema)
     def post(self, data):
         """Create (import) a connection (answers 200, as seed 002 documents)"""
         return connection_view(lifecycle.import_connection(g.org.id, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listConnections", 400, 401, security=ACCESS_KEY)
     @blp.arguments(ListArgs, location="query", as_kwargs=True)
     @blp.response(200, schemas.list_of(ConnectionSchema))
     def get(self, **args):
@@ -149,7 +151,7 @@ class Connections(MethodView):
 class ConnectionItem(MethodView):
     decorators = [resolve_path(conn_id=_org_connection), require_access_key]
 
-    @blp.doc(security=SECURITY, parameters=READ_PARAMS)
+    @blp.operation("getConnection", 400, 401, 404, 409, 502, security=ACCESS_KEY, parameters=READ_PARAMS)
     @blp.response(200, ConnectionSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def get(self, conn):
         """Get a connection; with include_secrets=true, its (fresh) credentials"""
@@ -159,14 +161,14 @@ class ConnectionItem(MethodView):
                                         not_before=not_before)
         return (out, 200, NO_STORE) if args["include_secrets"] else out
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("updateConnection", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(ConnectionPatchSchema)
     @blp.response(200, ConnectionSchema)
     def patch(self, data, conn):
         """Update metadata (shallow merge), display_name, disabled"""
         return connection_view(update_connection(conn, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deleteConnection", 401, 404, security=ACCESS_KEY)
     @blp.response(204)
     def delete(self, conn):
         """Revoke the tokens at the provider where it can, then delete the connection"""

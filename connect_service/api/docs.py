@@ -1,6 +1,7 @@
 """``/docs``: the API docs UI (Swagger UI) served from a pinned Python package, never from a CDN.
 
-The files come from ``swagger-ui-bundle`` (pinned in ``pyproject.toml``) and
+The files come from ``swagger-ui-py`` (pinned in ``pyproject.toml``; Swagger UI 5, which reads the
+OpenAPI 3.1 document) and
 our own start-up script; the page's CSP allows only ``'self'`` (and inline
 ``data:`` images for the stylesheet's icons), so nothing the page loads or
 sends can leave the service (issue 12 item 6). Swagger UI's validator badge,
@@ -8,11 +9,15 @@ which would send the spec to validator.swagger.io, is switched off.
 """
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 from flask import Blueprint, Response, send_from_directory, url_for
-from swagger_ui_bundle import swagger_ui_path
 
 from .. import errors
 
+#: the package's static folder, found without importing it (its ``__init__`` loads framework handlers)
+swagger_ui_path = pathlib.Path(importlib.util.find_spec("swagger_ui").submodule_search_locations[0]) / "static"
 #: the Swagger UI files this page uses (everything else in the package stays unserved)
 UI_FILES = {"swagger-ui.css", "swagger-ui-bundle.js"}
 #: 'self' only; images may also be data: URIs (Swagger UI's CSS icons), which are inline and fetch nothing

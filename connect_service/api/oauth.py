@@ -15,14 +15,13 @@ from flask.views import MethodView
 
 from .. import errors, oauth
 from ..auth import require_access_key, require_connect_token
-from ..fields import NonBlank
+from ..fields import HTTP_URL, NonBlank
 from . import Blueprint
+from .openapi import ACCESS_KEY, CONNECT_TOKEN, PUBLIC
 
 blp = Blueprint("oauth", __name__, url_prefix="/v1", description="OAuth2 connections",
                 template_folder="../web/templates")
 
-TOKEN_SECURITY = [{"connectToken": []}]
-KEY_SECURITY = [{"accessKey": []}]
 #: response headers of every browser-facing page of the flow: the callback URL carries the code
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
@@ -90,8 +89,9 @@ class AuthorizeResponseSchema(ma.Schema):
 class Authorize(MethodView):
     decorators = [require_connect_token]
 
-    @blp.doc(security=TOKEN_SECURITY, parameters=[{"in": "query", "name": "return_to", "schema": {"type": "string"},
-                                                   "description": "exactly one of the app's return_urls"}])
+    @blp.operation("startOAuth2Authorization", 400, 401, 404, 409, 429, security=CONNECT_TOKEN, parameters=[
+        {"in": "query", "name": "return_to", "schema": {"type": "string", "format": "uri", "pattern": HTTP_URL},
+         "description": "exactly one of the app's return_urls"}])
     @blp.response(201, AuthorizeResponseSchema)
     def post(self, requirement_id):
         """Start OAuth2 for a requirement: a pending connection and the authorization URL"""
@@ -112,7 +112,7 @@ class Callback(MethodView):
     @blp.doc(responses={"200": {"description": "the result page", "content": {"text/html": {"schema": {"type": "string"}}}},
                         "303": {"description": "redirect to the flow's return URL"},
                         "400": _page_response("the result page naming the problem")})
-    @blp.doc(security=[], parameters=[
+    @blp.operation("completeOAuth2Callback", security=PUBLIC, parameters=[
         {"in": "query", "name": name, "schema": {"type": "string"}} for name in
         ("state", "code", "error", "error_description", "iss")])
     @blp.response(200, description="the result page, or a 303 redirect to the flow's return URL")
@@ -131,8 +131,9 @@ class Callback(MethodView):
 
 @blp.route("/connect/oauth2/start/<string:signed>")
 class CredentialStart(MethodView):
-    @blp.doc(security=[], responses={"400": _page_response("the link is invalid or expired, or cannot start"),
-                                     "404": _page_response("the credential is gone or does not use authorization_code")})
+    @blp.operation("startCredentialAuthorization", security=PUBLIC, responses={
+        "400": _page_response("the link is invalid or expired, or cannot start"),
+        "404": _page_response("the credential is gone or does not use authorization_code")})
     @blp.response(303, description="redirect to the provider's authorization page")
     def get(self, signed):
         """Start the org-level authorization of a credential (its signed ``redirect_url``)"""
@@ -178,7 +179,7 @@ def _resolve_embed_target(view):
 class Initialise(MethodView):
     decorators = [_resolve_embed_target, require_access_key]
 
-    @blp.doc(security=KEY_SECURITY)
+    @blp.operation("initialiseOAuth2", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(InitialiseSchema)
     @blp.response(200, InitialiseResponseSchema)
     def post(self, data, target):

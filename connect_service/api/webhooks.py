@@ -9,42 +9,43 @@ from marshmallow import fields, validate
 from .. import webhooks
 from ..auth import require_access_key
 from ..models import WebhookDelivery, WebhookEndpoint
-from ..webhooks import DELIVERY_STATUSES, EndpointCreateSchema
+from ..fields import NonBlank
+from ..webhooks import DELIVERY_STATUSES, EVENT_TYPES, EndpointCreateSchema
 from . import Blueprint, schemas
 from .common import PageArgs, paginate, resolve_path
+from .openapi import ACCESS_KEY
 
 blp = Blueprint("webhooks", __name__, url_prefix="/v1", description="Webhook endpoints and deliveries")
-SECURITY = [{"accessKey": []}]
 
 
-class EndpointSchema(ma.Schema):
-    id = fields.String()
-    url = fields.String()
-    events = fields.List(fields.String())
-    app_id = fields.String(allow_none=True)
-    description = fields.String()
-    disabled = fields.Boolean(metadata={"description": "true after failing continuously for 5 days"})
-    disabled_at = fields.String(allow_none=True)
-    failing_since = fields.String(allow_none=True)
+class WebhookEndpointSchema(ma.Schema):
+    id = fields.String(required=True)
+    url = fields.String(required=True)
+    events = fields.List(fields.String(validate=validate.OneOf(EVENT_TYPES)), required=True)
+    app_id = fields.String(required=True, allow_none=True)
+    description = fields.String(required=True)
+    disabled = fields.Boolean(required=True, metadata={"description": "true after failing continuously for 5 days"})
+    disabled_at = schemas.timestamp(allow_none=True)
+    failing_since = schemas.timestamp(allow_none=True)
     secret = fields.String(metadata={"description": "`whsec_…`, only in the answer that created or rotated it"})
-    created_at = fields.String()
+    created_at = schemas.timestamp()
 
 
-class DeliverySchema(ma.Schema):
-    id = fields.String()
-    event_id = fields.String(metadata={"description": "the `webhook-id` header, stable across retries"})
-    event_type = fields.String()
-    endpoint_id = fields.String()
-    status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
-    attempts = fields.Integer()
-    last_status_code = fields.Integer(allow_none=True)
-    last_error = fields.String(allow_none=True)
-    next_attempt_at = fields.String(allow_none=True)
-    created_at = fields.String()
+class WebhookDeliverySchema(ma.Schema):
+    id = fields.String(required=True)
+    event_id = fields.String(required=True, metadata={"description": "the `webhook-id` header, stable across retries"})
+    event_type = fields.String(required=True, validate=validate.OneOf(EVENT_TYPES))
+    endpoint_id = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(DELIVERY_STATUSES))
+    attempts = fields.Integer(required=True)
+    last_status_code = fields.Integer(required=True, allow_none=True)
+    last_error = fields.String(required=True, allow_none=True)
+    next_attempt_at = schemas.timestamp(allow_none=True, metadata={"description": "while pending; else null"})
+    created_at = schemas.timestamp()
 
 
 class DeliveryListArgs(PageArgs):
-    endpoint_id = fields.String()
+    endpoint_id = NonBlank()
     status = fields.String(validate=validate.OneOf(DELIVERY_STATUSES))
 
 
@@ -60,16 +61,16 @@ def _delivery(delivery_id: str) -> WebhookDelivery:
 class Endpoints(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("createWebhookEndpoint", 400, 401, 413, 415, security=ACCESS_KEY)
     @blp.arguments(EndpointCreateSchema)
-    @blp.response(201, EndpointSchema)
+    @blp.response(201, WebhookEndpointSchema)
     def post(self, data):
         """Create a webhook endpoint (its `secret` is shown only in this answer)"""
         return webhooks.endpoint_view(*webhooks.create_endpoint(g.org, data))
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listWebhookEndpoints", 400, 401, security=ACCESS_KEY)
     @blp.arguments(PageArgs, location="query", as_kwargs=True)
-    @blp.response(200, schemas.list_of(EndpointSchema))
+    @blp.response(200, schemas.list_of(WebhookEndpointSchema))
     def get(self, **args):
         """List webhook endpoints"""
         rows, cursor = paginate(webhooks.org_endpoints(g.org.id), WebhookEndpoint, args)
@@ -80,13 +81,13 @@ class Endpoints(MethodView):
 class EndpointItem(MethodView):
     decorators = [resolve_path(endpoint_id=_endpoint), require_access_key]
 
-    @blp.doc(security=SECURITY)
-    @blp.response(200, EndpointSchema)
+    @blp.operation("getWebhookEndpoint", 401, security=ACCESS_KEY)
+    @blp.response(200, WebhookEndpointSchema)
     def get(self, endpoint):
         """Get a webhook endpoint (never its secret)"""
         return webhooks.endpoint_view(endpoint)
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("deleteWebhookEndpoint", 401, security=ACCESS_KEY)
     @blp.response(204)
     def delete(self, endpoint):
         """Delete a webhook endpoint and its deliveries"""
@@ -97,8 +98,8 @@ class EndpointItem(MethodView):
 class EndpointRotate(MethodView):
     decorators = [resolve_path(endpoint_id=_endpoint), require_access_key]
 
-    @blp.doc(security=SECURITY)
-    @blp.response(200, EndpointSchema)
+    @blp.operation("rotateWebhookEndpointSecret", 401, security=ACCESS_KEY)
+    @blp.response(200, WebhookEndpointSchema)
     def post(self, endpoint):
         """Rotate the secret: the old one keeps signing beside the new one for 24 h"""
         return webhooks.endpoint_view(*webhooks.rotate_secret(endpoint))
@@ -108,9 +109,9 @@ class EndpointRotate(MethodView):
 class Deliveries(MethodView):
     decorators = [require_access_key]
 
-    @blp.doc(security=SECURITY)
+    @blp.operation("listWebhookDeliveries", 400, 401, security=ACCESS_KEY)
     @blp.arguments(DeliveryListArgs, location="query", as_kwargs=True)
-    @blp.response(200, schemas.list_of(DeliverySchema))
+    @blp.response(200, schemas.list_of(WebhookDeliverySchema))
     def get(self, **args):
         """List webhook deliveries (filters: endpoint_id, status)"""
         rows, cursor = paginate(webhooks.org_deliveries(g.org.id, args), WebhookDelivery, args)
@@ -121,8 +122,8 @@ class Deliveries(MethodView):
 class DeliveryRetry(MethodView):
     decorators = [resolve_path(delivery_id=_delivery), require_access_key]
 
-    @blp.doc(security=SECURITY)
-    @blp.response(200, DeliverySchema)
+    @blp.operation("retryWebhookDelivery", 401, 409, security=ACCESS_KEY)
+    @blp.response(200, WebhookDeliverySchema)
     def post(self, delivery):
         """Queue a delivery again at once"""
         return webhooks.delivery_view(webhooks.retry_delivery(delivery))
