@@ -22,9 +22,10 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
-from schemathesis.checks import CHECKS, load_all_checks, not_a_server_error
+from schemathesis.checks import CHECKS, load_all_checks
 
 from connect_service import strict_json
+from tests.support.fuzz_checks import upstream_failures_are_not_server_errors
 from tests.test_fuzz import loopback_dns_only, real_ids, seeded  # noqa: F401,F811  (fixtures)
 
 EXAMPLES = int(os.environ.get("CONNECT_CONFORMANCE_EXAMPLES", "25"))
@@ -94,20 +95,6 @@ def state_rules_only(ctx, response, case):
         raise AssertionError(f"Schema-valid request rejected with 400 for {unexplained or 'no named field'}: "
                              f"{str(details)[:300]}")
     return None
-
-
-def upstream_failures_are_not_server_errors(ctx, response, case):
-    """``not_a_server_error``, except a documented 502 ``bad_gateway``: the provider (here, a host the test's DNS
-    does not resolve) failed, not the service."""
-    responses = case.operation.definition.raw.get("responses", {})
-    if response.status_code == 502 and ({"502", "5XX"} & set(responses)):
-        try:
-            code = (response.json().get("error") or {}).get("code")
-        except ValueError:
-            code = None
-        if code == "bad_gateway":
-            return None
-    return not_a_server_error(ctx, response, case)
 
 
 #: the checks replaced by a narrower one above
