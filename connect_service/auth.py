@@ -66,14 +66,19 @@ def require_access_key(view):
 def _app_unless_revoked(identity: ConnectToken) -> App | None:
     """The token's app, unless the app or the user's tokens were revoked after it was issued.
 
-    One indexed lookup: the app by primary key, joined to the (app, user) revocation by its primary key.
+    One indexed lookup, its SQL built once per process: the app by primary key, left-joined to
+    the (app, user) revocation by its primary key.
     """
-    user_cut = TokenRevocation.tokens_valid_after.alias("user_tokens_valid_after")
-    app = (App.select(App, user_cut)
-           .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
-                 on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == identity.user_id))
-           .where(App.id == identity.app_id).objects().first())
-    if app is None or is_revoked(identity, app.tokens_valid_after, app.user_tokens_valid_after):
+    sql = compiled_sql("auth.app_unless_revoked", lambda: (
+        App.select(App, TokenRevocation.tokens_valid_after)
+        .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
+              on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == ""))
+        .where(App.id == "")))
+    found = fetch_models(sql, (identity.user_id, identity.app_id), App, extra=(TokenRevocation.tokens_valid_after,))
+    if not found:
+        return None
+    (app,), (user_cut,) = found[0]
+    if is_revoked(identity, app.tokens_valid_after, user_cut):
         return None
     return app
 

@@ -206,11 +206,12 @@ def _loaded(model: type, data: dict) -> Any:
     return obj
 
 
-def fetch_models(sql: str, params: tuple, *models: type) -> list[tuple]:
+def fetch_models(sql: str, params: tuple, *models: type, extra: tuple = ()) -> list[tuple]:
     """Run ``sql`` (selecting every column of each of ``models``, in field order) and build instances.
 
     One tuple of instances per row, as peewee's own cursor wrapper builds them (no defaults
-    computed, nothing dirty), without peewee building the SQL again.
+    computed, nothing dirty), without peewee building the SQL again. With ``extra`` (fields
+    selected after the models' columns), each row is ``(instances, extra values)`` instead.
     """
     shapes = [(model, model._meta.sorted_fields) for model in models]
     out = []
@@ -219,7 +220,10 @@ def fetch_models(sql: str, params: tuple, *models: type) -> list[tuple]:
         for model, fields in shapes:
             instances.append(_loaded(model, {f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)}))
             i += len(fields)
-        out.append(tuple(instances))
+        if extra:
+            out.append((tuple(instances), tuple(f.python_value(v) for f, v in zip(extra, row[i:]))))
+        else:
+            out.append(tuple(instances))
     return out
 
 
