@@ -145,5 +145,22 @@ class JSONProvider(DefaultJSONProvider):
     """
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """``json.dumps`` of the value as it is when that is already strict, else of :func:`sanitise` of it.
+
+        The value is already strict when ``json`` writes it without error (``allow_nan=False``
+        refuses non-finite floats, a stray object raises ``TypeError``), the text holds no
+        ``\\ud`` escape (so no surrogate at all, lone or paired, with ``ensure_ascii``) and
+        it has no more opening brackets than :data:`MAX_DEPTH` (a bound on its nesting).
+        Anything else is written again from :func:`sanitise`, so the answer is the same
+        either way; the walk in Python is only paid for values that may need it.
+        """
         kwargs.setdefault("allow_nan", False)
+        if kwargs.get("ensure_ascii", self.ensure_ascii):
+            try:
+                text = super().dumps(obj, **kwargs)
+            except (ValueError, TypeError, RecursionError):
+                pass
+            else:
+                if "\\ud" not in text and text.count("{") + text.count("[") <= MAX_DEPTH:
+                    return text
         return super().dumps(sanitise(obj), **kwargs)

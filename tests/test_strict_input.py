@@ -168,6 +168,19 @@ def test_responses_are_strict_json_even_for_a_non_finite_value(connect):
     assert strict_loads(body.encode()) == {"a": None, "b": [None], "c": "x\ufffd"}
 
 
+def test_the_providers_fast_path_writes_what_sanitise_would(connect):
+    """Values that are already strict skip the walk in Python; every other value is written from sanitise."""
+    values = [{"data": [{"id": "r1", "title": "Tickets \u00e9\u4e2d", "status": "pending", "n": 1.5, "k": None}]},
+              {"emoji": "\U0001F600"},  # a valid pair: escaped as two \\ud… halves, so the slow path runs
+              {"lone": "x" + SURROGATE}, {"nan": float("nan")}, [float("inf")], nested(31), nested(32),
+              nested(40), {"backslash": "\\udon't"}, [{"a": [1, 2, {"b": "c"}]}] * 20]
+    with connect.app.test_request_context():
+        for value in values:
+            expected = json.dumps(strict_json.sanitise(value), allow_nan=False, ensure_ascii=True,
+                                  sort_keys=False)
+            assert connect.app.json.dumps(value) == expected, str(value)[:40]
+
+
 # --- the hosted page's form posts ----------------------------------------------------------------
 
 def test_form_to_config_refuses_deep_surrogate_and_non_finite_json():
