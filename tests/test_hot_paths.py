@@ -182,3 +182,32 @@ def test_hot_requests_run_one_or_two_queries(connect, sql_log):
     # app row; app row + the user's connections; app by host + one rate-limit upsert; key + connection + the
     # audit row every secrets read writes (issue 16), last_fetched_at being at most one write a second
     assert counts == {"requirements": 1, "statuses": 2, "token": 2, "secrets": 3}
+
+
+def test_hot_answers_are_already_what_their_schemas_dump(connect):
+    """The hot views answer without a marshmallow pass (api.common.dumped): dumping changes nothing."""
+    from connect_service.api import schemas
+    from connect_service.api.connect import TokenSchema
+    from connect_service.api.connections import ConnectionSchema
+
+    app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
+    token = connect.token(app, "u1")
+    rid = connect.requirement_id(app, "k")
+    assert connect.submit_credentials(token, rid, API_KEY, {"url": "https://h.example", "api_key": "k"}).status_code \
+        == 201
+    conn_id = connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"][0]["id"]
+    answers = {
+        "requirements": (connect.client.get("/v1/connect/requirements", headers=connect.bearer(token)),
+                         schemas.list_of(schemas.RequirementSchema, paged=False)),
+        "statuses": (statuses(connect, token), schemas.list_of(schemas.RequirementStatusSchema, paged=False)),
+        "token": (connect.client.post("/v1/connect/tokens", json={"user_id": "u1"}, headers={"Host": app["hostname"]}),
+                  TokenSchema),
+        "secrets": (connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true", headers=connect.auth),
+                    ConnectionSchema),
+        "connection": (connect.client.get(f"/v1/connections/{conn_id}", headers=connect.auth), ConnectionSchema),
+    }
+    for name, (response, schema) in answers.items():
+        assert response.status_code in (200, 201), name
+        body = response.get_json()
+        assert schema().dump(body) == body, name
+        assert schema().validate(body) == {}, name

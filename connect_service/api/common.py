@@ -6,6 +6,7 @@ import functools
 from typing import Any, Callable
 
 import marshmallow as ma
+from flask import Response, current_app
 
 
 
@@ -27,6 +28,17 @@ def resolve_path(**loaders: Callable[[str], Any]):
             return view(*args, **kwargs)
         return wrapper
     return decorator
+
+
+def dumped(data: Any) -> Response:
+    """A JSON answer of ``data`` that is already what the response schema's ``dump`` makes of it.
+
+    flask-smorest returns a ``Response`` as it is, so the hot endpoints skip a marshmallow
+    pass over values they built in the dumped form themselves (plain dicts, ISO strings);
+    ``@blp.response`` still documents the schema. tests/test_hot_paths.py checks, for each
+    view that answers this way, that dumping its answer with the schema changes nothing.
+    """
+    return current_app.json.response(data)
 
 
 # --- pagination -----------------------------------------------------------------------------

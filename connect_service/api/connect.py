@@ -12,7 +12,7 @@ from ..requirements import deployed_requirements, find_requirement, requirement_
 from ..statuses import statuses_for
 from ..tokens import TokenCreateSchema, issue_connect_token
 from . import Blueprint, schemas
-from .common import resolve_path
+from .common import dumped, resolve_path
 from .openapi import CONNECT_TOKEN, PUBLIC
 
 blp = Blueprint("connect", __name__, url_prefix="/v1/connect", description="End-user connect flow")
@@ -59,7 +59,7 @@ class Tokens(MethodView):
             key = authenticate_access_key(bearer())
             if key is None or key.org_id != app.org_id:
                 raise errors.Unauthorized()
-        return issue_connect_token(app, data), 201, {"Cache-Control": "no-store"}
+        return dumped(issue_connect_token(app, data)), 201, {"Cache-Control": "no-store"}
 
 
 @blp.route("/requirements")
@@ -70,7 +70,7 @@ class Requirements(MethodView):
     @blp.response(200, schemas.list_of(schemas.RequirementSchema, paged=False))
     def get(self):
         """List the requirements of the app's deployed version"""
-        return {"data": [requirement_view(r) for r in deployed_requirements(g.app)]}
+        return dumped({"data": [requirement_view(r) for r in deployed_requirements(g.app)]})
 
 
 @blp.route("/requirements/statuses")
@@ -81,7 +81,7 @@ class Statuses(MethodView):
     @blp.response(200, schemas.list_of(schemas.RequirementStatusSchema, paged=False))
     def get(self):
         """Requirements with ``completed``/``pending`` for the token's user"""
-        return {"data": statuses_for(g.app, g.connect.user_id)}
+        return dumped({"data": statuses_for(g.app, g.connect.user_id)})
 
 
 @blp.route("/requirements/<string:requirement_id>/credentials")

@@ -21,7 +21,7 @@ from ..db import db_now
 from ..fields import NonBlank
 from ..models import Connection
 from . import Blueprint, schemas
-from .common import PageArgs, paginate, resolve_path
+from .common import PageArgs, dumped, paginate, resolve_path
 from .openapi import ACCESS_KEY
 
 blp = Blueprint("connections", __name__, url_prefix="/v1/connections",
@@ -159,7 +159,7 @@ class ConnectionItem(MethodView):
         not_before = _request_started() if args["include_secrets"] and args["refresh"] == "force" else None
         out = lifecycle.read_connection(conn, include_secrets=args["include_secrets"], refresh_mode=args["refresh"],
                                         not_before=not_before)
-        return (out, 200, NO_STORE) if args["include_secrets"] else out
+        return (dumped(out), 200, NO_STORE) if args["include_secrets"] else dumped(out)
 
     @blp.operation("updateConnection", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(ConnectionPatchSchema)
