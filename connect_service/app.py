@@ -1,12 +1,15 @@
 """The application factory: ``create_app(config)`` wires config, database, plugins and the API."""
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import types
 from typing import Any, Iterable
 
 import peewee
 from flask import Flask, g, request
+from flask.sessions import SessionInterface
 from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -84,6 +87,42 @@ class BodySizeLimit:
         return self.wsgi_app(environ, start_response)
 
 
+class NoSessions(SessionInterface):
+    """No Flask session: the service never uses ``flask.session`` (the hosted page keeps its own
+    cookies, see ``web/session.py``), so no request parses a cookie or builds a signer for one.
+
+    Flask then hands out its null session, which refuses any write.
+    """
+
+    def open_session(self, app, request):
+        return None
+
+    def save_session(self, app, session, response):
+        return None
+
+
+class ConnectFlask(Flask):
+    """Flask, remembering per function whether it needs an async wrapper.
+
+    Flask asks ``ensure_sync`` of every hook and view on every request, and the answer
+    (an ``inspect`` check) never changes for a function. Only plain functions are
+    remembered (a fixed set: hooks, views, handlers); a bound method, such as a
+    ``MethodView``'s ``dispatch_request`` of a per-request instance, is asked afresh.
+    """
+
+    def ensure_sync(self, func):
+        if type(func) is not types.FunctionType:
+            return super().ensure_sync(func)
+        found = self._sync_functions.get(func)
+        if found is None:
+            found = self._sync_functions[func] = super().ensure_sync(func)
+        return found
+
+    @functools.cached_property
+    def _sync_functions(self) -> dict:
+        return {}
+
+
 def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] = (), *,
                require_schema: bool = True) -> Flask:
     """Build the WSGI app. ``config`` overrides file and env settings; ``plugins`` are extra plugin objects.
@@ -93,7 +132,8 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     the keys cannot decrypt, raises :class:`ConfigError` with one line.
     """
     cfg = load_config(config)
-    app = Flask(__name__, instance_path=cfg["instance_path"])
+    app = ConnectFlask(__name__, instance_path=cfg["instance_path"])
+    app.session_interface = NoSessions()
     app.json = strict_json.JSONProvider(app)  # responses are strict JSON (no NaN, Infinity, lone surrogates)
     app.config["CONNECT"] = cfg
     app.config["SECRET_KEY"] = cfg["secret_key"]
