@@ -221,25 +221,26 @@ def _credential_settings(cls: type[ActionAccountType], app: App, req: Requiremen
 
 # --- lookups before statuses are read -----------------------------------------------------------
 
-def sync_status(app: App, user_id: str, req: Requirement) -> None:
+def sync_status(app: App, user_id: str, req: Requirement) -> bool:
     """Let an action-account requirement's type look the user's accounts up (throttled); never raises for it.
 
     At most once per ``account_lookup_seconds`` per user and requirement, whatever
     else happens. A platform outage or a missing credential is logged: statuses then
-    answer from the recorded rows.
+    answer from the recorded rows. True when a lookup ran (it may have changed the rows).
     """
     cls = _action_class(connection_type_name(req))
     if cls is None or cls.requirement_key(req.spec.get("data")) is None:
-        return
+        return False
     if not claim_lookup(cls, app, user_id, req, settings()["account_lookup_seconds"]):
-        return
+        return False
     try:
         with _context(cls, app, user_id, req) as ctx:
             cls().sync_accounts(ctx)
     except errors.BadGateway:  # the platform failed: _context logged why
-        return
+        pass
     except errors.APIError as exc:
         log.warning("%s account lookup skipped: %s", cls.name, exc.details or exc.message)
+    return True
 
 
 # --- the platform's webhook ---------------------------------------------------------------------

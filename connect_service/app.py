@@ -198,34 +198,32 @@ def _init_host_routing(app: Flask) -> None:
     management = management_hosts(app.config["CONNECT"])
 
     @app.before_request
-    def _refuse_nul():
+    def _check_path_and_host():
+        req = request._get_current_object()
+        path = req.path
         # A NUL can reach the database from a path id or query argument; PostgreSQL refuses it.
-        if "\x00" in request.path:
+        if "\x00" in path:
             raise errors.NotFound()
-        if not request.query_string:
-            return
-        bad = sorted({key for key, value in request.args.items(multi=True) if "\x00" in key + value})
-        if bad:
-            raise errors.BadRequest({key.replace("\x00", "") or "query": "must not contain NUL characters"
-                                     for key in bad})
-
-    @app.before_request
-    def _route_by_host():
-        if request.path in HEALTH_PATHS:  # probes answer on any host, without a lookup
+        if req.environ.get("QUERY_STRING"):
+            bad = sorted({key for key, value in req.args.items(multi=True) if "\x00" in key + value})
+            if bad:
+                raise errors.BadRequest({key.replace("\x00", "") or "query": "must not contain NUL characters"
+                                         for key in bad})
+        if path in HEALTH_PATHS:  # probes answer on any host, without a lookup
             return None
-        if isinstance(request.routing_exception, MethodNotAllowed):  # a known path, another method: 405 + Allow
+        if isinstance(req.routing_exception, MethodNotAllowed):  # a known path, another method: 405 + Allow
             return None
-        host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
+        host = (req.host or "").rsplit(":", 1)[0].lower().rstrip(".")
         if host.startswith("[") or host in management:  # never an app host, whatever rows say
-            if request.path in APP_HOST_PATHS:
+            if path in APP_HOST_PATHS:
                 raise errors.NotFound()
             return None
         app_row = app_by_hostname(host)
         if app_row is None:
-            if request.path in APP_HOST_PATHS:
+            if path in APP_HOST_PATHS:
                 raise errors.NotFound()
             return None
-        if request.path not in APP_HOST_PATHS:
+        if path not in APP_HOST_PATHS:
             raise errors.NotFound()
         g.host_app = app_row
         return None

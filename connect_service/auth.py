@@ -5,7 +5,9 @@ The decorators live here, as flaskr's ``login_required`` lives in ``auth.py``:
 """
 from __future__ import annotations
 
+import datetime
 import functools
+from typing import Any, Callable
 
 import peewee as pw
 from flask import g, request
@@ -63,11 +65,11 @@ def require_access_key(view):
     return wrapper
 
 
-def _app_unless_revoked(identity: ConnectToken) -> App | None:
-    """The token's app, unless the app or the user's tokens were revoked after it was issued.
+def load_token_app(identity: ConnectToken) -> tuple[App, datetime.datetime | None, None] | None:
+    """The default loader of :func:`require_connect_token`: ``(app, user's revocation cut-off, None)``.
 
     One indexed lookup, its SQL built once per process: the app by primary key, left-joined to
-    the (app, user) revocation by its primary key.
+    the (app, user) revocation by its primary key. None when the app does not exist.
     """
     sql = compiled_sql("auth.app_unless_revoked", lambda: (
         App.select(App, TokenRevocation.tokens_valid_after)
@@ -78,13 +80,19 @@ def _app_unless_revoked(identity: ConnectToken) -> App | None:
     if not found:
         return None
     (app,), (user_cut,) = found[0]
-    if is_revoked(identity, app.tokens_valid_after, user_cut):
-        return None
-    return app
+    return app, user_cut, None
 
 
-def connect_identity(token: str | None):
-    """``(identity, app)`` for a valid, unrevoked connect token whose app exists; None when anything is wrong."""
+#: a loader: the verified token's identity → ``(app, the user's revocation cut-off, anything else loaded)`` or None
+AppLoader = Callable[[ConnectToken], "tuple[App, datetime.datetime | None, Any] | None"]
+
+
+def verified_connect(token: str | None, load: AppLoader = load_token_app) -> tuple[ConnectToken, App, Any] | None:
+    """``(identity, app, extra)`` for a valid, unrevoked connect token whose app exists; None when anything is wrong.
+
+    ``load`` reads the app and the user's revocation cut-off, and may read more in the same
+    query (``extra``, e.g. the user's connections for statuses); revocation is judged here.
+    """
     if not token or token.startswith("ak_"):
         return None
     cfg = settings()
@@ -93,25 +101,39 @@ def connect_identity(token: str | None):
                                                cfg["public_url"])
     except InvalidToken:
         return None
-    app = _app_unless_revoked(identity)
-    if app is None:
+    found = load(identity)
+    if found is None:
         return None
-    return identity, app
+    app, user_cut, extra = found
+    if is_revoked(identity, app.tokens_valid_after, user_cut):
+        return None
+    return identity, app, extra
 
 
-def require_connect_token(view):
+def connect_identity(token: str | None) -> tuple[ConnectToken, App] | None:
+    """``(identity, app)`` for a valid, unrevoked connect token whose app exists; None when anything is wrong."""
+    found = verified_connect(token)
+    return None if found is None else found[:2]
+
+
+def require_connect_token(view=None, *, load: AppLoader = load_token_app):
     """End-user views: ``Authorization: Bearer <connect token>``, else 401.
 
-    Sets ``g.connect`` (the verified identity), ``g.app`` and ``g.org_id``.
+    Sets ``g.connect`` (the verified identity), ``g.app``, ``g.org_id`` and ``g.preloaded``
+    (what ``load`` read besides the app: None for the default loader). Use it bare
+    (``decorators = [require_connect_token]``) or with a loader
+    (``require_connect_token(load=...)``).
     """
+    if view is None:
+        return functools.partial(require_connect_token, load=load)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        found = connect_identity(bearer())
+        found = verified_connect(bearer(), load)
         if found is None:
             raise errors.Unauthorized()
-        g.connect, g.app = found
-        g.org_id = g.app.org_id
+        g.connect, g.app, g.preloaded = found
+        g.org_id = found[1].org_id
         return view(*args, **kwargs)
 
     return wrapper

@@ -196,6 +196,11 @@ def compiled_sql(name: str, build: Callable[[], peewee.Query | str]) -> str:
     return sql
 
 
+def loaded_instance(model: type, fields: tuple, values) -> Any:
+    """A (partial) ``model`` instance of ``fields`` holding ``values`` as the database returned them."""
+    return _loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, values)})
+
+
 def _loaded(model: type, data: dict) -> Any:
     """An instance holding ``data`` as loaded from the database (what ``Model(__no_default__=1, **data)``
     followed by clearing ``_dirty`` gives, without a descriptor call per field)."""

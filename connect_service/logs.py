@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
+import os
 import sys
 import time
 
@@ -14,12 +14,23 @@ access_log = logging.getLogger("connect_service.access")
 
 class JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+        entry = {"ts": self._timestamp(record.created), "level": record.levelname,
                  "logger": record.name, "msg": record.getMessage()}
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+    _second: int | None = None
+    _text = ""
+
+    def _timestamp(self, created: float) -> str:
+        """``formatTime(record, "%Y-%m-%dT%H:%M:%S")``, formatted once per second (one line per request)."""
+        second = int(created)
+        if second != self._second:  # a race only formats the same second twice
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(created))
+            self._second = second
+        return self._text
 
 
 def configure(level: str) -> None:
@@ -37,22 +48,28 @@ def init_app(app) -> None:
 
     @app.before_request
     def _start():
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or secrets.token_hex(16)
+        # the environ key werkzeug's headers read for X-Request-Id, without building the headers view
+        g.request_id = request.environ.get("HTTP_X_REQUEST_ID", "")[:64] or os.urandom(16).hex()
         g.started = time.perf_counter()
 
     @app.after_request
     def _log(response):
-        response.headers["X-Request-Id"] = g.get("request_id", "")
+        state = g._get_current_object()
+        request_id = getattr(state, "request_id", "")
+        response.headers["X-Request-Id"] = request_id
         # The path only: query strings of /connect and the OAuth callback carry tokens and codes,
         # and the last segment of webhook paths and credential start links is a signed value.
-        path = request.path
+        req = request._get_current_object()
+        path = req.path
         if path.startswith("/v1/connect/webhooks/"):
             path = path.rsplit("/", 1)[0] + "/<signed>"
         elif path.startswith("/v1/connect/oauth2/start/"):
             path = "/v1/connect/oauth2/start/<signed>"
-        access_log.info("request", extra={"fields": {
-            "request_id": g.get("request_id"), "method": request.method, "path": path,
-            "status": response.status_code, "remote_addr": request.remote_addr,
-            "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
-        }})
+        if access_log.isEnabledFor(logging.INFO):
+            started = getattr(state, "started", None)
+            access_log.info("request", extra={"fields": {
+                "request_id": request_id or None, "method": req.method, "path": path,
+                "status": response.status_code, "remote_addr": req.remote_addr,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else 0.0,
+            }})
         return response

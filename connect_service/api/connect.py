@@ -9,7 +9,7 @@ from .. import errors, ratelimit
 from ..auth import authenticate_access_key, bearer, require_connect_token
 from ..extensions import settings
 from ..requirements import deployed_requirements, find_requirement, requirement_view, submit_config
-from ..statuses import statuses_for
+from ..statuses import load_app_and_connections, statuses_for
 from ..tokens import TokenCreateSchema, issue_connect_token
 from . import Blueprint, schemas
 from .common import dumped, resolve_path
@@ -75,13 +75,13 @@ class Requirements(MethodView):
 
 @blp.route("/requirements/statuses")
 class Statuses(MethodView):
-    decorators = [require_connect_token]
+    decorators = [require_connect_token(load=load_app_and_connections)]  # one query: app and connections
 
     @blp.operation("getRequirementStatuses", 401, security=CONNECT_TOKEN)
     @blp.response(200, schemas.list_of(schemas.RequirementStatusSchema, paged=False))
     def get(self):
         """Requirements with ``completed``/``pending`` for the token's user"""
-        return dumped({"data": statuses_for(g.app, g.connect.user_id)})
+        return dumped({"data": statuses_for(g.app, g.connect.user_id, g.preloaded)})
 
 
 @blp.route("/requirements/<string:requirement_id>/credentials")
