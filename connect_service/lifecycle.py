@@ -162,7 +162,9 @@ def read_connection(conn: Connection, *, include_secrets: bool, refresh_mode: st
     """
     if not include_secrets:
         return connection_view(conn)
-    if refresh_mode != "never":
+    # auto refreshes a token about to expire: without a stored expiry (an API key, a token that never
+    # expires) nothing is ever due (refresh.is_due), so no clock is read and no settings decrypted for it
+    if refresh_mode == "force" or (refresh_mode == "auto" and conn.expires_at is not None):
         conn = refreshed(conn, refresh_mode == "force", not_before)
     now = utcnow()
     with write_transaction():  # recorded only once the read succeeded; every read is audited

@@ -152,8 +152,23 @@ def sql_log(connect, monkeypatch):
     return seen
 
 
-def test_hot_requests_run_one_or_two_queries(connect, sql_log):
-    """The issue's "one query per hot request": counted, not timed."""
+@pytest.fixture
+def built_queries(connect, monkeypatch):
+    """Every query peewee builds SQL for (``Database.execute``), as opposed to prebuilt SQL run as it is."""
+    seen = []
+    with connect.app.app_context():
+        target = database.obj
+    real = target.execute
+
+    def execute(query, *args, **kwargs):
+        seen.append(type(query).__name__)
+        return real(query, *args, **kwargs)
+
+    monkeypatch.setattr(target, "execute", execute)
+    return seen
+
+
+def hot_calls(connect):
     app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
     token = connect.token(app, "u1")
     rid = connect.requirement_id(app, "k")
@@ -161,7 +176,7 @@ def test_hot_requests_run_one_or_two_queries(connect, sql_log):
         == 201
     conn_id = connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"][0]["id"]
     public = {"Host": "connect.test"}  # the service's own host (public_url): no app lookup by host
-    calls = {
+    return {
         "requirements": lambda: connect.client.get("/v1/connect/requirements",
                                                    headers={**connect.bearer(token), **public}),
         "statuses": lambda: connect.client.get("/v1/connect/requirements/statuses",
@@ -171,6 +186,22 @@ def test_hot_requests_run_one_or_two_queries(connect, sql_log):
         "secrets": lambda: connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true",
                                               headers={**connect.auth, **public}),
     }
+
+
+def test_hot_requests_have_peewee_build_no_sql(connect, built_queries):
+    """Hot paths run SQL built once per process; peewee building a query per request is what issue 15 measured."""
+    calls = hot_calls(connect)
+    for call in calls.values():  # warm: first use builds each statement once; the first rate-limit hit of a
+        assert call().status_code in (200, 201)  # window deletes older windows; last_fetched_at is stamped
+    built_queries.clear()
+    for name, call in calls.items():
+        assert call().status_code in (200, 201)
+    assert built_queries == []
+
+
+def test_hot_requests_run_one_or_two_queries(connect, sql_log):
+    """The issue's "one query per hot request": counted, not timed."""
+    calls = hot_calls(connect)
     for call in calls.values():  # warm: the deployed version is loaded once per worker
         assert call().status_code in (200, 201)
     counts = {}
@@ -211,3 +242,16 @@ def test_hot_answers_are_already_what_their_schemas_dump(connect):
         body = response.get_json()
         assert schema().dump(body) == body, name
         assert schema().validate(body) == {}, name
+
+
+def test_no_flask_session_is_opened_or_written(connect):
+    """The service keeps no Flask session (app.NoSessions): nothing reads the cookie, a write refuses."""
+    import flask
+
+    with connect.app.test_request_context("/", headers={"Cookie": "session=eyJ4Ijo1fQ.forged.sig"}):
+        connect.app.preprocess_request()
+        assert flask.session.get("x") is None
+        with pytest.raises(RuntimeError):
+            flask.session["x"] = 1
+    r = connect.client.get("/healthz", headers={"Cookie": "session=anything"})
+    assert r.status_code == 200 and "Set-Cookie" not in r.headers

@@ -96,6 +96,11 @@ class Blueprint(_Blueprint):
 
     ARGUMENTS_PARSER = ArgumentsParser()
 
+    def arguments(self, schema, *args: Any, **kwargs: Any):
+        """flask-smorest's ``arguments``, given a schema instance made once: webargs instantiates a schema
+        class anew on every request (a deepcopy of every declared field)."""
+        return super().arguments(schema() if isinstance(schema, type) else schema, *args, **kwargs)
+
     def operation(self, operation_id: str, *statuses: int, security: list | None = None, **extra: Any):
         """Document a view's operationId, security and error statuses (``api/openapi.py``) in one decorator."""
         return self.doc(**operation_doc(operation_id, statuses, security, **extra))
