@@ -13,7 +13,7 @@ from typing import Any
 from flask import g, has_request_context, request
 
 from . import errors
-from .db import compiled_sql, database
+from .db import compiled_sql, database, execute_compiled
 from .models import AuditEvent, utcnow
 from .timestamps import iso
 
@@ -56,7 +56,7 @@ def record(action: str, *, org_id: str | None, target_type: str | None = None, t
     # one INSERT whose SQL peewee builds once per process (a secrets read writes one on every request)
     fields = AuditEvent._meta.sorted_fields
     sql = compiled_sql("audit.record", lambda: AuditEvent.insert({f: "" for f in fields}))
-    database.execute_sql(sql, tuple(f.db_value(event.__data__[f.name]) for f in fields)).close()
+    execute_compiled(sql, tuple(f.db_value(event.__data__[f.name]) for f in fields)).close()
     return event
 
 

@@ -51,6 +51,7 @@ SETTINGS: dict[str, tuple[Any, str]] = {
     "oauth_session_seconds": (600, "int"),
     "proxy_count": (0, "int"),  # trust no X-Forwarded-* header unless told how many proxies are in front
     "database_pool_size": (8, "int"),
+    "database_prepared_statements": (True, "bool"),  # off behind PgBouncer in transaction mode
     "log_level": ("INFO", "str"),
     "account_lookup_seconds": (60, "int"),
     "webhook_lease_seconds": (300, "int"),
@@ -111,6 +112,13 @@ def _parse(name: str, raw: str, kind: str):
             return int(raw)
         except ValueError:
             raise ConfigError(f"CONNECT_{name.upper()}: expected an integer, got {raw!r}") from None
+    if kind == "bool":
+        word = raw.strip().lower()
+        if word in ("1", "true", "yes", "on"):
+            return True
+        if word in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"CONNECT_{name.upper()}: expected true or false, got {raw!r}")
     if kind == "float":
         try:
             return float(raw)
@@ -128,6 +136,8 @@ def _validate(cfg: dict[str, Any]) -> None:
             cfg[name] = _parse(name, value, kind)
         elif kind == "int" and value is not None and not isinstance(value, int):
             raise ConfigError(f"CONNECT_{name.upper()}: expected an integer")
+        elif kind == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"CONNECT_{name.upper()}: expected true or false")
     cfg["instance_path"] = os.path.abspath(cfg["instance_path"])
     if cfg["env"] == "production":
         for name in ("secret_key", "encryption_keys", "public_url"):

@@ -90,9 +90,37 @@ class RecentlyUsedPool(FailFastPool):
     that request (503) and is discarded when it comes back.
     """
 
+    #: hot statements run as server-side prepared statements (``database_prepared_statements``)
+    prepare_statements = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._returned_at: dict[int, float] = {}
+        #: per pooled connection: SQL text → name of its prepared statement on that connection
+        self._prepared: dict[int, dict[str, str]] = {}
+
+    def execute_prepared(self, sql: str, params: tuple):
+        """Run ``sql`` (``%s`` placeholders) as a prepared statement of this thread's connection.
+
+        PostgreSQL plans a statement on every ``execute``; for the hot lookups planning costs
+        more than running them (a three-table join: 0.7 ms as text, 0.25 ms prepared, measured
+        here). Each connection prepares a statement once, on first use, and keeps it for its life
+        (a rollback does not drop it; a closed connection takes its statements along).
+        """
+        conn = self.connection()
+        prepared = self._prepared.setdefault(self.conn_key(conn), {})
+        name = prepared.get(sql)
+        if name is None:
+            parts = sql.split("%s")
+            if "%" in "".join(parts) or len(parts) - 1 != len(params):  # not a plain placeholder statement
+                return self.execute_sql(sql, params)
+            name = f"connect_{len(prepared)}"
+            self.execute_sql(f"PREPARE {name} AS " + "".join(
+                part + (f"${i + 1}" if i < len(parts) - 1 else "") for i, part in enumerate(parts)))
+            prepared[sql] = name
+        if not params:
+            return self.execute_sql(f"EXECUTE {name}")
+        return self.execute_sql(f"EXECUTE {name} ({', '.join(['%s'] * len(params))})", params)
 
     def _is_closed(self, conn) -> bool:
         if conn.closed:
@@ -106,17 +134,24 @@ class RecentlyUsedPool(FailFastPool):
     def _close(self, conn, close_conn=False):
         if close_conn:
             self._returned_at.pop(self.conn_key(conn), None)
+            self._prepared.pop(self.conn_key(conn), None)
         else:
             self._returned_at[self.conn_key(conn)] = time.monotonic()
         super()._close(conn, close_conn)
 
     def _close_raw(self, conn):
         self._returned_at.pop(self.conn_key(conn), None)
+        self._prepared.pop(self.conn_key(conn), None)
         super()._close_raw(conn)
 
 
-def open_database(url: str, pool_size: int = 8) -> peewee.Database:
-    """Build a peewee database from a URL (``sqlite:///path`` or ``postgresql://…``)."""
+def open_database(url: str, pool_size: int = 8, prepared_statements: bool = True) -> peewee.Database:
+    """Build a peewee database from a URL (``sqlite:///path`` or ``postgresql://…``).
+
+    ``prepared_statements``: PostgreSQL runs the hot statements prepared (see
+    :meth:`RecentlyUsedPool.execute_prepared`); off behind a pooler that does not keep sessions
+    (PgBouncer in transaction mode). SQLite's driver keeps its statements prepared itself.
+    """
     if url.startswith("sqlite"):
         _create_private_file(urlsplit(url).path[1:])
         # ``timeout`` here is the pool's wait; SQLite's busy wait is the busy_timeout pragma. A pooled
@@ -129,6 +164,7 @@ def open_database(url: str, pool_size: int = 8) -> peewee.Database:
         db = RecentlyUsedPool(params.pop("database"), max_connections=pool_size, stale_timeout=300,
                               timeout=POOL_WAIT_SECONDS, connect_timeout=CONNECT_TIMEOUT_SECONDS, autoconnect=True,
                               **params)
+        db.prepare_statements = prepared_statements
     else:
         raise ValueError("database_url must start with sqlite:// or postgresql://")
     return db
@@ -184,7 +220,7 @@ _COMPILED: dict[tuple[str, type], str] = {}
 def compiled_sql(name: str, build: Callable[[], peewee.Query | str]) -> str:
     """The SQL of the query ``build()`` returns, built by peewee once per process and database kind.
 
-    Hot paths run it with ``Model.raw(sql, *params)`` or ``database.execute_sql``, so peewee
+    Hot paths run it with :func:`execute_compiled` (or :func:`fetch_models`), so peewee
     does not rebuild the same SQL on every request. ``build`` must give a query whose parameters
     are placeholders in a fixed order (their values are ignored), or the SQL text itself.
     """
@@ -194,6 +230,18 @@ def compiled_sql(name: str, build: Callable[[], peewee.Query | str]) -> str:
         built = build()
         sql = _COMPILED[key] = built if isinstance(built, str) else built.sql()[0]
     return sql
+
+
+def execute_compiled(sql: str, params: tuple):
+    """Run SQL from :func:`compiled_sql` with ``params``; the cursor.
+
+    On PostgreSQL (unless ``database_prepared_statements`` is off) as a prepared statement
+    of the connection, so the server does not plan it again on every request.
+    """
+    obj = database.obj
+    if isinstance(obj, RecentlyUsedPool) and obj.prepare_statements:
+        return obj.execute_prepared(sql, params)
+    return database.execute_sql(sql, params)
 
 
 def loaded_instance(model: type, fields: tuple, values) -> Any:
@@ -220,7 +268,7 @@ def fetch_models(sql: str, params: tuple, *models: type, extra: tuple = ()) -> l
     """
     shapes = [(model, model._meta.sorted_fields) for model in models]
     out = []
-    for row in database.execute_sql(sql, params).fetchall():
+    for row in execute_compiled(sql, params).fetchall():
         instances, i = [], 0
         for model, fields in shapes:
             instances.append(_loaded(model, {f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)}))
@@ -235,7 +283,7 @@ def fetch_models(sql: str, params: tuple, *models: type, extra: tuple = ()) -> l
 def fetch_columns(sql: str, params: tuple, model: type, fields: tuple) -> list:
     """Run ``sql`` (selecting exactly ``fields`` of ``model``, in order): partial instances, one per row."""
     out = []
-    for row in database.execute_sql(sql, params).fetchall():
+    for row in execute_compiled(sql, params).fetchall():
         out.append(_loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, row)}))
     return out
 
@@ -263,7 +311,8 @@ def db_now() -> datetime.datetime:
 
 def init_app(app) -> None:
     cfg = app.config["CONNECT"]
-    database.initialize(open_database(cfg["database_url"], cfg["database_pool_size"]))
+    database.initialize(open_database(cfg["database_url"], cfg["database_pool_size"],
+                                      cfg["database_prepared_statements"]))
 
     @app.teardown_appcontext
     def _close(exc):

@@ -6,6 +6,7 @@ below them only stores rows and their encrypted settings.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 from typing import Any
@@ -167,9 +168,12 @@ def read_connection(conn: Connection, *, include_secrets: bool, refresh_mode: st
     if refresh_mode == "force" or (refresh_mode == "auto" and conn.expires_at is not None):
         conn = refreshed(conn, refresh_mode == "force", not_before)
     now = utcnow()
-    with write_transaction():  # recorded only once the read succeeded; every read is audited
-        last = conn.last_fetched_at
-        if last is None or not 0 <= (now - last).total_seconds() < LAST_FETCHED_RESOLUTION_SECONDS:
+    last = conn.last_fetched_at
+    # recorded only once the read succeeded; every read is audited, the stamp written at most once a second
+    # (with it, one transaction holds both writes; without it, the audit INSERT alone commits by itself)
+    stamp = last is None or not 0 <= (now - last).total_seconds() < LAST_FETCHED_RESOLUTION_SECONDS
+    with write_transaction() if stamp else contextlib.nullcontext():
+        if stamp:
             Connection.update(last_fetched_at=now).where(Connection.id == conn.id).execute()
             conn.last_fetched_at = now
         audit.record("connection.secrets_read", org_id=conn.org_id, target_type="connection", target_id=conn.id,

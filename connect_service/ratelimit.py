@@ -20,7 +20,7 @@ import time
 from flask import request
 
 from . import errors
-from .db import compiled_sql, database
+from .db import compiled_sql, database, execute_compiled
 from .models import RateLimitHit
 
 WINDOW = 60
@@ -54,7 +54,7 @@ def hit(bucket: str, limit: int, now: float | None = None) -> None:
     now = time.time() if now is None else now
     window = int(now // WINDOW)
     # fetchall: SQLite finishes (and commits) an INSERT … RETURNING only once its rows are read
-    count = database.execute_sql(_upsert_sql(), (bucket, window)).fetchall()[0][0]
+    count = execute_compiled(_upsert_sql(), (bucket, window)).fetchall()[0][0]
     if count == 1:  # this request opened the window: this bucket's older windows go (by primary key)
         RateLimitHit.delete().where(RateLimitHit.bucket == bucket, RateLimitHit.window < window).execute()
         if secrets.randbelow(PURGE_ONE_IN) == 0:  # now and then, everybody's

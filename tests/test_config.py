@@ -27,6 +27,24 @@ def test_env_overrides_file(tmp_path):
     assert cfg["encryption_keys"] == [KEY]
 
 
+@pytest.mark.parametrize("raw,expected", [("false", False), ("0", False), ("Off", False), ("true", True),
+                                          ("1", True), (" yes ", True)])
+def test_a_boolean_setting_reads_the_usual_words(raw, expected, tmp_path):
+    cfg = load_config(environ={"CONNECT_DATABASE_PREPARED_STATEMENTS": raw, "CONNECT_ENV": "development",
+                              "CONNECT_INSTANCE_PATH": str(tmp_path)})
+    assert cfg["database_prepared_statements"] is expected
+
+
+def test_a_boolean_setting_refuses_anything_else(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(environ={"CONNECT_DATABASE_PREPARED_STATEMENTS": "maybe", "CONNECT_ENV": "development",
+                             "CONNECT_INSTANCE_PATH": str(tmp_path)})
+    assert str(info.value) == "CONNECT_DATABASE_PREPARED_STATEMENTS: expected true or false, got 'maybe'"
+    with pytest.raises(ConfigError):
+        load_config({"database_prepared_statements": "yes", "env": "development", "instance_path": str(tmp_path)})
+    assert load_config({"env": "development", "instance_path": str(tmp_path)})["database_prepared_statements"] is True
+
+
 @pytest.mark.parametrize("missing", ["secret_key", "encryption_keys", "public_url"])
 def test_production_requires(missing, tmp_path):
     env = {"CONNECT_ENV": "production", "CONNECT_SECRET_KEY": SECRET, "CONNECT_ENCRYPTION_KEYS": KEY,

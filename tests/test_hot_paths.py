@@ -255,3 +255,31 @@ def test_no_flask_session_is_opened_or_written(connect):
             flask.session["x"] = 1
     r = connect.client.get("/healthz", headers={"Cookie": "session=anything"})
     assert r.status_code == 200 and "Set-Cookie" not in r.headers
+
+
+@pytest.mark.skipif(not os.environ.get("CONNECT_TEST_DATABASE_URL"), reason="PostgreSQL's prepared statements")
+@pytest.mark.parametrize("enabled", [True, False])
+def test_postgresql_runs_hot_lookups_as_prepared_statements_unless_turned_off(connect, enabled):
+    """database_prepared_statements: each pooled connection prepares a hot statement once (off: plain text)."""
+    with connect.app.app_context():
+        pool = database.obj
+
+    def prepared():
+        with connect.app.app_context(), database.connection_context():
+            return {row[0] for row in database.execute_sql("SELECT statement FROM pg_prepared_statements").fetchall()}
+
+    pool.prepare_statements = enabled
+    try:
+        before = prepared()  # the fixture's own requests ran with the default (on)
+        calls = hot_calls(connect)
+        for _ in range(2):
+            for call in calls.values():
+                assert call().status_code in (200, 201)
+        new = prepared() - before
+    finally:
+        pool.prepare_statements = True
+    if enabled:  # the pool's one idle connection served these requests: the app lookup is among them
+        assert new and all(text.startswith("PREPARE connect_") for text in new)
+        assert any('FROM "app"' in text for text in new)
+    else:
+        assert new == set()
