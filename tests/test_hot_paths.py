@@ -283,3 +283,24 @@ def test_postgresql_runs_hot_lookups_as_prepared_statements_unless_turned_off(co
         assert any('FROM "app"' in text for text in new)
     else:
         assert new == set()
+
+
+def test_the_access_log_line_is_one_json_object_with_the_request_fields(connect, caplog):
+    """The access log skips logging's caller lookup and shares one encoder: the line it writes is unchanged."""
+    import json
+    import logging
+
+    from connect_service.logs import JSONFormatter
+
+    caplog.set_level(logging.INFO, logger="connect_service.access")
+    r = connect.client.get("/healthz?probe=1", headers={"X-Request-Id": "req-log-1"})
+    assert r.status_code == 200 and r.headers["X-Request-Id"] == "req-log-1"
+    (record,) = [rec for rec in caplog.records if rec.name == "connect_service.access"]
+    line = json.loads(JSONFormatter().format(record))
+    assert set(line) == {"ts", "level", "logger", "msg", "request_id", "method", "path", "status", "remote_addr",
+                         "duration_ms"}
+    assert (line["request_id"], line["method"], line["path"], line["status"], line["level"], line["msg"]) \
+        == ("req-log-1", "GET", "/healthz", 200, "INFO", "request")
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    generated = connect.client.get("/healthz").headers["X-Request-Id"]
+    assert len(generated) == 32 and int(generated, 16) >= 0  # a fresh id when the client sends none
