@@ -295,7 +295,8 @@ def test_the_access_log_line_is_one_json_object_with_the_request_fields(connect,
     caplog.set_level(logging.INFO, logger="connect_service.access")
     r = connect.client.get("/healthz?probe=1", headers={"X-Request-Id": "req-log-1"})
     assert r.status_code == 200 and r.headers["X-Request-Id"] == "req-log-1"
-    (record,) = [rec for rec in caplog.records if rec.name == "connect_service.access"]
+    (record,) = [rec for rec in caplog.records
+                 if rec.name == "connect_service.access" and rec.fields["request_id"] == "req-log-1"]
     line = json.loads(JSONFormatter().format(record))
     assert set(line) == {"ts", "level", "logger", "msg", "request_id", "method", "path", "status", "remote_addr",
                          "duration_ms"}
