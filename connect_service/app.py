@@ -156,8 +156,10 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
 
     @app.after_request
     def _no_store(response):  # API answers carry tokens, signed URLs, secrets or per-user data
+        # every /v1/ answer is no-store (no view sets another value); assigned, not setdefault: werkzeug's
+        # lookup of a missing header raises and catches a KeyError, on every request
         if request.path.startswith("/v1/"):
-            response.headers.setdefault("Cache-Control", "no-store")
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     health.init_app(app)

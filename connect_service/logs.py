@@ -35,10 +35,23 @@ class JSONFormatter(logging.Formatter):
         return self._text
 
 
+class LineHandler(logging.StreamHandler):
+    """A ``StreamHandler`` for one-line JSON records that takes no lock of its own.
+
+    Each record is one ``write`` of a whole line to a line-buffered text stream (stderr is
+    line-buffered since Python 3.9), which the io module keeps whole under concurrent writers;
+    the handler's lock would only queue the request threads of a worker behind one another
+    twice per access-log line (write, then flush).
+    """
+
+    def createLock(self):  # noqa: N802 (logging's name)
+        self.lock = None
+
+
 def configure(level: str) -> None:
     root = logging.getLogger("connect_service")
     if not any(getattr(h, "_connect_service", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = LineHandler(sys.stderr)
         handler.setFormatter(JSONFormatter())
         handler._connect_service = True
         root.addHandler(handler)

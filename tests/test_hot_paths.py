@@ -305,3 +305,41 @@ def test_the_access_log_line_is_one_json_object_with_the_request_fields(connect,
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     generated = connect.client.get("/healthz").headers["X-Request-Id"]
     assert len(generated) == 32 and int(generated, 16) >= 0  # a fresh id when the client sends none
+
+
+def test_the_lock_free_log_handler_keeps_every_line_whole_under_concurrent_threads():
+    """logs.LineHandler takes no lock: lines from 8 threads at once through a pipe still arrive whole."""
+    import json
+    import logging
+    import threading
+
+    from connect_service import logs
+
+    read_fd, write_fd = os.pipe()
+    stream = os.fdopen(write_fd, "w", buffering=1)  # line-buffered, as stderr is
+    handler = logs.LineHandler(stream)
+    handler.setFormatter(logs.JSONFormatter())
+    logger = logging.getLogger("connect_service.test_line_handler")
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(os.fdopen(read_fd).read()))
+    reader.start()
+
+    def work(thread):
+        for n in range(500):
+            logger.info("line", extra={"fields": {"thread": thread, "n": n, "pad": "x" * (n * 7 % 3000)}})
+
+    try:
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        logger.removeHandler(handler)
+        stream.close()
+        reader.join()
+    lines = [json.loads(line) for line in received[0].splitlines()]
+    assert sorted((line["thread"], line["n"]) for line in lines) == [(t, n) for t in range(8) for n in range(500)]
