@@ -118,12 +118,27 @@ class Fixture:
             database.execute_sql("ANALYZE")
 
     def explain(self) -> str:
-        """The plan of the statuses connection lookup for one user."""
-        from connect_service.db import database
+        """The plan of the statuses statement (app, revocation and the user's connections in one query).
 
-        sql = ("SELECT * FROM connection WHERE app_id = %s AND customer_id = %s" if self.db == "postgresql"
-               else "SELECT * FROM connection WHERE app_id = ? AND customer_id = ?")
-        prefix = "EXPLAIN (ANALYZE, BUFFERS) " if self.db == "postgresql" else "EXPLAIN QUERY PLAN "
+        On PostgreSQL the service runs it prepared, so this shows the generic plan a prepared
+        statement settles on (``plan_cache_mode = force_generic_plan``), executed.
+        """
+        from connect_service.db import database
+        from connect_service.statuses import app_and_connections_sql
+
+        params = ("bench-user", "bench-user", self.app_id)
         with self.app.app_context(), database.connection_context():
-            rows = database.execute_sql(prefix + sql, (self.app_id, "bench-user")).fetchall()
+            sql = app_and_connections_sql()
+            if self.db == "postgresql":
+                numbered = sql
+                for i in range(len(params)):
+                    numbered = numbered.replace("%s", f"${i + 1}", 1)
+                database.execute_sql(f"PREPARE bench_statuses AS {numbered}")
+                database.execute_sql("SET plan_cache_mode = force_generic_plan")
+                rows = database.execute_sql("EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_statuses (%s, %s, %s)",
+                                            params).fetchall()
+                database.execute_sql("DEALLOCATE bench_statuses")
+                database.execute_sql("RESET plan_cache_mode")
+            else:
+                rows = database.execute_sql("EXPLAIN QUERY PLAN " + sql, params).fetchall()
         return "\n".join(" | ".join(str(c) for c in row) for row in rows)

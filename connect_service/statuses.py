@@ -40,17 +40,21 @@ def load_app_and_connections(identity: ConnectToken) \
     """A ``require_connect_token`` loader for statuses: the app, the user's revocation cut-off and the
     user's connections, in one query (SQL built once per process), instead of one for the app and
     one for the connections."""
-    sql = compiled_sql("statuses.app_and_connections", lambda: (
-        App.select(App, TokenRevocation.tokens_valid_after, *STATUS_COLUMNS)
-        .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
-              on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == ""))
-        .join_from(App, Connection, pw.JOIN.LEFT_OUTER,
-                   on=(Connection.app == App.id) & (Connection.customer_id == ""))
-        .where(App.id == "")))
-    rows = fetch_models(sql, (identity.user_id, identity.user_id, identity.app_id), App,
+    rows = fetch_models(app_and_connections_sql(), (identity.user_id, identity.user_id, identity.app_id), App,
                         extra=(TokenRevocation.tokens_valid_after, *STATUS_COLUMNS))
     if not rows:
         return None
     (app,), (user_cut, *_) = rows[0]
     conns = [loaded_instance(Connection, STATUS_COLUMNS, values[1:]) for _, values in rows if values[1] is not None]
     return app, user_cut, conns
+
+
+def app_and_connections_sql() -> str:
+    """The SQL of :func:`load_app_and_connections` (parameters: user id, user id, app id); bench/ EXPLAINs it."""
+    return compiled_sql("statuses.app_and_connections", lambda: (
+        App.select(App, TokenRevocation.tokens_valid_after, *STATUS_COLUMNS)
+        .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
+              on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == ""))
+        .join_from(App, Connection, pw.JOIN.LEFT_OUTER,
+                   on=(Connection.app == App.id) & (Connection.customer_id == ""))
+        .where(App.id == "")))
