@@ -243,12 +243,15 @@ def rows_mode(args) -> None:
         finally:
             servers.close()
         print(fixture.explain(), flush=True)
-        out.append((db, summarise(small[label]), summarise(large[label]), summarise(large["bare"])))
-    print(f"\nstatuses with 1 k vs {args.rows} stored connections (100 per user); load average {load()}\n")
-    print(f"{'db':10} {'1k req/s':>9} {'1k p99':>8} {'N req/s':>9} {'N p99':>8} {'p99 N/1k':>9} {'non-2xx':>8}")
-    for db, s, big, bare in out:
-        print(f"{db:10} {s['rps']:9.0f} {s['p99']:8.2f} {big['rps']:9.0f} {big['p99']:8.2f} "
-              f"{big['p99'] / s['p99']:9.2f} {s['non2xx'] + big['non2xx']:8d}")
+        out.append((db, summarise(small[label]), summarise(large[label]), summarise(small["bare"]),
+                    summarise(large["bare"])))
+    print(f"\nstatuses with 1 k vs {args.rows} stored connections (100 per user); load average {load()}")
+    print("(bare: the bare Flask endpoint in the same rounds, to show how loaded the machine was)\n")
+    print(f"{'db':10} {'1k req/s':>9} {'1k p99':>8} {'bare p99':>9} {'N req/s':>9} {'N p99':>8} {'bare p99':>9} "
+          f"{'p99 N/1k':>9} {'non-2xx':>8}")
+    for db, s, big, bare_small, bare_big in out:
+        print(f"{db:10} {s['rps']:9.0f} {s['p99']:8.2f} {bare_small['p99']:9.2f} {big['rps']:9.0f} {big['p99']:8.2f} "
+              f"{bare_big['p99']:9.2f} {big['p99'] / s['p99']:9.2f} {s['non2xx'] + big['non2xx']:8d}")
 
 
 if __name__ == "__main__":
