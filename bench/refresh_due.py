@@ -1,17 +1,33 @@
 """refresh-due throughput: N due OAuth connections, R parallel ``connect-service refresh-due`` runners.
 
-    .venv/bin/python bench/bench_api.py --refresh-due [--connections 4000] [--runners 4]
+    .venv/bin/python bench/bench_api.py --refresh-due [--connections 20000] [--runners 4] [--concurrency 8]
+    .venv/bin/python bench/refresh_due.py [same options] [--pg-url URL]
 
-Seeds PostgreSQL (a database of its own) with one generic OAuth2 credential (the built-in
-``dynamiq.connections.OAuth2`` type) whose token URL is a local token endpoint in this process,
-and ``--connections`` active connections whose access tokens expired, each with its own refresh
-token. Starts the runners together and reports refreshes per second (connections refreshed over
-the wall time of the slowest runner) and double refreshes: a refresh token presented to the
-endpoint more than once (each refresh rotates it, so a second use means two runners refreshed
-one connection).
+Drops and recreates the PostgreSQL database of ``--pg-url`` and seeds it with one generic OAuth2
+credential (the built-in ``dynamiq.connections.OAuth2`` type) whose token URL is a local token
+endpoint in this process, and ``--connections`` active connections whose access tokens expired,
+each with its own refresh token. Starts the runners together and reports:
+
+- **refreshes/s** = connections refreshed (summed over the runners' summaries) over the **wall
+  time**: from just before the first runner process is started until the last one has exited,
+  so process start-up (imports, app factory, about a second each on a loaded machine) is
+  included; keep ``--connections`` large (10 000–20 000) so it does not dominate. The rate
+  between the first and the last token call the endpoint saw is printed too (start-up excluded);
+- token endpoint calls, and **double refreshes**: refresh tokens presented to the endpoint more
+  than once (each refresh rotates the token, so a second use means two runners refreshed one
+  connection; the endpoint answers it anyway, so the count cannot hide behind an error);
+- each runner's summary (refreshed / failed / skipped) and the load average before and after.
+
+The token endpoint is a small asyncio HTTP/1.1 server (keep-alive, one thread): an RFC 6749
+§6 refresh endpoint that checks the grant type and the client's Basic credentials and answers
+every refresh with a new access token and a rotated refresh token. It is cheap enough that it
+is not what the runners wait for (thread-per-connection ``http.server`` was).
 """
 from __future__ import annotations
 
+import argparse
+import asyncio
+import base64
 import datetime
 import json
 import os
@@ -22,51 +38,87 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TYPE = "dynamiq.connections.OAuth2"
+CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/cs_refresh_bench"
 
 
 class TokenEndpoint:
-    """A minimal RFC 6749 token endpoint: every refresh_token grant rotates the refresh token."""
+    """A minimal RFC 6749 token endpoint on asyncio: every refresh_token grant rotates the refresh token.
+
+    ``presented`` counts each refresh token presented; ``first_call``/``last_call`` are
+    ``time.monotonic()`` of the first and the last refresh answered.
+    """
 
     def __init__(self):
         self.presented: Counter[str] = Counter()
-        self.lock = threading.Lock()
-        endpoint = self
+        self.first_call: float | None = None
+        self.last_call: float | None = None
+        self.errors = 0
+        self._basic = "Basic " + base64.b64encode(f"{CLIENT_ID}:{CLIENT_SECRET}".encode()).decode()
+        self.loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        threading.Thread(target=self._run, args=(ready,), daemon=True).start()
+        ready.wait(10)
+        self.url = f"http://127.0.0.1:{self.port}/token"
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=512))
+        self.port = server.sockets[0].getsockname()[1]
+        ready.set()
+        self.loop.run_forever()
 
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
-                token = body.get("refresh_token", [""])[0]
-                with endpoint.lock:
-                    endpoint.presented[token] += 1
-                answer = json.dumps({"access_token": secrets.token_hex(16), "token_type": "Bearer",
-                                     "expires_in": 3600, "refresh_token": secrets.token_hex(16),
-                                     "scope": "read offline_access"}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
+    def _answer(self, headers: dict[str, str], body: bytes) -> tuple[str, dict]:
+        form = parse_qs(body.decode())
+        if headers.get("authorization") != self._basic:
+            return "401 Unauthorized", {"error": "invalid_client"}
+        if form.get("grant_type") != ["refresh_token"] or not form.get("refresh_token"):
+            return "400 Bad Request", {"error": "unsupported_grant_type"}
+        self.presented[form["refresh_token"][0]] += 1
+        now = time.monotonic()
+        self.first_call = self.first_call or now
+        self.last_call = now
+        return "200 OK", {"access_token": secrets.token_hex(16), "token_type": "Bearer", "expires_in": 3600,
+                          "refresh_token": secrets.token_hex(16), "scope": "read offline_access"}
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {}
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name:
+                        headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length") or 0))
+                if lines[0].split(" ")[:2] != ["POST", "/token"]:
+                    status, answer = "404 Not Found", {"error": "not_found"}
+                else:
+                    status, answer = self._answer(headers, body)
+                if not status.startswith("200"):
+                    self.errors += 1
+                payload = json.dumps(answer).encode()
+                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+                             f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+                await writer.drain()
+                if headers.get("connection", "").lower() == "close":
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
 
 def seed(pg_url: str, count: int, token_url: str) -> dict:
     """A fresh database with the credential and ``count`` due connections; returns the service config."""
-    import psycopg2
+    import psycopg2  # imported here: only the bench's PostgreSQL mode needs the driver directly
 
+    sys.path.insert(0, ROOT)
     from connect_service import create_app
     from connect_service.config import generate_key, generate_secret
     from connect_service.connections import seal_settings
@@ -89,10 +141,10 @@ def seed(pg_url: str, count: int, token_url: str) -> dict:
     with app.app_context(), database.connection_context():
         org = Organization.create(name="bench")
         cred = Credential(org=org.id, name="bench oauth", connector_name="oauth2", oauth_url=token_url,
-                          oauth_token_url=token_url, oauth_client_id="bench-client", oauth_scope="read",
+                          oauth_token_url=token_url, oauth_client_id=CLIENT_ID, oauth_scope="read",
                           token_endpoint_auth_method="client_secret_basic")
         cred.oauth_client_secret_encrypted = app.extensions["connect_keyring"].encrypt_json(
-            "bench-secret", "credential", "oauth_client_secret", cred.id)
+            CLIENT_SECRET, "credential", "oauth_client_secret", cred.id)
         cred.save(force_insert=True)
         now = utcnow()
         expired = now - datetime.timedelta(seconds=60)
@@ -101,7 +153,7 @@ def seed(pg_url: str, count: int, token_url: str) -> dict:
             conn = Connection(org=org.id, type=TYPE, connector_name="oauth2", integration_id=TYPE,
                               credential=cred.id, status="active", expires_at=expired, customer_id=f"user-{i}")
             creds = {"access_token": secrets.token_hex(16), "refresh_token": secrets.token_hex(16),
-                     "token_type": "Bearer", "scope": "read", "expires_in": 3600, "client_id": "bench-client",
+                     "token_type": "Bearer", "scope": "read", "expires_in": 3600, "client_id": CLIENT_ID,
                      "expires_at": expired.replace(microsecond=0).isoformat() + "Z"}
             conn.settings_encrypted = seal_settings(conn, {"oauth": {
                 "credentials": creds, "created_at": now.isoformat() + "Z", "updated_at": now.isoformat() + "Z",
@@ -109,22 +161,40 @@ def seed(pg_url: str, count: int, token_url: str) -> dict:
             rows.append(conn)
         with database.atomic():
             Connection.bulk_create(rows, batch_size=500)
+        database.execute_sql("ANALYZE connection")
     return cfg
 
 
-def main(pg_url: str, count: int = 4000, runners: int = 4) -> None:
-    count = int(os.environ.get("CONNECT_BENCH_REFRESH_CONNECTIONS", count))
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(pg_url: str = DEFAULT_PG, count: int = 20000, runners: int = 4, concurrency: int | None = None,
+         batch_size: int = 100, profile: str | None = None) -> dict:
+    """Seed, run ``runners`` refresh-due processes at once, print the results; returns them as a dict.
+
+    ``profile``: a file name; the first runner then runs under pyinstrument (its main thread),
+    which writes a text report there.
+    """
     endpoint = TokenEndpoint()
-    cfg = seed(pg_url.rsplit("/", 1)[0] + "/cs_perf_refresh", count, endpoint.url)
+    print(f"seeding {count} due connections into {pg_url.rsplit('/', 1)[1]} …", flush=True)
+    cfg = seed(pg_url, count, endpoint.url)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONNECT_")}
     env.update({f"CONNECT_{k.upper()}": (",".join(v) if isinstance(v, list) else str(v))
                 for k, v in dict(cfg, env="development").items() if v is not None})
     cli = os.path.join(os.path.dirname(sys.executable), "connect-service")
+    args = [cli, "refresh-due", "--batch-size", str(batch_size)]
+    if concurrency is not None:
+        args += ["--concurrency", str(concurrency)]
+    load_before = _load()
     started = time.monotonic()
-    procs = [subprocess.Popen([cli, "refresh-due", "--batch-size", "100"], env=env, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(runners)]
+    profiled = [sys.executable, "-m", "pyinstrument", "-r", "text", "--no-color", "-o", profile, *args] \
+        if profile else args
+    procs = [subprocess.Popen(profiled if i == 0 else args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(runners)]
     outputs = [p.communicate(timeout=1800) for p in procs]
     wall = time.monotonic() - started
+    load_after = _load()
     summaries = []
     for p, (out, err) in zip(procs, outputs):
         try:
@@ -132,9 +202,48 @@ def main(pg_url: str, count: int = 4000, runners: int = 4) -> None:
         except (ValueError, IndexError):
             summaries.append({"exit": p.returncode, "stderr": err[-500:]})
     refreshed = sum(s.get("refreshed", 0) for s in summaries)
+    calls = sum(endpoint.presented.values())
     doubles = sum(1 for n in endpoint.presented.values() if n > 1)
-    print(f"\nrefresh-due, PostgreSQL, {runners} runners, {count} due connections, local token endpoint; "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print(f"runners: {summaries}")
-    print(f"refreshed {refreshed} in {wall:.1f} s wall (process start included): {refreshed / wall:.0f} refreshes/s; "
-          f"token endpoint calls {sum(endpoint.presented.values())}; double refreshes {doubles}")
+    window = (endpoint.last_call - endpoint.first_call) if endpoint.first_call and endpoint.last_call else 0.0
+    print(f"\nrefresh-due, PostgreSQL, {runners} runners"
+          f"{'' if concurrency is None else f' × concurrency {concurrency}'}, batch size {batch_size}, "
+          f"{count} due connections, local token endpoint")
+    print(f"load average before {load_before}; after {load_after}")
+    for i, s in enumerate(summaries):
+        print(f"  runner {i + 1}: {s}")
+    print(f"{'refreshed':>10} {'wall s':>7} {'refreshes/s':>12} {'calls-window s':>15} {'calls/s':>8} "
+          f"{'token calls':>12} {'doubles':>8} {'endpoint errors':>16}")
+    rate = refreshed / wall if wall else 0.0
+    window_rate = calls / window if window else 0.0
+    print(f"{refreshed:>10} {wall:>7.1f} {rate:>12.0f} {window:>15.1f} {window_rate:>8.0f} {calls:>12} "
+          f"{doubles:>8} {endpoint.errors:>16}")
+    print("wall s: first runner started → last runner exited (process start-up included); "
+          "calls-window s: first → last token call at the endpoint")
+    if profile:
+        print(f"profile of runner 1 (pyinstrument, main thread): {profile}")
+    return {"refreshed": refreshed, "wall": wall, "rate": rate, "calls": calls, "doubles": doubles,
+            "window_rate": window_rate, "runners": summaries, "load_before": load_before, "load_after": load_after}
+
+
+def cli_main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pg-url", default=os.environ.get("CONNECT_BENCH_PG_URL", DEFAULT_PG))
+    add_arguments(parser)
+    args = parser.parse_args()
+    main(args.pg_url, args.connections, args.runners, args.concurrency, args.batch_size, args.profile)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The refresh-due options (shared with bench_api.py)."""
+    parser.add_argument("--connections", type=int, default=int(os.environ.get("CONNECT_BENCH_REFRESH_CONNECTIONS") or 20000),
+                        help="due connections to seed (refresh-due mode)")
+    parser.add_argument("--runners", type=int, default=4, help="parallel refresh-due processes (refresh-due mode)")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="refresh-due --concurrency per runner (default: the command's own default)")
+    parser.add_argument("--batch-size", type=int, default=100, help="refresh-due --batch-size (refresh-due mode)")
+    parser.add_argument("--profile", metavar="FILE", default=None,
+                        help="run the first refresh-due runner under pyinstrument, text report to FILE")
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -2,23 +2,27 @@
 
 Every token the service holds arrives through :func:`store_tokens`: a code
 exchange at the callback, a client_credentials fetch, a refresh, and a seed
-002 import. So the rules that protect a connection live in one place: expiry
-from the database clock and never "never expires", a new grant never inherits
-the old grant's refresh token, a refresh never overwrites a newer write.
+002 import; refresh-due's batches go through :func:`store_refreshes`, which
+applies the same rules (:func:`token_settings`, the generation check) to many
+refreshes in one transaction. So the rules that protect a connection live in
+one place: expiry from the database clock and never "never expires", a new
+grant never inherits the old grant's refresh token, a refresh never
+overwrites a newer write.
 """
 from __future__ import annotations
 
 import datetime
 import logging
 import math
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
 
 import jwt
 
 from .. import audit, errors, outbox, strict_json
 from ..oauth2_provider import OAuth2Provider
 from ..connections import notify_activated, read_settings, seal_settings
-from ..db import db_now, write_transaction
+from ..db import database, db_now, is_postgres, write_transaction
 from ..extensions import settings as app_settings
 from ..models import Connection, Credential, utcnow
 from ..timestamps import iso, naive_utc
@@ -241,3 +245,88 @@ def store_tokens(conn: Connection, credential: Credential, token: Mapping[str, A
         return fresh
     notify_activated(fresh)
     return fresh
+
+
+@dataclass
+class Refreshed:
+    """One refresh result for :func:`store_refreshes`: the token the provider answered for a
+    connection whose lease was claimed at ``generation``."""
+
+    connection_id: str
+    generation: int
+    credential: Credential
+    provider: OAuth2Provider
+    token: Mapping[str, Any]
+    requested_scope: str | None = None
+
+
+def _update_sql(count: int) -> str:
+    """PostgreSQL: one conditional ``UPDATE … FROM (VALUES …)`` for ``count`` rows, returning the ids written."""
+    t = Connection._meta.table_name
+    col = {name: Connection._meta.fields[name].column_name for name in (
+        "id", "settings_encrypted", "expires_at", "updated_at", "last_refreshed_at", "refresh_generation",
+        "refresh_lease_until", "refresh_lease_owner")}
+    values = ", ".join(["(%s, %s, %s, %s::timestamp)"] * count)
+    return (f'UPDATE "{t}" AS c SET "{col["settings_encrypted"]}" = v.s, "{col["expires_at"]}" = v.e, '
+            f'"{col["updated_at"]}" = %s, "{col["last_refreshed_at"]}" = %s, '
+            f'"{col["refresh_generation"]}" = c."{col["refresh_generation"]}" + 1, '
+            f'"{col["refresh_lease_until"]}" = NULL, "{col["refresh_lease_owner"]}" = NULL '
+            f'FROM (VALUES {values}) AS v(id, gen, s, e) '
+            f'WHERE c."{col["id"]}" = v.id AND c."{col["refresh_generation"]}" = v.gen RETURNING c."{col["id"]}"')
+
+
+def store_refreshes(results: Sequence[Refreshed]) -> tuple[set[str], dict[str, Exception]]:
+    """Store many refresh results in **one** transaction; return (ids written, {id: error}).
+
+    Each result is written exactly as :func:`store_tokens` writes a refresh: the stored settings
+    read again inside the transaction, :func:`token_settings` with them as ``previous``, keys
+    beside ``oauth`` kept, and the write conditional on the ``refresh_generation`` the lease was
+    claimed at (it bumps the generation and releases the lease). A result whose row moved on
+    meanwhile (a re-authorization, a reader's refresh) or was deleted is discarded, as there.
+    One ``connection.refreshed`` event per written row goes to the outbox in the same
+    transaction. A result that cannot be turned into settings (e.g. a row that no key decrypts)
+    is returned in the error map and written for none; the others still are.
+    """
+    if not results:
+        return set(), {}
+    problems: dict[str, Exception] = {}
+    with write_transaction():
+        now = db_now()
+        current = {c.id: c for c in Connection.select().where(Connection.id.in_([r.connection_id for r in results]))}
+        rows: list[tuple[Connection, int, str, datetime.datetime]] = []
+        for result in results:
+            conn = current.get(result.connection_id)
+            if conn is None or conn.refresh_generation != result.generation:
+                continue  # deleted or changed meanwhile: discarded below
+            try:
+                previous = read_settings(conn)
+                stored, expires_at = token_settings(
+                    dict(result.token), previous=previous, provider=result.provider, credential=result.credential,
+                    now=now, new_grant=result.credential.oauth_grant_type == "client_credentials",
+                    requested_scope=result.requested_scope)
+                sealed = seal_settings(conn, {**previous, **stored})  # keys beside "oauth" survive a refresh
+            except Exception as exc:  # one bad row must not lose the others' rotated tokens
+                problems[conn.id] = exc
+                continue
+            rows.append((conn, result.generation, sealed, expires_at))
+        written: set[str] = set()
+        if rows and is_postgres():
+            params: list[Any] = [now, now]
+            for conn, generation, sealed, expires_at in rows:
+                params += [conn.id, generation, sealed, expires_at]
+            sql = _update_sql(len(rows))
+            # SET's two parameters come first in the text, VALUES' after them
+            written = {row[0] for row in database.execute_sql(sql, params).fetchall()}
+        else:
+            for conn, generation, sealed, expires_at in rows:
+                if Connection.update(settings_encrypted=sealed, expires_at=expires_at, updated_at=now,
+                                     last_refreshed_at=now, refresh_generation=Connection.refresh_generation + 1,
+                                     refresh_lease_until=None, refresh_lease_owner=None).where(
+                        Connection.id == conn.id, Connection.refresh_generation == generation).execute() == 1:
+                    written.add(conn.id)
+        outbox.emit_connections([conn for conn, *_ in rows if conn.id in written], "connection.refreshed")
+    for result in results:
+        if result.connection_id not in written and result.connection_id not in problems:
+            log.warning("refresh result discarded: the connection changed meanwhile",
+                        extra={"fields": {"connection_id": result.connection_id}})
+    return written, problems
