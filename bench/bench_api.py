@@ -205,7 +205,7 @@ def main() -> None:
         args.rounds, args.seconds = 1, 2
     if args.refresh_due:
         refresh_due.main(args.pg_url, args.connections, args.runners, args.concurrency, args.batch_size,
-                         args.profile)
+                         args.profile, args.py_spy)
         return
     if args.rows:
         rows_mode(args)

@@ -31,6 +31,7 @@ import base64
 import datetime
 import json
 import os
+import resource
 import secrets
 import subprocess
 import sys
@@ -165,16 +166,29 @@ def seed(pg_url: str, count: int, token_url: str) -> dict:
     return cfg
 
 
+def top_frames(collapsed: str, count: int = 25) -> list[tuple[str, float]]:
+    """The functions with the most samples of their own (leaf frames) in a py-spy ``raw`` file."""
+    own: Counter[str] = Counter()
+    for line in open(collapsed):
+        stack, _, samples = line.rstrip().rpartition(" ")
+        if stack and samples.isdigit():
+            own[stack.split(";")[-1]] += int(samples)
+    total = sum(own.values()) or 1
+    return [(name, n / total) for name, n in own.most_common(count)]
+
+
 def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(pg_url: str = DEFAULT_PG, count: int = 20000, runners: int = 4, concurrency: int | None = None,
-         batch_size: int = 100, profile: str | None = None) -> dict:
+         batch_size: int = 100, profile: str | None = None, py_spy: str | None = None) -> dict:
     """Seed, run ``runners`` refresh-due processes at once, print the results; returns them as a dict.
 
     ``profile``: a file name; the first runner then runs under pyinstrument (its main thread),
-    which writes a text report there.
+    which writes a text report there. ``py_spy``: a file name; the first runner then runs under
+    ``py-spy record`` (every thread, native-speed sampling), which writes collapsed stacks there,
+    and the functions with the most samples of their own are printed.
     """
     endpoint = TokenEndpoint()
     print(f"seeding {count} due connections into {pg_url.rsplit('/', 1)[1]} …", flush=True)
@@ -187,20 +201,32 @@ def main(pg_url: str = DEFAULT_PG, count: int = 20000, runners: int = 4, concurr
     if concurrency is not None:
         args += ["--concurrency", str(concurrency)]
     load_before = _load()
+    children_before, self_before = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     started = time.monotonic()
-    profiled = [sys.executable, "-m", "pyinstrument", "-r", "text", "--no-color", "-o", profile, *args] \
-        if profile else args
+    profiled = args
+    if profile:
+        profiled = [sys.executable, "-m", "pyinstrument", "-r", "text", "--no-color", "-o", profile, *args]
+    elif py_spy:
+        spy = os.path.join(os.path.dirname(sys.executable), "py-spy")
+        profiled = [spy, "record", "--format", "raw", "--rate", "250", "--gil", "--nonblocking", "--output", py_spy, "--", *args]
     procs = [subprocess.Popen(profiled if i == 0 else args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(runners)]
     outputs = [p.communicate(timeout=1800) for p in procs]
     wall = time.monotonic() - started
     load_after = _load()
+    children, own = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
+    runner_cpu = (children.ru_utime + children.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
+    endpoint_cpu = (own.ru_utime + own.ru_stime) - (self_before.ru_utime + self_before.ru_stime)
     summaries = []
     for p, (out, err) in zip(procs, outputs):
-        try:
-            summaries.append(json.loads(out.strip().splitlines()[-1]))
-        except (ValueError, IndexError):
-            summaries.append({"exit": p.returncode, "stderr": err[-500:]})
+        summary = None
+        for line in reversed(out.strip().splitlines()):  # the last JSON line (py-spy prints its own lines)
+            try:
+                summary = json.loads(line)
+                break
+            except ValueError:
+                continue
+        summaries.append(summary if isinstance(summary, dict) else {"exit": p.returncode, "stderr": err[-500:]})
     refreshed = sum(s.get("refreshed", 0) for s in summaries)
     calls = sum(endpoint.presented.values())
     doubles = sum(1 for n in endpoint.presented.values() if n > 1)
@@ -217,12 +243,18 @@ def main(pg_url: str = DEFAULT_PG, count: int = 20000, runners: int = 4, concurr
     window_rate = calls / window if window else 0.0
     print(f"{refreshed:>10} {wall:>7.1f} {rate:>12.0f} {window:>15.1f} {window_rate:>8.0f} {calls:>12} "
           f"{doubles:>8} {endpoint.errors:>16}")
+    print(f"CPU: runners {runner_cpu:.1f} s in all ({1000 * runner_cpu / max(refreshed, 1):.2f} ms per refresh); "
+          f"token endpoint (this process) {endpoint_cpu:.1f} s; PostgreSQL not counted")
     print("wall s: first runner started → last runner exited (process start-up included); "
           "calls-window s: first → last token call at the endpoint")
     if profile:
         print(f"profile of runner 1 (pyinstrument, main thread): {profile}")
+    if py_spy and os.path.exists(py_spy):
+        print(f"profile of runner 1 (py-spy, all threads): {py_spy}; top functions by own samples:")
+        for name, share in top_frames(py_spy):
+            print(f"  {share:5.1%}  {name}")
     return {"refreshed": refreshed, "wall": wall, "rate": rate, "calls": calls, "doubles": doubles,
-            "window_rate": window_rate, "runners": summaries, "load_before": load_before, "load_after": load_after}
+            "window_rate": window_rate, "runner_cpu": runner_cpu, "runners": summaries, "load_before": load_before, "load_after": load_after}
 
 
 def cli_main() -> None:
@@ -230,7 +262,7 @@ def cli_main() -> None:
     parser.add_argument("--pg-url", default=os.environ.get("CONNECT_BENCH_PG_URL", DEFAULT_PG))
     add_arguments(parser)
     args = parser.parse_args()
-    main(args.pg_url, args.connections, args.runners, args.concurrency, args.batch_size, args.profile)
+    main(args.pg_url, args.connections, args.runners, args.concurrency, args.batch_size, args.profile, args.py_spy)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -243,6 +275,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=100, help="refresh-due --batch-size (refresh-due mode)")
     parser.add_argument("--profile", metavar="FILE", default=None,
                         help="run the first refresh-due runner under pyinstrument, text report to FILE")
+    parser.add_argument("--py-spy", metavar="FILE", default=None,
+                        help="run the first refresh-due runner under py-spy (all threads), collapsed stacks to FILE")
 
 
 if __name__ == "__main__":

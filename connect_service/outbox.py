@@ -74,12 +74,31 @@ def emit_connection(conn: Connection, event_type: str) -> None:
         emit_requirement_completed(conn, conn.requirement_id)
 
 
+def _insert(model: type, rows: list[dict[str, Any]]) -> None:
+    """One multi-row ``INSERT`` of ``rows`` (dicts keyed by field name, all with the same keys).
+
+    The SQL text is put together here rather than by peewee's ``insert_many``, whose
+    building cost (per value) showed in refresh-due's profile; values still go through each
+    field's ``db_value`` and as parameters.
+    """
+    if not rows:
+        return
+    fields = [model._meta.fields[name] for name in rows[0]]
+    param = database.obj.param
+    one = "(" + ", ".join([param] * len(fields)) + ")"
+    columns = ", ".join(f'"{f.column_name}"' for f in fields)
+    params = [f.db_value(row[f.name]) for row in rows for f in fields]
+    database.execute_sql(f'INSERT INTO "{model._meta.table_name}" ({columns}) VALUES '
+                         + ", ".join([one] * len(rows)), params)
+
+
 def emit_connections(conns: list[Connection], event_type: str) -> None:
     """:func:`emit_connection` for many connections at once, in few statements (refresh-due's batches).
 
     The same rows as one :func:`emit_connection` per connection: an event each, a pending delivery
     per matching endpoint, and ``requirement.completed`` where one was never written. Endpoints are
     looked up once per (org, app); events and deliveries are inserted with one statement each.
+    Call it inside the transaction of the change.
     """
     if not conns:
         return
@@ -98,9 +117,8 @@ def emit_connections(conns: list[Connection], event_type: str) -> None:
                            "status": "pending", "attempts": 0, "next_attempt_at": now, "created_at": now,
                            "updated_at": now} for ep in subscribers[key])
     with database.atomic():
-        WebhookEvent.insert_many(events).execute()
-        if deliveries:
-            WebhookDelivery.insert_many(deliveries).execute()
+        _insert(WebhookEvent, events)
+        _insert(WebhookDelivery, deliveries)
         if event_type not in ("connection.created", "connection.updated", "connection.refreshed"):
             return
         completing = {f"{REQUIREMENT_COMPLETED}:{c.app_id}:{c.customer_id}:{c.requirement_id}": c for c in conns

@@ -18,12 +18,15 @@ is no longer one connection and a dozen database round trips after another:
    and ``max_total_time`` as a read's refresh). The threads touch no database:
    requests are built (client secret decrypted once per credential) and results
    stored by the runner's main thread, the only one with a database connection.
-4. **Store** results as soon as they arrive: every result that is in when the
+4. **Store** results as soon as they arrive: every answer that is in when the
    previous write commits goes into the next transaction
    (:func:`~connect_service.oauth.token_store.store_refreshes`: conditional on
    the claimed generation per row, lease released, one ``connection.refreshed``
-   outbox event each). A runner never has more than ``--concurrency`` provider
-   answers unsaved: a new call starts only after the finished ones are stored.
+   outbox event each). When the first answer of the calls in flight arrives,
+   the runner waits at most :data:`GATHER_SECONDS` for the others (calls started
+   together end together), so one write carries several answers. New calls
+   start only after the answers in hand are stored, so a runner never has more
+   than ``--concurrency`` provider answers unsaved or on the way.
 
 A call starts only while its lease has at least three quarters of
 ``refresh_lease_seconds`` left (the client gives up after half the lease), so
@@ -40,9 +43,9 @@ or another runner is skipped, never refreshed twice.
 the store committed loses those answers: with a rotating provider the stored
 refresh token is then spent and the connection's next refresh fails
 ``invalid_grant`` (the user must reconnect). That window is at most
-``--concurrency`` connections per runner (the calls in flight plus answers
-waiting for the write in progress); with ``--concurrency 1`` it is one, as for a
-read's refresh. Connections claimed but not called yet are only delayed: their
+``--concurrency`` connections per runner (the calls in flight and the answers
+being written, together); with ``--concurrency 1`` it is one connection, as
+for a read's refresh. Connections claimed but not called yet are only delayed: their
 leases expire and the next run refreshes them.
 """
 from __future__ import annotations
@@ -58,9 +61,10 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
+import peewee
 
 from .connections import read_settings
-from .db import database, db_now, write_transaction
+from .db import compiled_sql, database, db_now, fetch_models, is_postgres, write_transaction
 from .extensions import settings
 from .http import GuardedClient, OutboundError
 from .models import Connection, Credential
@@ -77,6 +81,9 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 8
 #: the most ``--concurrency`` may ask for
 MAX_CONCURRENCY = 64
+#: after the first answer arrives, how long (seconds) the runner waits for the other calls in flight
+#: before writing, so that one transaction stores several answers
+GATHER_SECONDS = 0.02
 
 
 @dataclass
@@ -84,6 +91,7 @@ class _Claimed:
     """A connection this runner holds the lease of, with its token request built."""
 
     conn: Connection
+    settings: dict[str, Any]  # decrypted at claim time; the store's previous settings (see store_refreshes)
     seen: Observed
     credential: Credential
     provider: OAuth2Provider
@@ -125,9 +133,17 @@ def claim_batch(seen: dict[str, int], owner: str) -> list[Connection]:
                     Connection.status == "active", Connection.disabled == False,  # noqa: E712
                     Connection.refresh_lease_until.is_null() | (Connection.refresh_lease_until < now))
              .execute())
-        claimed = list(Connection.select().where(Connection.id.in_(list(seen)),
-                                                 Connection.refresh_lease_owner == owner))
+        claimed = _leased_rows(list(seen), owner)
     return [c for c in claimed if c.refresh_generation == seen[c.id]]
+
+
+def _leased_rows(ids: list[str], owner: str) -> list[Connection]:
+    """The rows of ``ids`` whose lease ``owner`` holds, whole (PostgreSQL: SQL built once per process)."""
+    if not is_postgres():
+        return list(Connection.select().where(Connection.id.in_(ids), Connection.refresh_lease_owner == owner))
+    sql = compiled_sql("refresh_due.leased_rows", lambda: Connection.select().where(
+        Connection.id == peewee.SQL("ANY(%s)"), Connection.refresh_lease_owner == "owner"))
+    return [row for (row,) in fetch_models(sql, (ids, owner), Connection)]
 
 
 def release_many(conn_ids: list[str], owner: str) -> None:
@@ -154,6 +170,7 @@ class _Runner:
         self.exhausted = False
         self.started = time.monotonic()
         self.clients: queue.SimpleQueue[GuardedClient] = queue.SimpleQueue()
+        self.writes = 0  # store transactions, for the last progress line
 
     # -- outcomes -----------------------------------------------------------
 
@@ -165,10 +182,11 @@ class _Runner:
         self.echo(f"refresh-due: {conn_id} failed: {reason}")
         self._count("failed")
 
-    def _summary(self) -> None:
+    def _summary(self, last: bool = False) -> None:
         c = self.counts
+        writes = f" ({self.writes} token writes)" if last and self.writes else ""
         self.echo(f"refresh-due: processed {sum(c.values())} (refreshed {c['refreshed']}, failed {c['failed']}, "
-                  f"skipped {c['skipped']}) in {time.monotonic() - self.started:.1f}s")
+                  f"skipped {c['skipped']}) in {time.monotonic() - self.started:.1f}s{writes}")
 
     # -- claiming -----------------------------------------------------------
 
@@ -225,7 +243,7 @@ class _Runner:
             body, scope = client_credentials_body(credential, provider), " ".join(credential_scopes(credential))
         else:
             body, scope = refresh_body(creds["refresh_token"]), None
-        return _Claimed(conn=conn, seen=Observed(conn.refresh_generation, creds.get("refresh_token")),
+        return _Claimed(conn=conn, settings=stored, seen=Observed(conn.refresh_generation, creds.get("refresh_token")),
                         credential=credential, provider=provider,
                         request=token_request(credential, provider, body, secret=secret), requested_scope=scope,
                         start_by=claimed_at + self.lease_seconds / 4)
@@ -254,11 +272,10 @@ class _Runner:
 
     # -- storing ------------------------------------------------------------
 
-    def _finish(self, finished: list[concurrent.futures.Future]) -> None:
+    def _finish(self, finished: list[tuple[_Claimed, concurrent.futures.Future]]) -> None:
         """Store the successful results in one transaction; settle each failure as a read's refresh would."""
         results: list[tuple[_Claimed, dict[str, Any]]] = []
-        for future in finished:
-            item = self.in_flight.pop(future)
+        for item, future in finished:
             exc = future.exception()
             if exc is None:
                 results.append((item, future.result()))
@@ -269,7 +286,9 @@ class _Runner:
         try:
             written, problems = store_refreshes([
                 Refreshed(item.conn.id, item.seen.generation, item.credential, item.provider, token,
-                          item.requested_scope) for item, token in results])
+                          item.requested_scope, item.conn.settings_encrypted, item.settings)
+                for item, token in results])
+            self.writes += 1
         except Exception as exc:  # the write failed (database away): these answers are lost, see the docstring
             log.exception("refresh-due: storing refreshed tokens failed")
             written, problems = set(), {item.conn.id: exc for item, _ in results}
@@ -324,9 +343,9 @@ class _Runner:
         try:
             with concurrent.futures.ThreadPoolExecutor(self.concurrency, thread_name_prefix="refresh-due") as pool:
                 while True:
-                    finished = [f for f in self.in_flight if f.done()]
+                    finished = [(self.in_flight.pop(f), f) for f in list(self.in_flight) if f.done()]
                     if finished:
-                        self._finish(finished)  # answers first: a rotated refresh token is stored promptly
+                        self._finish(finished)  # every answer that is in, before a new call starts
                     self._start_calls(pool)
                     if len(self.waiting) < self.concurrency and not self.exhausted:
                         self._next_page(due_before)
@@ -338,14 +357,16 @@ class _Runner:
                     if not self.in_flight and not self.waiting and self.exhausted:
                         break
                     if self.in_flight and (self.exhausted or len(self.waiting) >= self.concurrency):
-                        concurrent.futures.wait(list(self.in_flight), timeout=1.0,
-                                                return_when=concurrent.futures.FIRST_COMPLETED)
+                        pending = list(self.in_flight)
+                        concurrent.futures.wait(pending, timeout=1.0, return_when=concurrent.futures.FIRST_COMPLETED)
+                        # calls started together end together: a moment more makes one write of them, not many
+                        concurrent.futures.wait(pending, timeout=GATHER_SECONDS)
         finally:
             # an unexpected error in the loop: hand back what was claimed but never called
             release_many([item.conn.id for item in self.waiting], self.owner)
             while not self.clients.empty():
                 self.clients.get().close()
-        self._summary()
+        self._summary(last=True)
 
 
 def _purge_sessions(batches: int = 20, batch_size: int = 500) -> int:
