@@ -18,7 +18,7 @@ each with its own refresh token. Starts the runners together and reports:
   connection; the endpoint answers it anyway, so the count cannot hide behind an error);
 - each runner's summary (refreshed / failed / skipped) and the load average before and after.
 
-The token endpoint is a small asyncio HTTP/1.1 server (keep-alive, one thread): an RFC 6749
+The token endpoint is a small asyncio HTTP/1.1 server (a Protocol: keep-alive, one thread): an RFC 6749
 §6 refresh endpoint that checks the grant type and the client's Basic credentials and answers
 every refresh with a new access token and a rotated refresh token. It is cheap enough that it
 is not what the runners wait for (thread-per-connection ``http.server`` was).
@@ -68,14 +68,18 @@ class TokenEndpoint:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        server = self.loop.run_until_complete(asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=512))
+        server = self.loop.run_until_complete(
+            self.loop.create_server(lambda: _TokenProtocol(self), "127.0.0.1", 0, backlog=512))
         self.port = server.sockets[0].getsockname()[1]
         ready.set()
         self.loop.run_forever()
 
-    def _answer(self, headers: dict[str, str], body: bytes) -> tuple[str, dict]:
+    def answer(self, request_line: bytes, headers: dict[bytes, bytes], body: bytes) -> tuple[str, dict]:
+        """(status line, JSON body) for one request."""
+        if not request_line.startswith(b"POST /token "):
+            return "404 Not Found", {"error": "not_found"}
         form = parse_qs(body.decode())
-        if headers.get("authorization") != self._basic:
+        if headers.get(b"authorization", b"").decode() != self._basic:
             return "401 Unauthorized", {"error": "invalid_client"}
         if form.get("grant_type") != ["refresh_token"] or not form.get("refresh_token"):
             return "400 Bad Request", {"error": "unsupported_grant_type"}
@@ -86,33 +90,42 @@ class TokenEndpoint:
         return "200 OK", {"access_token": secrets.token_hex(16), "token_type": "Bearer", "expires_in": 3600,
                           "refresh_token": secrets.token_hex(16), "scope": "read offline_access"}
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                headers = {}
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    if name:
-                        headers[name.strip().lower()] = value.strip()
-                body = await reader.readexactly(int(headers.get("content-length") or 0))
-                if lines[0].split(" ")[:2] != ["POST", "/token"]:
-                    status, answer = "404 Not Found", {"error": "not_found"}
-                else:
-                    status, answer = self._answer(headers, body)
-                if not status.startswith("200"):
-                    self.errors += 1
-                payload = json.dumps(answer).encode()
-                writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
-                             f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
-                await writer.drain()
-                if headers.get("connection", "").lower() == "close":
-                    break
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
+
+class _TokenProtocol(asyncio.Protocol):
+    """HTTP/1.1 with keep-alive for :class:`TokenEndpoint`: requests with a Content-Length body, in order."""
+
+    def __init__(self, endpoint: TokenEndpoint):
+        self.endpoint = endpoint
+        self.buffer = b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            lines = self.buffer[:end].split(b"\r\n")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                headers[name.strip().lower()] = value.strip()
+            length = int(headers.get(b"content-length") or 0)
+            if len(self.buffer) < end + 4 + length:
+                return  # the body is still on its way
+            body = self.buffer[end + 4:end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length:]
+            status, answer = self.endpoint.answer(lines[0], headers, body)
+            if not status.startswith("200"):
+                self.endpoint.errors += 1
+            payload = json.dumps(answer).encode()
+            self.transport.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"
+                                 f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+            if headers.get(b"connection", b"").lower() == b"close":
+                self.transport.close()
+                return
 
 
 def seed(pg_url: str, count: int, token_url: str) -> dict:
@@ -217,7 +230,7 @@ def main(pg_url: str = DEFAULT_PG, count: int = 20000, runners: int = 4, concurr
     children, own = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF)
     runner_cpu = (children.ru_utime + children.ru_stime) - (children_before.ru_utime + children_before.ru_stime)
     endpoint_cpu = (own.ru_utime + own.ru_stime) - (self_before.ru_utime + self_before.ru_stime)
-    summaries = []
+    summaries, finals = [], []
     for p, (out, err) in zip(procs, outputs):
         summary = None
         for line in reversed(out.strip().splitlines()):  # the last JSON line (py-spy prints its own lines)
@@ -227,6 +240,7 @@ def main(pg_url: str = DEFAULT_PG, count: int = 20000, runners: int = 4, concurr
             except ValueError:
                 continue
         summaries.append(summary if isinstance(summary, dict) else {"exit": p.returncode, "stderr": err[-500:]})
+        finals.append(([line for line in err.splitlines() if line.startswith("refresh-due: processed")] or [""])[-1])
     refreshed = sum(s.get("refreshed", 0) for s in summaries)
     calls = sum(endpoint.presented.values())
     doubles = sum(1 for n in endpoint.presented.values() if n > 1)
@@ -235,8 +249,8 @@ def main(pg_url: str = DEFAULT_PG, count: int = 20000, runners: int = 4, concurr
           f"{'' if concurrency is None else f' × concurrency {concurrency}'}, batch size {batch_size}, "
           f"{count} due connections, local token endpoint")
     print(f"load average before {load_before}; after {load_after}")
-    for i, s in enumerate(summaries):
-        print(f"  runner {i + 1}: {s}")
+    for i, (s, final) in enumerate(zip(summaries, finals)):
+        print(f"  runner {i + 1}: {s}  {final.removeprefix('refresh-due: ')}")
     print(f"{'refreshed':>10} {'wall s':>7} {'refreshes/s':>12} {'calls-window s':>15} {'calls/s':>8} "
           f"{'token calls':>12} {'doubles':>8} {'endpoint errors':>16}")
     rate = refreshed / wall if wall else 0.0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .db import database
+from .db import compiled_sql, database, fetch_columns
 from .models import Connection, WebhookDelivery, WebhookEndpoint, WebhookEvent, utcnow
 from .timestamps import iso
 
@@ -30,11 +30,22 @@ def connection_data(conn: Connection) -> dict[str, Any]:
 
 
 def _subscribers(org_id: str, app_id: str | None, event_type: str) -> list[WebhookEndpoint]:
-    query = WebhookEndpoint.select(WebhookEndpoint.id, WebhookEndpoint.events).where(
-        WebhookEndpoint.org == org_id, WebhookEndpoint.disabled_at.is_null())
-    query = query.where(WebhookEndpoint.app.is_null() | (WebhookEndpoint.app == app_id)) if app_id \
-        else query.where(WebhookEndpoint.app.is_null())
-    return [ep for ep in query if not ep.events or event_type in ep.events]
+    """The enabled endpoints of the org (and of the app, if any) subscribed to ``event_type``.
+
+    The SQL is built once per process: refresh-due looks endpoints up for every batch it writes.
+    """
+    fields = (WebhookEndpoint.id, WebhookEndpoint.events)
+    if app_id:
+        sql = compiled_sql("outbox.subscribers_app", lambda: WebhookEndpoint.select(*fields).where(
+            WebhookEndpoint.org == "org", WebhookEndpoint.disabled_at.is_null(),
+            WebhookEndpoint.app.is_null() | (WebhookEndpoint.app == "app")))
+        params: tuple = (org_id, app_id)
+    else:
+        sql = compiled_sql("outbox.subscribers_org", lambda: WebhookEndpoint.select(*fields).where(
+            WebhookEndpoint.org == "org", WebhookEndpoint.disabled_at.is_null(), WebhookEndpoint.app.is_null()))
+        params = (org_id,)
+    return [ep for ep in fetch_columns(sql, params, WebhookEndpoint, fields)
+            if not ep.events or event_type in ep.events]
 
 
 def emit(org_id: str, app_id: str | None, event_type: str, data: dict[str, Any], *,

@@ -119,7 +119,8 @@ def claim_batch(seen: dict[str, int], owner: str) -> list[Connection]:
 
     One write transaction: a conditional ``UPDATE`` per distinct generation (each row is
     claimed only at the generation the caller saw, only while active, enabled and not leased
-    by anyone else), then the claimed rows read back whole. Returns the claimed rows.
+    by anyone else), then the claimed rows read back whole. Returns the claimed rows, soonest
+    expiring first.
     """
     lease = datetime.timedelta(seconds=settings()["refresh_lease_seconds"])
     by_generation: dict[int, list[str]] = {}
@@ -134,7 +135,8 @@ def claim_batch(seen: dict[str, int], owner: str) -> list[Connection]:
                     Connection.refresh_lease_until.is_null() | (Connection.refresh_lease_until < now))
              .execute())
         claimed = _leased_rows(list(seen), owner)
-    return [c for c in claimed if c.refresh_generation == seen[c.id]]
+    mine = [c for c in claimed if c.refresh_generation == seen[c.id]]
+    return sorted(mine, key=lambda c: (c.expires_at or datetime.datetime.min, c.id))  # soonest expiring first
 
 
 def _leased_rows(ids: list[str], owner: str) -> list[Connection]:
