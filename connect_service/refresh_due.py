@@ -8,11 +8,9 @@ is no longer one connection and a dozen database round trips after another:
 
 1. **Candidates**: one keyset-paged query for ``--batch-size`` due, active,
    enabled connections whose lease is free (or expired: a dead runner's).
-2. **Claim** them in one short transaction: one conditional ``UPDATE`` per
-   distinct ``refresh_generation`` among them (``WHERE id IN (…) AND
-   refresh_generation = g AND <lease free> AND active AND enabled``), so the
-   generation is checked per row; then the claimed rows are read back (their
-   settings included) with their credentials, one query each.
+2. **Claim** them in one short transaction, the generation checked per row
+   (:mod:`connect_service.refresh_claims`); the claimed rows come back whole,
+   their credentials with one more query.
 3. **Call** the token endpoints from a pool of ``--concurrency`` threads, each
    with its own guarded HTTP client (keep-alive; the same SSRF checks, timeouts
    and ``max_total_time`` as a read's refresh). The threads touch no database:
@@ -20,7 +18,7 @@ is no longer one connection and a dozen database round trips after another:
    stored by the runner's main thread, the only one with a database connection.
 4. **Store** results as soon as they arrive: every answer that is in when the
    previous write commits goes into the next transaction
-   (:func:`~connect_service.oauth.token_store.store_refreshes`: conditional on
+   (:func:`~connect_service.oauth.batch_store.store_refreshes`: conditional on
    the claimed generation per row, lease released, one ``connection.refreshed``
    outbox event each). When the first answer of the calls in flight arrives,
    the runner waits at most :data:`GATHER_SECONDS` for the others (calls started
@@ -61,19 +59,19 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import click
-import peewee
 
 from .connections import read_settings
-from .db import compiled_sql, database, db_now, fetch_models, is_postgres, write_transaction
+from .db import database, db_now
 from .extensions import settings
 from .http import GuardedClient, OutboundError
 from .models import Connection, Credential
 from .oauth import client_secret, credential_scopes, oauth_client, provider_for, purge_authorization_sessions
 from .oauth.errors import TRANSIENT_CODES, ProviderUnavailable, RefreshError
 from .oauth.grants import TokenRequest, client_credentials_body, refresh_body, token_request
-from .oauth.token_store import Refreshed, store_refreshes
+from .oauth.batch_store import Refreshed, store_refreshes
 from .oauth2_provider import OAuth2Provider, ProviderError
 from .refresh import Observed, lease_owner, settle_rejected
+from .refresh_claims import claim_batch, due_candidates, release_many
 
 log = logging.getLogger(__name__)
 
@@ -98,61 +96,6 @@ class _Claimed:
     request: TokenRequest
     requested_scope: str | None
     start_by: float  # time.monotonic() after which the call may no longer start (lease budget)
-
-
-def _due_candidates(due_before: datetime.datetime, now: datetime.datetime,
-                    after: tuple[datetime.datetime, str] | None, limit: int) -> list[Connection]:
-    """Active, enabled connections expiring before ``due_before`` whose lease is free at ``now``,
-    keyset-paged on (expires_at, id)."""
-    query = (Connection.select(Connection.id, Connection.expires_at, Connection.refresh_generation)
-             .where(Connection.expires_at.is_null(False), Connection.expires_at <= due_before,
-                    Connection.status == "active", Connection.disabled == False,  # noqa: E712
-                    Connection.refresh_lease_until.is_null() | (Connection.refresh_lease_until < now)))
-    if after is not None:
-        query = query.where((Connection.expires_at > after[0])
-                            | ((Connection.expires_at == after[0]) & (Connection.id > after[1])))
-    return list(query.order_by(Connection.expires_at, Connection.id).limit(limit))
-
-
-def claim_batch(seen: dict[str, int], owner: str) -> list[Connection]:
-    """Claim the leases of the connections ``{id: refresh_generation seen}`` that are still free.
-
-    One write transaction: a conditional ``UPDATE`` per distinct generation (each row is
-    claimed only at the generation the caller saw, only while active, enabled and not leased
-    by anyone else), then the claimed rows read back whole. Returns the claimed rows, soonest
-    expiring first.
-    """
-    lease = datetime.timedelta(seconds=settings()["refresh_lease_seconds"])
-    by_generation: dict[int, list[str]] = {}
-    for conn_id, generation in seen.items():
-        by_generation.setdefault(generation, []).append(conn_id)
-    with write_transaction():
-        now = db_now()
-        for generation, ids in by_generation.items():
-            (Connection.update(refresh_lease_until=now + lease, refresh_lease_owner=owner)
-             .where(Connection.id.in_(ids), Connection.refresh_generation == generation,
-                    Connection.status == "active", Connection.disabled == False,  # noqa: E712
-                    Connection.refresh_lease_until.is_null() | (Connection.refresh_lease_until < now))
-             .execute())
-        claimed = _leased_rows(list(seen), owner)
-    mine = [c for c in claimed if c.refresh_generation == seen[c.id]]
-    return sorted(mine, key=lambda c: (c.expires_at or datetime.datetime.min, c.id))  # soonest expiring first
-
-
-def _leased_rows(ids: list[str], owner: str) -> list[Connection]:
-    """The rows of ``ids`` whose lease ``owner`` holds, whole (PostgreSQL: SQL built once per process)."""
-    if not is_postgres():
-        return list(Connection.select().where(Connection.id.in_(ids), Connection.refresh_lease_owner == owner))
-    sql = compiled_sql("refresh_due.leased_rows", lambda: Connection.select().where(
-        Connection.id == peewee.SQL("ANY(%s)"), Connection.refresh_lease_owner == "owner"))
-    return [row for (row,) in fetch_models(sql, (ids, owner), Connection)]
-
-
-def release_many(conn_ids: list[str], owner: str) -> None:
-    """Give leases back without a new token (only those ``owner`` still holds)."""
-    if conn_ids:
-        (Connection.update(refresh_lease_until=None, refresh_lease_owner=None)
-         .where(Connection.id.in_(conn_ids), Connection.refresh_lease_owner == owner).execute())
 
 
 class _Runner:
@@ -194,7 +137,7 @@ class _Runner:
 
     def _next_page(self, due_before: datetime.datetime) -> None:
         """Read the next page of candidates and claim what is still free; queue the claimed rows."""
-        page = _due_candidates(due_before, db_now(), self.after, self.batch_size)
+        page = due_candidates(due_before, db_now(), self.after, self.batch_size)
         if not page:
             self.exhausted = True
             return
