@@ -18,6 +18,10 @@ each with its own refresh token. Starts the runners together and reports:
   connection; the endpoint answers it anyway, so the count cannot hide behind an error);
 - each runner's summary (refreshed / failed / skipped) and the load average before and after.
 
+``--profile FILE`` runs the first runner under pyinstrument (main thread), ``--py-spy FILE`` under
+py-spy (every thread; ``.venv/bin/pip install py-spy``) and prints the functions with the most
+samples of their own.
+
 The token endpoint is a small asyncio HTTP/1.1 server (a Protocol: keep-alive, one thread): an RFC 6749
 §6 refresh endpoint that checks the grant type and the client's Basic credentials and answers
 every refresh with a new access token and a rotated refresh token. It is cheap enough that it
