@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_api.py                 # both databases, 3 alternating rounds of 10 s
     .venv/bin/python bench/bench_api.py --quick         # one round of 2 s per row (under 2 minutes)
     .venv/bin/python bench/bench_api.py --rows 10000000 # statuses p99 with 1 k, then N stored connections
-    .venv/bin/python bench/bench_api.py --refresh-due   # refresh-due throughput (see bench/refresh_due.py)
+    .venv/bin/python bench/bench_api.py --refresh-due [--connections N] [--runners R] [--concurrency C]
+                                                        # refresh-due throughput (see bench/refresh_due.py)
 
 For each database (SQLite in a temp dir; PostgreSQL at --pg-url, a database of its own that
 this script drops and recreates) it seeds an org, an app with one requirement, one user with a
@@ -196,13 +197,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=0,
                         help="statuses p99 with 1 k stored connections, then with this many (100 per user)")
     parser.add_argument("--refresh-due", action="store_true", help="refresh-due throughput instead")
+    import refresh_due  # bench/refresh_due.py (beside this file): its options
+
+    refresh_due.add_arguments(parser)
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds = 1, 2
     if args.refresh_due:
-        import refresh_due  # bench/refresh_due.py
-
-        refresh_due.main(args.pg_url)
+        refresh_due.main(args.pg_url, args.connections, args.runners, args.concurrency, args.batch_size,
+                         args.profile, args.py_spy)
         return
     if args.rows:
         rows_mode(args)

@@ -30,7 +30,7 @@ from .extensions import settings
 from .migrations import current_version, head, migrate, pending
 from .models import Organization
 from .plugins import get_plugin_manager
-from .refresh import run_refresh_due
+from .refresh_due import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, run_refresh_due
 from .retention import prune_all
 from .rotation import pending_count, rotate_all
 from .webhook_delivery import run as run_webhook_delivery
@@ -209,20 +209,26 @@ def main() -> None:
 
 @cli.command("refresh-due")
 @click.option("--margin", type=int, default=None, help="seconds ahead of expiry (default: refresh_margin_seconds)")
-@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--batch-size", type=int, default=100, show_default=True,
+              help="connections claimed at a time (one lease claim and one read per batch)")
+@click.option("--concurrency", type=click.IntRange(1, MAX_CONCURRENCY), default=DEFAULT_CONCURRENCY,
+              show_default=True, help="token endpoint calls in flight at once; also the most provider answers "
+                                      "a killed run can lose (see docs/operations.md)")
 @with_appcontext
-def refresh_due(margin, batch_size):
+def refresh_due(margin, batch_size, concurrency):
     """Refresh every OAuth connection expiring within the margin (cron-safe on several hosts).
 
     On a terminal a progress bar; otherwise one summary line per batch (for cron logs).
     """
 
     if not sys.stderr.isatty():
-        sys.exit(run_refresh_due(margin=margin, batch_size=batch_size, echo=lambda line: click.echo(line, err=True)))
+        sys.exit(run_refresh_due(margin=margin, batch_size=batch_size, concurrency=concurrency,
+                                 echo=lambda line: click.echo(line, err=True)))
     lines: list[str] = []
     # how many are due is only known as the batches come, so the bar counts without a length
     with click.progressbar((i for i in ()), label="refresh-due", show_pos=True, file=sys.stderr) as bar:
-        code = run_refresh_due(margin=margin, batch_size=batch_size, echo=lines.append, progress=bar.update)
+        code = run_refresh_due(margin=margin, batch_size=batch_size, concurrency=concurrency, echo=lines.append,
+                               progress=bar.update)
     processed = [line for line in lines if ": processed " in line]
     for line in [line for line in lines if ": processed " not in line] + processed[-1:]:
         click.echo(line, err=True)  # failures, purged sessions, then the final count

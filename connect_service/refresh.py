@@ -1,6 +1,7 @@
 """OAuth token refresh: exactly one provider call per connection, across processes and hosts.
 
-How a refresh runs (``refresh_connection`` on a read, ``run_refresh_due`` from cron):
+How a refresh runs (``refresh_connection`` on a read; cron's ``refresh-due`` runs the same
+protocol for many connections at once, see :mod:`connect_service.refresh_due`):
 
 1. **Claim** a lease in one short transaction: a conditional ``UPDATE`` that
    succeeds only when nobody holds a live lease and the row's
@@ -28,26 +29,23 @@ a provider that trickles its answer cannot outlive the lease.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import secrets
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
-
-import click
+from typing import Any
 
 from . import connections
 from .oauth2_provider import ProviderError
-from .db import database, db_now, write_transaction
+from .db import db_now, write_transaction
 from .errors import NotFound
 from .extensions import settings
 from .http import OutboundError, redact_url
 from .models import Connection, Credential
-from .oauth import credential_scopes, grants, provider_for, purge_authorization_sessions, store_tokens
-from .oauth.errors import TRANSIENT_CODES, NotRefreshable, ProviderUnavailable, RefreshError, RefreshRejected
+from .oauth import credential_scopes, grants, provider_for, store_tokens
+from .oauth.errors import TRANSIENT_CODES, NotRefreshable, ProviderUnavailable, RefreshRejected
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +54,9 @@ POLL_START, POLL_MAX = 0.05, 0.25
 
 
 @dataclass
-class _Observed:
+class Observed:
+    """What a refresher saw before claiming: the row's generation and its refresh token."""
+
     generation: int
     refresh_token: str | None
 
@@ -86,9 +86,9 @@ def _reload(conn_id: str) -> Connection:
     return conn
 
 
-def _observe(conn: Connection) -> _Observed:
+def _observe(conn: Connection) -> Observed:
     creds = _oauth_credentials(conn) or {}
-    return _Observed(conn.refresh_generation, creds.get("refresh_token"))
+    return Observed(conn.refresh_generation, creds.get("refresh_token"))
 
 
 def _refreshable_reason(conn: Connection) -> str | None:
@@ -176,7 +176,7 @@ def refresh_connection(conn_id: str, *, force: bool = False, margin: int | None 
         # the lease expired without a result (a worker died): try to take over
 
 
-def _wait_for_winner(conn_id: str, seen: _Observed) -> tuple[Connection, bool]:
+def _wait_for_winner(conn_id: str, seen: Observed) -> tuple[Connection, bool]:
     """Poll until the lease holder finishes. Returns (row, True) when there is an outcome to report."""
     delay = POLL_START
     while True:
@@ -198,7 +198,7 @@ def _wait_for_winner(conn_id: str, seen: _Observed) -> tuple[Connection, bool]:
         delay = min(delay * 1.5, POLL_MAX)
 
 
-def _run_claimed(conn_id: str, owner: str, seen: _Observed) -> Connection:
+def _run_claimed(conn_id: str, owner: str, seen: Observed) -> Connection:
     """We hold the lease: call the provider (no transaction open) and store the result in one write."""
     saved = False
     try:
@@ -222,7 +222,7 @@ def _run_claimed(conn_id: str, owner: str, seen: _Observed) -> Connection:
             if isinstance(exc, ProviderUnavailable) or exc.code in TRANSIENT_CODES:
                 raise ProviderUnavailable(f"the token endpoint failed: {exc.code}", connection_id=conn.id,
                                           token_url=redact_url(token_url or "")) from None
-            return _rejected(conn, owner, seen, exc)
+            return settle_rejected(conn, owner, seen, exc)
         scope = " ".join(credential_scopes(credential)) if client_credentials else None
         # One write: new access token, rotated refresh token, expiry, generation, lease released.
         fresh = store_tokens(conn, credential, token, refreshing=seen.generation, requested_scope=scope)
@@ -233,8 +233,14 @@ def _run_claimed(conn_id: str, owner: str, seen: _Observed) -> Connection:
             release(conn_id, owner)
 
 
-def _rejected(conn: Connection, owner: str, seen: _Observed, exc: ProviderError) -> Connection:
-    """The provider refused our grant. Maybe someone else already replaced it: look before failing."""
+def settle_rejected(conn: Connection, owner: str, seen: Observed, exc: ProviderError) -> Connection:
+    """The provider refused our grant. Maybe someone else already replaced it: look before failing.
+
+    Returns the row when another writer replaced the token (lease released); raises
+    :class:`RefreshRejected` after marking the connection ``error`` (``invalid_grant``, only if
+    no write happened since ``seen``), or :class:`ProviderUnavailable` for other refusals
+    (e.g. ``invalid_client``: the lease is then the caller's to release).
+    """
     fresh = _reload(conn.id)
     fresh_seen = _observe(fresh)
     if fresh.refresh_generation != seen.generation or fresh_seen.refresh_token != seen.refresh_token:
@@ -255,97 +261,3 @@ def _rejected(conn: Connection, owner: str, seen: _Observed, exc: ProviderError)
                  extra={"fields": {"connection_id": conn.id}})
         return _reload(conn.id)
     raise RefreshRejected(conn.id, fresh.status_reason, exc.code)
-
-
-# --- connect-service refresh-due -----------------------------------------------------------
-
-def _due_candidates(due_before: datetime.datetime, after: tuple[datetime.datetime, str] | None,
-                    limit: int) -> list[Connection]:
-    """Active, enabled connections expiring before ``due_before``, keyset-paged on (expires_at, id)."""
-    query = (Connection.select(Connection.id, Connection.expires_at, Connection.refresh_generation)
-             .where(Connection.expires_at.is_null(False), Connection.expires_at <= due_before,
-                    Connection.status == "active", Connection.disabled == False))  # noqa: E712
-    if after is not None:
-        query = query.where((Connection.expires_at > after[0])
-                            | ((Connection.expires_at == after[0]) & (Connection.id > after[1])))
-    return list(query.order_by(Connection.expires_at, Connection.id).limit(limit))
-
-
-def refresh_claimed_or_skip(conn_id: str, generation: int, owner: str) -> str:
-    """refresh-due's step for one connection: ``refreshed``, ``skipped`` or ``failed`` (raises)."""
-    if not try_claim(conn_id, generation, owner):
-        return "skipped"  # another runner or a reader holds it, or it was refreshed meanwhile
-    conn = _reload(conn_id)
-    reason = _refreshable_reason(conn)
-    if reason is not None:
-        release(conn_id, owner)
-        return "skipped"
-    seen = _observe(conn)
-    if seen.generation != generation:
-        release(conn_id, owner)
-        return "skipped"
-    after = _run_claimed(conn_id, owner, seen)
-    return "refreshed" if after.refresh_generation != generation else "skipped"
-
-
-def _purge_sessions(batches: int = 20, batch_size: int = 500) -> int:
-    """Delete long-expired OAuth authorization sessions in bounded batches (at most batches × batch_size)."""
-    total = 0
-    for _ in range(batches):
-        deleted = purge_authorization_sessions(batch_size)
-        total += deleted
-        if deleted < batch_size:
-            break
-    return total
-
-
-def run_refresh_due(margin: int | None = None, batch_size: int = 100,
-                    echo: Callable[[str], Any] = print, progress: Callable[[int], Any] = lambda done: None) -> int:
-    """Refresh every OAuth connection expiring within ``margin`` seconds; return the exit code.
-
-    Safe to run from cron on several hosts at once: each connection is claimed
-    with a lease before its provider call. Afterwards long-expired OAuth
-    authorization sessions are deleted (bounded batches). Progress goes to ``echo`` (stderr
-    in the CLI); the summary ``{"refreshed", "failed", "skipped"}`` is printed
-    as one JSON line on stdout. Exit code 1 when any refresh failed. ``progress(1)`` is
-    called after each connection (the CLI's progress bar on a terminal).
-    """
-    margin = settings()["refresh_margin_seconds"] if margin is None else margin
-    batch_size = max(1, batch_size)
-    counts = {"refreshed": 0, "failed": 0, "skipped": 0}
-    owner = lease_owner("refresh-due")
-    started = time.monotonic()
-    with database.connection_context():
-        due_before = db_now() + datetime.timedelta(seconds=margin)
-        echo(f"refresh-due: refreshing connections expiring before {due_before.isoformat()}Z "
-             f"(margin {margin}s)")
-        done: set[str] = set()
-        after = None
-        while True:
-            batch = _due_candidates(due_before, after, batch_size)
-            if not batch:
-                break
-            after = (batch[-1].expires_at, batch[-1].id)
-            for row in batch:
-                if row.id in done:  # refreshed earlier in this run to a still-short lifetime
-                    continue
-                done.add(row.id)
-                try:
-                    outcome = refresh_claimed_or_skip(row.id, row.refresh_generation, owner)
-                except (RefreshError, ProviderUnavailable) as exc:
-                    outcome = "failed"
-                    echo(f"refresh-due: {row.id} failed: {exc.reason}")
-                except Exception as exc:  # keep going: one broken row must not stop the run
-                    outcome = "failed"
-                    log.exception("refresh-due: unexpected error", extra={"fields": {"connection_id": row.id}})
-                    echo(f"refresh-due: {row.id} failed: {type(exc).__name__}")
-                counts[outcome] += 1
-                progress(1)
-            echo(f"refresh-due: processed {sum(counts.values())} "
-                 f"(refreshed {counts['refreshed']}, failed {counts['failed']}, skipped {counts['skipped']}) "
-                 f"in {time.monotonic() - started:.1f}s")
-        purged = _purge_sessions()
-        if purged:
-            echo(f"refresh-due: deleted {purged} expired authorization sessions")
-    click.echo(json.dumps(counts))
-    return 1 if counts["failed"] else 0

@@ -363,7 +363,7 @@ def test_disabled_connection_is_never_refreshed(connect, oauth_server, expired):
     assert r.status_code == 409
     assert "disabled" in r.get_json()["error"]["details"]["refresh"]
     with connect.app.app_context():
-        from connect_service.refresh import run_refresh_due
+        from connect_service.refresh_due import run_refresh_due
 
         assert run_refresh_due(echo=lambda line: None) == 0
     assert oauth_server.token_calls("refresh_token") == 0
@@ -478,7 +478,7 @@ def test_two_refresh_due_runners_in_parallel_do_not_double_refresh(connect, oaut
                                    expires_at=past(i)) for i in range(6)]
     oauth_server.token_delay = 0.1
     oauth_server.reset_records()
-    from connect_service.refresh import run_refresh_due
+    from connect_service.refresh_due import run_refresh_due
 
     outcomes = []
     barrier = threading.Barrier(2)

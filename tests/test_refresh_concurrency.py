@@ -208,10 +208,10 @@ def test_concurrent_forced_reads_over_gunicorn_merge(connect, connect_config, oa
     assert len({r.json()["settings"]["oauth"]["credentials"]["access_token"] for r in results}) == 1
 
 
-def test_two_refresh_due_processes_in_parallel_refresh_each_connection_once(connect, connect_config,
-                                                                            oauth_server, credential):
+def test_three_refresh_due_processes_in_parallel_refresh_each_connection_once(connect, connect_config,
+                                                                              oauth_server, credential):
     ids = [create_oauth_connection(connect.app, connect.org_id, credential, issue_tokens(oauth_server),
-                                   expires_at=past(10 + i)) for i in range(8)]
+                                   expires_at=past(10 + i), customer_id=f"customer-{i}") for i in range(18)]
     oauth_server.token_delay = 0.2
     oauth_server.reset_records()
     env = service_env(connect_config, oauth_server)
@@ -229,22 +229,26 @@ def test_two_refresh_due_processes_in_parallel_refresh_each_connection_once(conn
 
         cli_module._create_app = _create_app
         cli_module.cli.create_app = _create_app
-        sys.exit(cli_module.cli.main(["refresh-due", "--batch-size", "3"], prog_name="connect-service"))
+        sys.exit(cli_module.cli.main(["refresh-due", "--batch-size", "3", "--concurrency", "3"],
+                                     prog_name="connect-service"))
     ''')
     cli_dir = Path(connect_config["instance_path"]) / "cli"
     cli_dir.mkdir()
     (cli_dir / "refresh_cli_plugin.py").write_text(WSGI_MODULE.split("_app = create_app")[0])
     procs = [subprocess.Popen([sys.executable, "-c", launcher], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [p.communicate(timeout=120) for p in procs]
     codes = [p.returncode for p in procs]
-    assert codes == [0, 0], outputs
+    assert codes == [0, 0, 0], outputs
     summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
-    assert sum(s["refreshed"] for s in summaries) == 8
+    assert sum(s["refreshed"] for s in summaries) == 18
     assert sum(s["failed"] for s in summaries) == 0
     assert all("refresh-due: processed" in err for _, err in outputs)
-    print(f"\ntwo refresh-due runners: {summaries}; token endpoint calls: {oauth_server.token_calls('refresh_token')}")
-    assert oauth_server.token_calls("refresh_token") == 8
+    print(f"\nthree refresh-due runners: {summaries}; token endpoint calls: "
+          f"{oauth_server.token_calls('refresh_token')}")
+    assert oauth_server.token_calls("refresh_token") == 18
+    presented = [r["form"]["refresh_token"] for r in oauth_server.token_requests]
+    assert len(set(presented)) == 18  # no refresh token presented twice
     assert oauth_server.family_revocations == []
     for conn_id in ids:
         row, saved = stored(connect.app, conn_id)

@@ -6,6 +6,7 @@
 - :mod:`.callback`: the provider's redirect back;
 - :mod:`.grants`: token endpoint requests (code, refresh, client_credentials, revocation);
 - :mod:`.token_store`: the one function that writes tokens to a connection;
+- :mod:`.batch_store`: refresh-due's writer of many refreshes at once, with token_store's rules;
 - :mod:`.errors`: one class per OAuth error code.
 
 The names below are the package's surface: ``from connect_service import

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import parse_qsl
 
@@ -17,7 +18,7 @@ from oauthlib.oauth2.rfc6749.parameters import prepare_token_request
 from .. import errors as api_errors
 from ..oauth2_provider import OAuth2Provider, ProviderError
 from ..extensions import keyring, registry
-from ..http import OutboundError
+from ..http import GuardedClient, OutboundError
 from ..models import AuthorizationSession, Credential
 from .errors import InvalidClient, InvalidResponse, ServerError, TemporarilyUnavailable
 from .provider import client_secret, credential_scopes, oauth_client, provider_for
@@ -25,6 +26,9 @@ from .start import pending_connection_for
 from .token_store import store_tokens
 
 log = logging.getLogger(__name__)
+
+#: :func:`token_request`'s default: decrypt the credential's client secret there
+_DECRYPT = object()
 
 
 def _decode_body(resp) -> dict[str, Any]:
@@ -46,22 +50,52 @@ def _decode_body(resp) -> dict[str, Any]:
     return data
 
 
-def _token_request(credential: Credential, provider: OAuth2Provider, body: dict[str, str],
-                   token_url: str | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TokenRequest:
+    """One token endpoint request, built with the credential's client authentication, ready to send.
+
+    Built where the app context is (it reads the client secret and the provider); :meth:`send`
+    needs none, so refresh-due's worker threads send prepared requests through clients of
+    their own (keep-alive) while the database stays in the runner's main thread.
+    """
+
+    url: str
+    kwargs: dict[str, Any]
+    provider: OAuth2Provider
+
+    def send(self, client: GuardedClient) -> dict[str, Any]:
+        """POST through ``client`` (the guarded client); the provider's token response. Errors as
+        :func:`request_refresh`."""
+        resp = client.post(self.url, **self.kwargs)
+        data = _decode_body(resp)
+        token = self.provider.parse_token_response(resp.status_code, data)
+        if not isinstance(token.get("access_token"), str) or not token["access_token"]:
+            raise InvalidResponse("the token response has no access_token")
+        return token
+
+
+def token_request(credential: Credential, provider: OAuth2Provider, body: dict[str, str],
+                  token_url: str | None = None, secret: str | None | object = _DECRYPT) -> TokenRequest:
+    """A :class:`TokenRequest` for ``body`` (a grant's parameters) at ``token_url`` or the provider's.
+
+    ``secret``: the decrypted client secret when the caller already has it (refresh-due
+    decrypts it once per credential), else it is decrypted here.
+    """
     url = token_url or provider.token_url
     if not url:
         raise InvalidClient("the credential has no token URL")
     kwargs = provider.prepare_token_request(body, client_id=credential.oauth_client_id,
-                                            client_secret=client_secret(credential),
+                                            client_secret=client_secret(credential) if secret is _DECRYPT else secret,
                                             auth_method=credential.token_endpoint_auth_method
                                             or provider.token_endpoint_auth_method)
+    return TokenRequest(url, kwargs, provider)
+
+
+def _token_request(credential: Credential, provider: OAuth2Provider, body: dict[str, str],
+                   token_url: str | None = None) -> dict[str, Any]:
+    request = token_request(credential, provider, body, token_url)
     with oauth_client() as client:
-        resp = client.post(url, **kwargs)
-    data = _decode_body(resp)
-    token = provider.parse_token_response(resp.status_code, data)
-    if not isinstance(token.get("access_token"), str) or not token["access_token"]:
-        raise InvalidResponse("the token response has no access_token")
-    return token
+        return request.send(client)
 
 
 def _body(grant_type: str, **params: Any) -> dict[str, str]:
@@ -80,6 +114,21 @@ def exchange_code(credential: Credential, session: AuthorizationSession, code: s
     return _token_request(credential, provider_for(credential), body, token_url=session.token_url)
 
 
+def refresh_body(refresh_token: str) -> dict[str, str]:
+    """The RFC 6749 §6 body of a refresh (client authentication is added by :func:`token_request`)."""
+    return _body("refresh_token", refresh_token=refresh_token)
+
+
+def client_credentials_body(credential: Credential, provider: OAuth2Provider,
+                            scopes: list[str] | None = None) -> dict[str, str]:
+    """The RFC 6749 §4.4 body for ``scopes`` (default: the credential's ``oauth_scope``)."""
+    scope_list = list(scopes) if scopes is not None else credential_scopes(credential)
+    params: dict[str, Any] = {}
+    if scope_list:
+        params["scope"] = provider.scope_separator.join(scope_list)
+    return _body("client_credentials", **params)
+
+
 def request_refresh(credential: Credential, refresh_token: str) -> dict[str, Any]:
     """Refresh an access token; return the provider's token response (a dict with ``access_token``).
 
@@ -89,18 +138,13 @@ def request_refresh(credential: Credential, refresh_token: str) -> dict[str, Any
     ``connect_service.http.OutboundError`` when the endpoint cannot be
     reached or is refused by policy.
     """
-    body = _body("refresh_token", refresh_token=refresh_token)
-    return _token_request(credential, provider_for(credential), body)
+    return _token_request(credential, provider_for(credential), refresh_body(refresh_token))
 
 
 def request_client_credentials(credential: Credential, scopes: list[str] | None = None) -> dict[str, Any]:
     """Fetch a token with the client_credentials grant; errors as :func:`request_refresh`."""
-    scope_list = list(scopes) if scopes is not None else credential_scopes(credential)
     provider = provider_for(credential)
-    params: dict[str, Any] = {}
-    if scope_list:
-        params["scope"] = provider.scope_separator.join(scope_list)
-    return _token_request(credential, provider, _body("client_credentials", **params))
+    return _token_request(credential, provider, client_credentials_body(credential, provider, scopes))
 
 
 def revoke_tokens(credential: Credential, settings: Mapping[str, Any]) -> bool:

@@ -2,9 +2,12 @@
 
 Every token the service holds arrives through :func:`store_tokens`: a code
 exchange at the callback, a client_credentials fetch, a refresh, and a seed
-002 import. So the rules that protect a connection live in one place: expiry
-from the database clock and never "never expires", a new grant never inherits
-the old grant's refresh token, a refresh never overwrites a newer write.
+002 import (refresh-due's batches go through :mod:`.batch_store`, which
+applies this module's :func:`token_settings` and the same generation check to
+many refreshes in one transaction). So the rules that protect a connection
+live in one place: expiry from the database clock and never "never expires",
+a new grant never inherits the old grant's refresh token, a refresh never
+overwrites a newer write.
 """
 from __future__ import annotations
 
