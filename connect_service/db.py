@@ -17,6 +17,7 @@ import datetime
 import os
 import threading
 import time
+import weakref
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -96,8 +97,9 @@ class RecentlyUsedPool(FailFastPool):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._returned_at: dict[int, float] = {}
-        #: per pooled connection: SQL text → name of its prepared statement on that connection
-        self._prepared: dict[int, dict[str, str]] = {}
+        #: per driver connection (held weakly: a closed and collected connection takes its entry along, and a
+        #: new connection is never mistaken for an old one at the same address): SQL text → statement name
+        self._prepared: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     def execute_prepared(self, sql: str, params: tuple):
         """Run ``sql`` (``%s`` placeholders) as a prepared statement of this thread's connection.
@@ -108,7 +110,7 @@ class RecentlyUsedPool(FailFastPool):
         (a rollback does not drop it; a closed connection takes its statements along).
         """
         conn = self.connection()
-        prepared = self._prepared.setdefault(self.conn_key(conn), {})
+        prepared = self._prepared.setdefault(conn, {})
         name = prepared.get(sql)
         if name is None:
             parts = sql.split("%s")
@@ -134,14 +136,12 @@ class RecentlyUsedPool(FailFastPool):
     def _close(self, conn, close_conn=False):
         if close_conn:
             self._returned_at.pop(self.conn_key(conn), None)
-            self._prepared.pop(self.conn_key(conn), None)
         else:
             self._returned_at[self.conn_key(conn)] = time.monotonic()
         super()._close(conn, close_conn)
 
     def _close_raw(self, conn):
         self._returned_at.pop(self.conn_key(conn), None)
-        self._prepared.pop(self.conn_key(conn), None)
         super()._close_raw(conn)
 
 

@@ -23,16 +23,17 @@ class JSONFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         return _ENCODER.encode(entry)
 
-    _second: int | None = None
-    _text = ""
+    #: (second, its text): one tuple, so a thread never pairs one second with another's text
+    _formatted: tuple[int, str] = (-1, "")
 
     def _timestamp(self, created: float) -> str:
         """``formatTime(record, "%Y-%m-%dT%H:%M:%S")``, formatted once per second (one line per request)."""
         second = int(created)
-        if second != self._second:  # a race only formats the same second twice
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(created))
-            self._second = second
-        return self._text
+        cached_second, text = self._formatted
+        if second != cached_second:  # a race only formats the same second twice
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", self.converter(created))
+            self._formatted = (second, text)
+        return text
 
 
 class LineHandler(logging.StreamHandler):

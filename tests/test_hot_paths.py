@@ -298,6 +298,7 @@ def test_the_access_log_line_is_one_json_object_with_the_request_fields(connect,
     (record,) = [rec for rec in caplog.records
                  if rec.name == "connect_service.access" and rec.fields["request_id"] == "req-log-1"]
     line = json.loads(JSONFormatter().format(record))
+    assert line["ts"] == JSONFormatter().formatTime(record, "%Y-%m-%dT%H:%M:%S")  # the once-a-second cache agrees
     assert set(line) == {"ts", "level", "logger", "msg", "request_id", "method", "path", "status", "remote_addr",
                          "duration_ms"}
     assert (line["request_id"], line["method"], line["path"], line["status"], line["level"], line["msg"]) \
