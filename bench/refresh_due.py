@@ -45,6 +45,9 @@ import time
 from collections import Counter
 from urllib.parse import parse_qs
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import seed as bench_seed  # noqa: E402  (bench/seed.py, beside this file; this module has a function named seed)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TYPE = "dynamiq.connections.OAuth2"
 CLIENT_ID, CLIENT_SECRET = "bench-client", "bench-secret"
@@ -134,8 +137,6 @@ class _TokenProtocol(asyncio.Protocol):
 
 def seed(pg_url: str, count: int, token_url: str) -> dict:
     """A fresh database with the credential and ``count`` due connections; returns the service config."""
-    import psycopg2  # imported here: only the bench's PostgreSQL mode needs the driver directly
-
     sys.path.insert(0, ROOT)
     from connect_service import create_app
     from connect_service.config import generate_key, generate_secret
@@ -144,13 +145,7 @@ def seed(pg_url: str, count: int, token_url: str) -> dict:
     from connect_service.models import Connection, Credential, Organization, utcnow
     from connect_service.testing import make_config, reset_database
 
-    base, name = pg_url.rsplit("/", 1)
-    admin = psycopg2.connect(f"{base}/postgres")
-    admin.autocommit = True
-    with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        cur.execute(f'CREATE DATABASE "{name}"')
-    admin.close()
+    bench_seed.recreate_pg_database(pg_url)
     cfg = make_config(tempfile.mkdtemp(prefix="connect-bench-"), database_url=pg_url,
                       encryption_keys=[generate_key()], secret_key=generate_secret(), log_level="WARNING")
     app = create_app(cfg)

@@ -23,6 +23,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def recreate_pg_database(pg_url: str) -> None:
+    """Drop (forcing its sessions out) and create the PostgreSQL database ``pg_url`` names."""
+    import psycopg2  # imported here: only the PostgreSQL benches need the driver directly
+
+    base, name = pg_url.rsplit("/", 1)
+    admin = psycopg2.connect(f"{base}/postgres")
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+
+
 class Fixture:
     def __init__(self, db: str, pg_url: str):
         # Imported here: bench_api.py puts the worktree on sys.path before importing this module.
@@ -72,15 +85,7 @@ class Fixture:
                          for k, v in cfg.items() if v is not None})
 
     def _recreate_pg(self) -> None:
-        import psycopg2
-
-        base, name = self.pg_url.rsplit("/", 1)
-        admin = psycopg2.connect(f"{base}/postgres")
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            cur.execute(f'CREATE DATABASE "{name}"')
-        admin.close()
+        recreate_pg_database(self.pg_url)
 
     def count(self) -> int:
         from connect_service.db import database

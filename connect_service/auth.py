@@ -65,17 +65,22 @@ def require_access_key(view):
     return wrapper
 
 
+def token_app_query(*columns) -> pw.ModelSelect:
+    """Every App column, the user's revocation cut-off (parameter: the user id), then ``columns``:
+    the app left-joined to the (app, user) revocation row by its primary key. Loaders add their
+    own joins and end with ``.where(App.id == <placeholder>)``."""
+    return (App.select(App, TokenRevocation.tokens_valid_after, *columns)
+            .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
+                  on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == "")))
+
+
 def load_token_app(identity: ConnectToken) -> tuple[App, datetime.datetime | None, None] | None:
     """The default loader of :func:`require_connect_token`: ``(app, user's revocation cut-off, None)``.
 
     One indexed lookup, its SQL built once per process: the app by primary key, left-joined to
     the (app, user) revocation by its primary key. None when the app does not exist.
     """
-    sql = compiled_sql("auth.app_unless_revoked", lambda: (
-        App.select(App, TokenRevocation.tokens_valid_after)
-        .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
-              on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == ""))
-        .where(App.id == "")))
+    sql = compiled_sql("auth.app_unless_revoked", lambda: token_app_query().where(App.id == ""))
     found = fetch_models(sql, (identity.user_id, identity.app_id), App, extra=(TokenRevocation.tokens_valid_after,))
     if not found:
         return None

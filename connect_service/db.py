@@ -282,10 +282,7 @@ def fetch_models(sql: str, params: tuple, *models: type, extra: tuple = ()) -> l
 
 def fetch_columns(sql: str, params: tuple, model: type, fields: tuple) -> list:
     """Run ``sql`` (selecting exactly ``fields`` of ``model``, in order): partial instances, one per row."""
-    out = []
-    for row in execute_compiled(sql, params).fetchall():
-        out.append(_loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, row)}))
-    return out
+    return [loaded_instance(model, fields, row) for row in execute_compiled(sql, params).fetchall()]
 
 
 def is_postgres() -> bool:

@@ -12,6 +12,7 @@ from typing import Any
 import peewee as pw
 
 from . import accounts
+from .auth import token_app_query
 from .db import compiled_sql, fetch_models, loaded_instance
 from .extensions import registry
 from .models import App, Connection, TokenRevocation
@@ -52,9 +53,7 @@ def load_app_and_connections(identity: ConnectToken) \
 def app_and_connections_sql() -> str:
     """The SQL of :func:`load_app_and_connections` (parameters: user id, user id, app id); bench/ EXPLAINs it."""
     return compiled_sql("statuses.app_and_connections", lambda: (
-        App.select(App, TokenRevocation.tokens_valid_after, *STATUS_COLUMNS)
-        .join(TokenRevocation, pw.JOIN.LEFT_OUTER,
-              on=(TokenRevocation.app == App.id) & (TokenRevocation.user_id == ""))
+        token_app_query(*STATUS_COLUMNS)
         .join_from(App, Connection, pw.JOIN.LEFT_OUTER,
                    on=(Connection.app == App.id) & (Connection.customer_id == ""))
         .where(App.id == "")))

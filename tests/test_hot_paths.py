@@ -99,13 +99,19 @@ def test_the_rate_limit_upsert_counts_every_hit_and_refuses_past_the_limit(conne
             == [(100_001, 1)]
 
 
-def test_a_secrets_read_stamps_last_fetched_at_and_answers_the_stored_value(connect):
+def app_with_connection(connect):
+    """An app with one API-key requirement deployed, a token of ``u1`` and u1's stored connection's id."""
     app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
     token = connect.token(app, "u1")
     rid = connect.requirement_id(app, "k")
     assert connect.submit_credentials(token, rid, API_KEY, {"url": "https://h.example", "api_key": "k"}).status_code \
         == 201
     conn_id = connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"][0]["id"]
+    return app, token, conn_id
+
+
+def test_a_secrets_read_stamps_last_fetched_at_and_answers_the_stored_value(connect):
+    app, token, conn_id = app_with_connection(connect)
     answers = [connect.client.get(f"/v1/connections/{conn_id}?include_secrets=true", headers=connect.auth)
                .get_json() for _ in range(2)]
     with connect.app.app_context(), database.connection_context():
@@ -136,45 +142,35 @@ def test_the_pool_drops_a_connection_the_server_killed(connect, monkeypatch):
     assert statuses(connect, token).status_code == 200
 
 
-@pytest.fixture
-def sql_log(connect, monkeypatch):
-    """Every SQL statement the app runs (pool pings excluded), in order."""
+def _record_calls(connect, monkeypatch, method: str, describe) -> list:
+    """Patch ``method`` of the app's database to append ``describe(first argument)`` on every call."""
     seen = []
     with connect.app.app_context():
         target = database.obj
-    real = target.execute_sql
+    real = getattr(target, method)
 
-    def execute_sql(sql, params=None, *args, **kwargs):
-        seen.append(sql)
-        return real(sql, params, *args, **kwargs)
+    def recorded(first, *args, **kwargs):
+        seen.append(describe(first))
+        return real(first, *args, **kwargs)
 
-    monkeypatch.setattr(target, "execute_sql", execute_sql)
+    monkeypatch.setattr(target, method, recorded)
     return seen
+
+
+@pytest.fixture
+def sql_log(connect, monkeypatch):
+    """Every SQL statement the app runs (pool pings excluded), in order."""
+    return _record_calls(connect, monkeypatch, "execute_sql", lambda sql: sql)
 
 
 @pytest.fixture
 def built_queries(connect, monkeypatch):
     """Every query peewee builds SQL for (``Database.execute``), as opposed to prebuilt SQL run as it is."""
-    seen = []
-    with connect.app.app_context():
-        target = database.obj
-    real = target.execute
-
-    def execute(query, *args, **kwargs):
-        seen.append(type(query).__name__)
-        return real(query, *args, **kwargs)
-
-    monkeypatch.setattr(target, "execute", execute)
-    return seen
+    return _record_calls(connect, monkeypatch, "execute", lambda query: type(query).__name__)
 
 
 def hot_calls(connect):
-    app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
-    token = connect.token(app, "u1")
-    rid = connect.requirement_id(app, "k")
-    assert connect.submit_credentials(token, rid, API_KEY, {"url": "https://h.example", "api_key": "k"}).status_code \
-        == 201
-    conn_id = connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"][0]["id"]
+    app, token, conn_id = app_with_connection(connect)
     public = {"Host": "connect.test"}  # the service's own host (public_url): no app lookup by host
     return {
         "requirements": lambda: connect.client.get("/v1/connect/requirements",
@@ -221,12 +217,7 @@ def test_hot_answers_are_already_what_their_schemas_dump(connect):
     from connect_service.api.connect import TokenSchema
     from connect_service.api.connections import ConnectionSchema
 
-    app = connect.create_app_with_requirements([connection_requirement("k", API_KEY)])
-    token = connect.token(app, "u1")
-    rid = connect.requirement_id(app, "k")
-    assert connect.submit_credentials(token, rid, API_KEY, {"url": "https://h.example", "api_key": "k"}).status_code \
-        == 201
-    conn_id = connect.client.get("/v1/connections", headers=connect.auth).get_json()["data"][0]["id"]
+    app, token, conn_id = app_with_connection(connect)
     answers = {
         "requirements": (connect.client.get("/v1/connect/requirements", headers=connect.bearer(token)),
                          schemas.list_of(schemas.RequirementSchema, paged=False)),
