@@ -12,6 +12,8 @@ connection, then starts two gunicorn servers with ``deploy/gunicorn.conf.py`` (`
 2): the bare app (bench/bare_app.py) and connect-service. wrk (1 thread, 16 connections) drives
 each row in alternating rounds (bare, row, bare, row, ...); a row's ratio is its req/s over the
 mean bare req/s of the same rounds. Rate limits are raised so wrk measures work, not 429s.
+The first row, "floor", is bare Flask plus one primary-key lookup through the plain driver
+(bare_app.py's /ping-db): what any endpoint that reads the database once per request can reach.
 Prints req/s, ratio, p50, p99 and the non-2xx count per row, plus each server's worker RSS
 and the load average. Nothing is asserted: benchmarks are not tests.
 """
@@ -42,6 +44,10 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+#: the second baseline: bare Flask plus one primary-key lookup through the plain driver (bench/bare_app.py)
+FLOOR = "floor: bare Flask + 1 indexed query"
 
 
 def start_gunicorn(target: str, port: int, workers: int, env: dict, cwd: str) -> subprocess.Popen:
@@ -134,6 +140,7 @@ class Servers:
         f, base = self.fixture, f"http://127.0.0.1:{self.svc_port}"
         token = {"Authorization": f"Bearer {f.token}"}
         return [
+            (FLOOR, f"http://127.0.0.1:{self.bare_port}/ping-db?id={f.org_id}", {}, None),
             ("GET /v1/connect/requirements/statuses", f"{base}/v1/connect/requirements/statuses", token, None),
             ("GET /v1/connect/requirements", f"{base}/v1/connect/requirements", token, None),
             ("POST /v1/connect/tokens", f"{base}/v1/connect/tokens", {"Host": f.hostname},

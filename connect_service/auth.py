@@ -31,33 +31,73 @@ def bearer() -> str | None:
     return value.strip()
 
 
-def authenticate_access_key(token: str | None) -> AccessKey | None:
-    """The ``AccessKey`` row (org joined) for a valid, unrevoked ``ak_`` key, else None."""
-    if not token or not token.startswith("ak_"):
-        return None
-    sql = compiled_sql("auth.access_key", lambda: AccessKey.select(AccessKey, Organization).join(Organization).where(
-        AccessKey.key_hash == "", AccessKey.revoked_at.is_null()))
-    found = fetch_models(sql, (hash_access_key(token),), AccessKey, Organization)
+def access_key_query(*models: type) -> pw.ModelSelect:
+    """Every AccessKey and Organization column, then every column of each of ``models``: the start of a
+    key loader's statement. Loaders join ``models`` and end with ``.where(access_key_is(""))``, so the
+    key's hash is their last parameter."""
+    return AccessKey.select(AccessKey, Organization, *models).join(Organization)
+
+
+def access_key_is(placeholder: str):
+    """The condition a key loader ends with: the key with this hash, not revoked."""
+    return (AccessKey.key_hash == placeholder) & AccessKey.revoked_at.is_null()
+
+
+def load_access_key(key_hash: str, view_args: dict) -> tuple[AccessKey, Any] | None:
+    """The default loader of :func:`require_access_key`: ``(key with .org, None)``, one query built once per process."""
+    sql = compiled_sql("auth.access_key", lambda: access_key_query().where(access_key_is("")))
+    found = fetch_models(sql, (key_hash,), AccessKey, Organization)
     if not found:
         return None
     key, key.org = found[0]
+    return key, None
+
+
+#: a loader: (the key's hash, the view's keyword arguments) → ``(key with .org set, anything else loaded)`` or None
+KeyLoader = Callable[[str, dict], "tuple[AccessKey, Any] | None"]
+
+
+def verified_access_key(token: str | None, load: KeyLoader = load_access_key,
+                        view_args: dict | None = None) -> tuple[AccessKey, Any] | None:
+    """``(key, extra)`` for a valid, unrevoked ``ak_`` key, else None; stamps the key's ``last_used_at``.
+
+    ``load`` reads the key and its org, and may read more in the same query (``extra``, e.g. the
+    connection a ``/v1/connections/<conn_id>`` route names, from ``view_args``).
+    """
+    if not token or not token.startswith("ak_"):
+        return None
+    found = load(hash_access_key(token), view_args or {})
+    if found is None:
+        return None
+    key = found[0]
     now = utcnow()
     if key.last_used_at is None or (now - key.last_used_at).total_seconds() > LAST_USED_RESOLUTION_SECONDS:
         AccessKey.update(last_used_at=now).where(AccessKey.id == key.id).execute()
-    return key
+    return found
 
 
-def require_access_key(view):
+def authenticate_access_key(token: str | None) -> AccessKey | None:
+    """The ``AccessKey`` row (org joined) for a valid, unrevoked ``ak_`` key, else None."""
+    found = verified_access_key(token)
+    return None if found is None else found[0]
+
+
+def require_access_key(view=None, *, load: KeyLoader = load_access_key):
     """Management API views: ``Authorization: Bearer ak_…`` of an org, else 401.
 
-    Sets ``g.org`` and ``g.access_key``.
+    Sets ``g.org``, ``g.access_key`` and ``g.preloaded`` (what ``load`` read besides the key: None
+    for the default loader). Use it bare (``decorators = [require_access_key]``) or with a loader
+    (``require_access_key(load=...)``).
     """
+    if view is None:
+        return functools.partial(require_access_key, load=load)
 
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
-        key = authenticate_access_key(bearer())
-        if key is None:
+        found = verified_access_key(bearer(), load, kwargs)
+        if found is None:
             raise errors.Unauthorized()
+        key, g.preloaded = found
         g.org = key.org
         g.access_key = key
         return view(*args, **kwargs)

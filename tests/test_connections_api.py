@@ -385,3 +385,39 @@ def test_import_for_an_app_needs_a_credential_available_to_it(connect, oauth_ser
     r = connect.client.post("/v1/connections", json=oauth_body(owned_by_other.id, {"access_token": "at"},
                                                                app_id=app_with_key["id"]), headers=connect.auth)
     assert r.status_code == 200, r.get_json()
+
+
+def test_key_and_connection_in_one_query_keep_401_before_404(connect, credential):
+    """/v1/connections/<id> (and its proxy and check-host routes) read the key and the connection in one
+    statement (api.common.load_key_and_connection): a bad, revoked or absent key is still a 401 whatever
+    the id, a valid key an unknown or foreign id a 404, and the key's last_used_at is stamped either way."""
+    from connect_service.models import AccessKey
+
+    r = connect.client.post("/v1/connections", json=oauth_body(credential.id, {"access_token": "at"}),
+                            headers=connect.auth)
+    conn_id = r.get_json()["id"]
+    other_id, other_auth = other_org(connect)
+    doomed, doomed_auth = other_org(connect)
+    with connect.app.app_context(), database.connection_context():
+        doomed_key = AccessKey.get(AccessKey.org == doomed)
+    r = connect.client.delete(f"/v1/access-keys/{doomed_key.id}", headers=doomed_auth)
+    assert r.status_code == 200, r.get_json()
+    paths = {f"/v1/connections/{conn_id}": "get", f"/v1/connections/{conn_id}/proxy/x": "get",
+             f"/v1/connections/{conn_id}/check-host": "post"}
+    for path, method in paths.items():
+        for target in (path, path.replace(conn_id, "conn_nope")):
+            kwargs = {"json": {"url": "https://api.example.com/x"}} if method == "post" else {}
+            for headers in ({}, {"Authorization": "Bearer ak_wrong"}, {"Authorization": "Bearer connect-token"},
+                            doomed_auth):
+                r = getattr(connect.client, method)(target, headers=headers, **kwargs)
+                assert r.status_code == 401, (target, headers, r.get_json())
+                assert r.get_json()["error"]["code"] == "unauthorized"
+            with connect.app.app_context(), database.connection_context():
+                AccessKey.update(last_used_at=None).where(AccessKey.org == other_id).execute()
+            r = getattr(connect.client, method)(target, headers=other_auth, **kwargs)
+            assert r.status_code == 404, (target, r.get_json())
+            assert r.get_json()["error"]["code"] == "not_found"
+            with connect.app.app_context(), database.connection_context():
+                assert AccessKey.get(AccessKey.org == other_id).last_used_at is not None
+    r = connect.client.get(f"/v1/connections/{conn_id}", headers=connect.auth)
+    assert r.status_code == 200 and r.get_json()["id"] == conn_id

@@ -206,9 +206,9 @@ def test_hot_requests_run_one_or_two_queries(connect, sql_log):
         assert call().status_code in (200, 201)
         # transaction control (SAVEPOINT/RELEASE around a nested write) is not a query
         counts[name] = len([sql for sql in sql_log if not sql.startswith(("SAVEPOINT", "RELEASE"))])
-    # app row; app row joined to the user's connections; app by host + one rate-limit upsert; key + connection + the
-    # audit row every secrets read writes (issue 16), last_fetched_at being at most one write a second
-    assert counts == {"requirements": 1, "statuses": 1, "token": 2, "secrets": 3}
+    # app row; app row joined to the user's connections; app by host + one rate-limit upsert; key joined to the
+    # connection + the audit row every secrets read writes (issue 16), last_fetched_at being at most one write a second
+    assert counts == {"requirements": 1, "statuses": 1, "token": 2, "secrets": 2}
 
 
 def test_hot_answers_are_already_what_their_schemas_dump(connect):

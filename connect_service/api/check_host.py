@@ -11,15 +11,13 @@ no ``allowed_hosts``, is unrestricted.
 from __future__ import annotations
 
 import marshmallow as ma
-from flask import g
 from flask.views import MethodView
 
-from .. import credentials, errors
+from .. import credentials
 from ..auth import require_access_key
 from ..fields import HTTP_URL
-from ..models import Connection
 from . import Blueprint
-from .common import resolve_path
+from .common import load_key_and_connection, org_connection, resolve_path
 from .openapi import ACCESS_KEY
 
 blp = Blueprint("check_host", __name__, url_prefix="/v1/connections",
@@ -39,16 +37,9 @@ class CheckHostResultSchema(ma.Schema):
                                    metadata={"description": "the credential's patterns; empty = unrestricted"})
 
 
-def _org_connection(conn_id: str) -> Connection:
-    conn = Connection.get_or_none(Connection.id == conn_id, Connection.org == g.org.id)
-    if conn is None:
-        raise errors.NotFound()
-    return conn
-
-
 @blp.route("/<string:conn_id>/check-host")
 class CheckHost(MethodView):
-    decorators = [resolve_path(conn_id=_org_connection), require_access_key]
+    decorators = [resolve_path(conn_id=org_connection), require_access_key(load=load_key_and_connection)]
 
     @blp.operation("checkHost", 400, 401, 404, 413, 415, security=ACCESS_KEY)
     @blp.arguments(CheckHostSchema)

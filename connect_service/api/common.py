@@ -6,8 +6,14 @@ import functools
 from typing import Any, Callable
 
 import marshmallow as ma
-from flask import Response, current_app
+import peewee as pw
+from flask import Response, current_app, g
 
+from .. import errors
+from ..auth import access_key_is, access_key_query
+from ..connections import get_org_connection
+from ..db import compiled_sql, fetch_models
+from ..models import AccessKey, Connection, Organization
 
 
 def resolve_path(**loaders: Callable[[str], Any]):
@@ -39,6 +45,39 @@ def dumped(data: Any) -> Response:
     view that answers this way, that dumping its answer with the schema changes nothing.
     """
     return current_app.json.response(data)
+
+
+# --- an Access Key and the connection its route names, in one query ---------------------------------
+
+def load_key_and_connection(key_hash: str, view_args: dict) -> tuple[AccessKey, dict] | None:
+    """A ``require_access_key`` loader for ``/v1/connections/<conn_id>`` routes: the key, its org and the
+    org's connection ``conn_id`` in one statement (SQL built once per process) instead of two.
+
+    The connection is left-joined, so a valid key whose org has no such connection still loads
+    (401 and 404 stay distinct); :func:`org_connection` hands it to ``resolve_path``.
+    """
+    sql = compiled_sql("api.key_and_connection", lambda: (
+        access_key_query(Connection)
+        .join_from(AccessKey, Connection, pw.JOIN.LEFT_OUTER,
+                   on=(Connection.org == AccessKey.org) & (Connection.id == ""))
+        .where(access_key_is(""))))
+    conn_id = view_args.get("conn_id")
+    found = fetch_models(sql, (conn_id, key_hash), AccessKey, Organization, Connection)
+    if not found:
+        return None
+    key, key.org, conn = found[0]
+    return key, {"conn_id": conn_id, "connection": conn if conn.id is not None else None}
+
+
+def org_connection(conn_id: str) -> Connection:
+    """``resolve_path`` loader: the caller's org's connection ``conn_id``, else 404; what
+    :func:`load_key_and_connection` read with the key when it ran, else one lookup."""
+    preloaded = g.get("preloaded")
+    if isinstance(preloaded, dict) and preloaded.get("conn_id") == conn_id:
+        if preloaded["connection"] is None:
+            raise errors.NotFound()
+        return preloaded["connection"]
+    return get_org_connection(g.org.id, conn_id)
 
 
 # --- pagination -----------------------------------------------------------------------------

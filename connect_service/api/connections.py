@@ -16,12 +16,12 @@ from marshmallow import fields, validate
 
 from .. import errors, lifecycle
 from ..auth import require_access_key
-from ..connections import connection_view, get_org_connection, org_connections, update_connection
+from ..connections import connection_view, org_connections, update_connection
 from ..db import db_now
 from ..fields import NonBlank
 from ..models import Connection
 from . import Blueprint, schemas
-from .common import PageArgs, dumped, paginate, resolve_path
+from .common import PageArgs, dumped, load_key_and_connection, org_connection, paginate, resolve_path
 from .openapi import ACCESS_KEY
 
 blp = Blueprint("connections", __name__, url_prefix="/v1/connections",
@@ -119,10 +119,6 @@ def _query_args(schema: ma.Schema) -> dict:
         raise errors.BadRequest(errors.flatten_messages(exc.messages)) from None
 
 
-def _org_connection(conn_id: str) -> Connection:
-    return get_org_connection(g.org.id, conn_id)
-
-
 def _request_started() -> datetime.datetime:
     """When this request arrived, on the database clock (forced reads that overlap share a refresh)."""
     return db_now() - datetime.timedelta(seconds=time.perf_counter() - g.get("started", time.perf_counter()))
@@ -152,7 +148,8 @@ class Connections(MethodView):
 
 @blp.route("/<string:conn_id>")
 class ConnectionItem(MethodView):
-    decorators = [resolve_path(conn_id=_org_connection), require_access_key]
+    # one query for the key and the connection (api.common.load_key_and_connection)
+    decorators = [resolve_path(conn_id=org_connection), require_access_key(load=load_key_and_connection)]
 
     @blp.operation("getConnection", 400, 401, 404, 409, 502, security=ACCESS_KEY, parameters=READ_PARAMS)
     @blp.response(200, ConnectionSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})

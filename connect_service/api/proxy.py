@@ -6,15 +6,14 @@ as a stream.
 """
 from __future__ import annotations
 
-from flask import Response, g, request
+from flask import Response, request
 from flask.views import MethodView
 
 from .. import proxy
 from ..auth import require_access_key
-from ..connections import get_org_connection
 from ..models import Connection
 from . import Blueprint
-from .common import resolve_path
+from .common import load_key_and_connection, org_connection, resolve_path
 from .openapi import ACCESS_KEY
 
 blp = Blueprint("proxy", __name__, url_prefix="/v1/connections",
@@ -48,10 +47,6 @@ BODY = {"requestBody": {"required": False, "description": "forwarded to the prov
                         "content": {"*/*": {"schema": {}}}}}
 
 
-def _org_connection(conn_id: str) -> Connection:
-    return get_org_connection(g.org.id, conn_id)
-
-
 def _forward(conn: Connection, path: str) -> Response:
     result = proxy.forward(conn, request.method, path, list(request.args.items(multi=True)), request.headers,
                            request.get_data(cache=False))
@@ -60,7 +55,7 @@ def _forward(conn: Connection, path: str) -> Response:
 
 @blp.route("/<string:conn_id>/proxy/<path:path>")
 class Proxy(MethodView):
-    decorators = [resolve_path(conn_id=_org_connection), require_access_key]
+    decorators = [resolve_path(conn_id=org_connection), require_access_key(load=load_key_and_connection)]
 
     @blp.operation("proxyGet", security=ACCESS_KEY, responses=ANSWERS, **PATH)
     def get(self, conn, path):
