@@ -6,7 +6,8 @@
 
 Each request is the app's WSGI callable on a prebuilt environ, with the Host wrk sends (the
 service's own for connect-token and Access Key calls, the app's hostname for tokens), so what is
-measured is Flask, the hooks and the view, not a test client. ``bare`` is bench/bare_app.py's
+measured is Flask, the hooks and the view, not a test client; the access log is on, as in
+production, written to /dev/null. ``bare`` is bench/bare_app.py's
 ``GET /ping`` measured the same way. Per request: CPU µs (best of 3 rounds) and Python function
 calls (cProfile, a count that does not depend on the machine's load).
 """
@@ -63,6 +64,14 @@ def main() -> None:
     import bare_app  # bench/bare_app.py
 
     f = seed.Fixture(args.db, args.pg_url)
+    # as under gunicorn: the access log on, one JSON line per request (here to /dev/null, not the terminal)
+    import logging
+
+    service_log = logging.getLogger("connect_service")
+    service_log.setLevel(logging.INFO)
+    for handler in service_log.handlers:
+        if isinstance(handler, logging.StreamHandler):
+            handler.setStream(open(os.devnull, "w"))
     own = f"127.0.0.1:{f.svc_port}"
     token = {"Authorization": f"Bearer {f.token}"}
     cases = {
