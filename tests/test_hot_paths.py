@@ -299,6 +299,28 @@ def test_the_access_log_line_is_one_json_object_with_the_request_fields(connect,
     assert len(generated) == 32 and int(generated, 16) >= 0  # a fresh id when the client sends none
 
 
+def test_request_ids_differ_across_forked_workers():
+    """logs.new_request_id draws from the process's generator without a system call; a gunicorn worker is a
+    fork, and random reseeds in the child, so two workers never hand out the same sequence."""
+    from connect_service.logs import new_request_id
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the "worker": its next ids
+        try:
+            os.write(write_fd, "".join(new_request_id() for _ in range(3)).encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    os.waitpid(pid, 0)
+    child = os.read(read_fd, 4096).decode()
+    os.close(read_fd)
+    parent = "".join(new_request_id() for _ in range(3))
+    assert len(child) == len(parent) == 96 and int(child, 16) >= 0
+    assert child != parent
+    assert len({parent[i:i + 32] for i in range(0, 96, 32)}) == 3
+
+
 def test_the_lock_free_log_handler_keeps_every_line_whole_under_concurrent_threads():
     """logs.LineHandler takes no lock: lines from 8 threads at once through a pipe still arrive whole."""
     import json
