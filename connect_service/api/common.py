@@ -8,6 +8,8 @@ from typing import Any, Callable
 import marshmallow as ma
 from flask import Response, current_app
 
+from ..fields import FullMatch
+
 
 
 def resolve_path(**loaders: Callable[[str], Any]):
@@ -51,7 +53,7 @@ EPOCH = datetime.datetime(1970, 1, 1)
 
 def cursor_field(pattern: str, description: str = "opaque cursor from next_cursor") -> ma.fields.String:
     """A ``cursor`` query argument whose shape is checked by ``pattern`` (documented as the same pattern)."""
-    return ma.fields.String(load_default=None, validate=ma.validate.Regexp(pattern, error="is not a valid cursor"),
+    return ma.fields.String(load_default=None, validate=FullMatch(pattern, error="is not a valid cursor"),
                             metadata={"description": description})
 
 
