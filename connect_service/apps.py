@@ -16,7 +16,7 @@ from marshmallow import fields, validate
 from . import credentials, errors, tokens
 from .db import compiled_sql, fetch_models
 from .extensions import keyring, settings
-from .fields import DNS_NAME, HTTP_URL, NonBlank
+from .fields import DNS_NAME, HTTP_URL, FullMatch, NonBlank
 from .hosts import management_hosts, url_host
 from .lifecycle import delete_connection
 from .models import App, Connection, Credential, Organization, utcnow
@@ -65,7 +65,7 @@ class AppCreateSchema(ma.Schema):
     name = NonBlank(required=True, validate=validate.Length(max=200))
     hostname = HostnameField(required=True)
     visibility = fields.String(load_default="private", validate=validate.OneOf(["public", "private"]))
-    slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
+    slug = fields.String(validate=FullMatch(SLUG_RE, error=SLUG_ERROR))
     return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC),
                               load_default=list)
     frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC),
@@ -78,7 +78,7 @@ class AppPatchSchema(ma.Schema):
     name = NonBlank(validate=validate.Length(max=200))
     hostname = HostnameField()
     visibility = fields.String(validate=validate.OneOf(["public", "private"]))
-    slug = fields.String(validate=validate.Regexp(SLUG_RE, error=SLUG_ERROR))
+    slug = fields.String(validate=FullMatch(SLUG_RE, error=SLUG_ERROR))
     return_urls = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC))
     frame_ancestors = fields.List(fields.String(validate=validate_return_url, metadata=RETURN_URL_DOC))
     user_verification = fields.String(validate=validate.OneOf(USER_VERIFICATION),

@@ -134,7 +134,7 @@ class ConnectionType:
             value = getattr(cls, attr, None)
             if not isinstance(value, str) or not value.strip():
                 raise TypeError(f"{where}: `{attr}` must be a non-empty string")
-        if not TYPE_NAME_RE.match(cls.name):
+        if not TYPE_NAME_RE.fullmatch(cls.name):
             raise TypeError(f"{where}: `name` {cls.name!r} must be 1-200 letters, digits, _ . : - (no spaces)")
         if cls.auth not in AUTH_KINDS:
             raise TypeError(f"{cls.name}: `auth` must be one of {', '.join(AUTH_KINDS)}; got {cls.auth!r}")

@@ -19,6 +19,7 @@ The additions:
 - :class:`NonBlank`: a string that may not be empty or whitespace.
 - :class:`Host`: a host name or IP address, without scheme, port or path.
 - :class:`Port`: a TCP port, 1-65535.
+- :class:`FullMatch`: a ``validate.Regexp`` that must match the whole value.
 
 Each field states its rule for the OpenAPI document in ``openapi`` (JSON
 Schema keywords the API's field converter adds), next to the code that
@@ -32,10 +33,10 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from marshmallow import fields, validate
+from marshmallow import ValidationError, fields, validate
 from marshmallow.fields import *  # noqa: F401,F403  (so plugins need one import)
 
-HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")
+HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")  # use with fullmatch (see FullMatch)
 
 #: JSON Schema patterns (ECMA 262 and Python ``re`` read them alike). Lone surrogates, which the service refuses
 #: in every body (``strict_json``), are not in them: ``\uD800-\uDFFF`` means lone surrogates only to engines that
@@ -55,6 +56,22 @@ DNS_NAME = rf"({_LABEL}\.)*[A-Za-z]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?"
 #: the same, https only (plain http is for hosts the operator allows, which the document cannot know), and
 #: ``{placeholder}`` braces allowed after the host (credential URLs are templates)
 HTTPS_URL_TEMPLATE = "^[Hh][Tt][Tt][Pp][Ss]" + HTTP_URL[len("^[Hh][Tt][Tt][Pp][Ss]?"):].replace("%/?#-]", "%/?#{}-]")
+
+
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` judged with ``fullmatch``: the whole value must match.
+
+    ``validate.Regexp`` uses ``re.match``, where ``$`` also matches before a final ``"\\n"``, so
+    ``Regexp(r"^[a-z]+$")`` accepts ``"abc\\n"``; the same pattern in the OpenAPI document (ECMA regex) does
+    not. The pattern is kept as written, so the document shows it unchanged::
+
+        slug = fields.String(validate=fields.FullMatch(r"^[a-z0-9-]{1,63}$", error="must be a slug"))
+    """
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class Url(fields.Url):
@@ -132,7 +149,7 @@ class Host(NonBlank):
         except ValueError:
             pass
         name = text.rstrip(".")
-        if len(name) > 253 or not all(HOST_LABEL.match(label) for label in name.split(".")):
+        if len(name) > 253 or not all(HOST_LABEL.fullmatch(label) for label in name.split(".")):
             raise self.make_error("host")
         return name.lower()
 

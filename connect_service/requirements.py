@@ -16,7 +16,7 @@ from . import audit, errors, outbox
 from .connections import notify_activated, seal_settings
 from .db import compiled_sql, fetch_columns, write_transaction
 from .extensions import registry
-from .fields import NonBlank
+from .fields import FullMatch, NonBlank
 from .models import App, Connection, Requirement, WorkflowVersion, utcnow
 from .timestamps import iso
 
@@ -30,7 +30,7 @@ class SpecSchema(ma.Schema):
 
 
 class RequirementInSchema(ma.Schema):
-    key = NonBlank(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,100}$",
+    key = NonBlank(required=True, validate=FullMatch(r"^[A-Za-z0-9_.:-]{1,100}$",
                                                            error="must be 1-100 letters, digits, _ . : -"))
     type = NonBlank(required=True)
     title = NonBlank(required=True, validate=validate.Length(max=200))

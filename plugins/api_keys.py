@@ -4,7 +4,7 @@ Each type validates the shape of what it stores and makes no network call.
 """
 from __future__ import annotations
 
-from marshmallow import Schema, validate
+from marshmallow import Schema
 
 from connect_service import ConnectionType, fields, hookimpl
 
@@ -77,13 +77,13 @@ class AWSConfig(Schema):
     # An access key id identifies a key (AWS shows it in consoles and logs), so it is not secret;
     # the secret access key is.
     access_key_id = fields.NonBlank(
-        required=True, validate=validate.Regexp(r"^[A-Z0-9]{16,128}$", error="must be 16-128 capital letters and "
-                                                                               "digits, like AKIAIOSFODNN7EXAMPLE"),
+        required=True, validate=fields.FullMatch(
+            r"^[A-Z0-9]{16,128}$", error="must be 16-128 capital letters and digits, like AKIAIOSFODNN7EXAMPLE"),
         metadata={"label": "Access key ID", "placeholder": "AKIA…"})
     secret_access_key = fields.Secret(required=True, metadata={"label": "Secret access key"})
     region = fields.NonBlank(
         load_default="us-east-1",
-        validate=validate.Regexp(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$", error="must be an AWS region such as us-east-1"),
+        validate=fields.FullMatch(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$", error="must be an AWS region such as us-east-1"),
         metadata={"label": "Region", "placeholder": "us-east-1"})
 
 

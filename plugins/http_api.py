@@ -34,14 +34,14 @@ class HttpApiKey(ConnectionType):
     def proxy_injection(cls, requirement_data):
         """``Authorization: Bearer <api_key>``, unless the requirement's ``spec.data.header`` names another header."""
         header = requirement_data.get("header")
-        if isinstance(header, str) and HEADER_NAME.match(header) and header.lower() != "authorization":
+        if isinstance(header, str) and HEADER_NAME.fullmatch(header) and header.lower() != "authorization":
             return "header", header
         return "bearer", None
 
 
 def _check_headers(headers: dict[str, str]) -> None:
     for name, value in headers.items():
-        if not HEADER_NAME.match(name):
+        if not HEADER_NAME.fullmatch(name):
             raise ValidationError(f"{name[:40]!r} is not a valid header name")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ValidationError(f"the value of {name!r} must not contain line breaks")

@@ -11,13 +11,13 @@ The platform has no RFC 7009 revocation endpoint, so there is no revoke URL
 """
 from __future__ import annotations
 
-from marshmallow import Schema, validate
+from marshmallow import Schema
 
 from connect_service import ConnectionType, OAuth2Provider, fields, hookimpl
 
 
 class MicrosoftSettings(Schema):
-    tenant = fields.String(load_default="common", validate=validate.Regexp(
+    tenant = fields.String(load_default="common", validate=fields.FullMatch(
         r"^[A-Za-z0-9.-]{1,100}$", error="must be common, organizations, consumers, a tenant id or a domain"),
         metadata={"label": "Tenant"})
 

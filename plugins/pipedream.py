@@ -102,7 +102,7 @@ def _validate_api_base_url(value: str) -> None:
 class PipedreamSettings(Schema):
     """A pipedream credential's ``settings`` (non-secret)."""
 
-    project_id = fields.String(required=True, validate=validate.Regexp(
+    project_id = fields.String(required=True, validate=fields.FullMatch(
         r"^proj_[A-Za-z0-9]+$", error="must be a Pipedream project id such as proj_abc123"),
         metadata={"label": "Project ID", "placeholder": "proj_abc123"})
     environment = fields.String(load_default="production", validate=validate.OneOf(

@@ -13,6 +13,7 @@ from .. import errors
 from ..auth import access_key_is, access_key_query
 from ..connections import get_org_connection
 from ..db import compiled_sql, fetch_models
+from ..fields import FullMatch
 from ..models import AccessKey, Connection, Organization
 
 
@@ -90,7 +91,7 @@ EPOCH = datetime.datetime(1970, 1, 1)
 
 def cursor_field(pattern: str, description: str = "opaque cursor from next_cursor") -> ma.fields.String:
     """A ``cursor`` query argument whose shape is checked by ``pattern`` (documented as the same pattern)."""
-    return ma.fields.String(load_default=None, validate=ma.validate.Regexp(pattern, error="is not a valid cursor"),
+    return ma.fields.String(load_default=None, validate=FullMatch(pattern, error="is not a valid cursor"),
                             metadata={"description": description})
 
 
