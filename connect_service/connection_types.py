@@ -35,6 +35,7 @@ from marshmallow import Schema, ValidationError
 
 from .form_description import form_description
 from .oauth2_provider import OAuth2Provider, ProviderError
+from .outbound_errors import OutboundError
 
 __all__ = ["ConnectionType", "ValidationError", "ProviderError", "AUTH_KINDS", "AuthKind"]
 
@@ -168,7 +169,9 @@ class ConnectionType:
         """Validate submitted ``config`` with ``schema`` then :meth:`validate`; raise ``ValidationError``.
 
         The error's messages are keyed by field name; the API reports them as
-        ``config.<field>``.
+        ``config.<field>``. An ``OutboundError`` that :meth:`validate` lets
+        through (its call to the service was refused or failed) becomes a
+        message about the whole config, never a 500.
         """
         if cls.schema is None:
             raise ValidationError("this connection type takes no config", "input")
@@ -177,15 +180,34 @@ class ConnectionType:
             cls().validate(config)
         except ValidationError as exc:  # ValidationError(message, "field") -> {"field": [message]}
             raise ValidationError(exc.normalized_messages()) from None
+        except OutboundError as exc:  # its text holds the reason and the URL without query string, never secrets
+            raise ValidationError(f"could not be checked with the service: {exc}") from None
         return config
 
     def validate(self, config: dict[str, Any]) -> None:
         """Checks beyond the schema; raise ``ValidationError(message, field_name)``. The default accepts all.
 
-        ``config`` is the schema's output (defaults filled in). May call out to
-        the service being connected, but only through
-        ``connect_service.http.GuardedClient`` (SSRF-safe, with timeouts), and
-        never put a secret into the error message.
+        ``config`` is the schema's output (defaults filled in). It holds the
+        submitted form values, not the service's settings. A check may call the
+        service being connected, but only through the client
+        :func:`connect_service.outbound_client` returns (SSRF-safe, with the
+        service's ``allowed_private_hosts`` and timeouts); catch
+        ``OutboundError`` and never put a secret into the message::
+
+            from connect_service import OutboundError, ValidationError, outbound_client
+
+            def validate(self, config):
+                try:
+                    with outbound_client() as client:
+                        resp = client.get(config["url"].rstrip("/") + "/me",
+                                          headers={"Authorization": "Bearer " + config["api_key"]})
+                except OutboundError as exc:  # refused destination, timeout, TLS or connection error
+                    raise ValidationError(f"could not be reached: {exc.reason}", "url")
+                if resp.status_code == 401:
+                    raise ValidationError("was rejected by the service", "api_key")
+
+        An ``OutboundError`` left uncaught is answered as a 400 about the
+        whole ``config``.
         """
 
     @classmethod

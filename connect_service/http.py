@@ -27,17 +27,22 @@ and the errors in :mod:`connect_service.outbound_errors`; this module keeps the
 client and re-exports the public names, so ``connect_service.http`` stays the
 one import.
 
-Example, in a plugin's ``validate``::
+Plugins do not build one: :func:`connect_service.outbound_client` returns a
+client configured from the service's settings (``allowed_private_hosts``,
+``http_timeout_seconds``), e.g. in a ``ConnectionType.validate``, whose
+``config`` holds the submitted form values::
 
-    from connect_service.http import GuardedClient, OutboundError
+    from connect_service import OutboundError, ValidationError, outbound_client
 
-    client = GuardedClient(allowed_private_hosts=config["ALLOWED_PRIVATE_HOSTS"])
-    try:
-        resp = client.get("https://api.example.com/me", headers={"Authorization": "Bearer " + token})
-    except OutboundError as exc:
-        raise ValueError(f"could not reach the API: {exc}")
-    if resp.status_code != 200:
-        raise ValueError("the API rejected the key")
+    def validate(self, config):
+        try:
+            with outbound_client() as client:
+                resp = client.get("https://api.example.com/me",
+                                  headers={"Authorization": "Bearer " + config["api_key"]})
+        except OutboundError as exc:
+            raise ValidationError(f"could not be checked: {exc.reason}", "api_key")
+        if resp.status_code != 200:
+            raise ValidationError("was rejected by the API", "api_key")
 
 Use ``resp.status_code`` rather than ``resp.raise_for_status()``: the latter's
 message repeats the full URL, query string included.
@@ -71,6 +76,14 @@ __all__ = [
 ]
 
 
+#: the limits a client has unless its builder sets others (``timeout`` comes from ``http_timeout_seconds``
+#: when :func:`connect_service.outbound_client` builds it)
+DEFAULT_MAX_REDIRECTS = 3
+DEFAULT_USER_AGENT = "connect-service"
+DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+DEFAULT_MAX_TOTAL_TIME = 60.0
+
+
 class GuardedClient:
     """HTTP client that refuses non-public destinations and pins checked addresses.
 
@@ -101,11 +114,11 @@ class GuardedClient:
         self,
         allowed_private_hosts: Iterable[str] = (),
         timeout: float | tuple[float, float] = 10.0,
-        max_redirects: int = 3,
-        user_agent: str = "connect-service",
+        max_redirects: int = DEFAULT_MAX_REDIRECTS,
+        user_agent: str = DEFAULT_USER_AGENT,
         *,
-        max_response_bytes: int = 10 * 1024 * 1024,
-        max_total_time: float | None = 60.0,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_total_time: float | None = DEFAULT_MAX_TOTAL_TIME,
     ) -> None:
         if isinstance(allowed_private_hosts, str):
             allowed_private_hosts = [allowed_private_hosts]

@@ -1,0 +1,185 @@
+"""A plugin's ``validate`` calls the service being connected through the public API only.
+
+``connect_service.outbound_client()`` is the guarded client configured from the service's own
+settings (``allowed_private_hosts``, ``http_timeout_seconds``); the plugins below import nothing
+but ``connect_service`` and run against a local HTTP server, end to end through
+``POST /v1/connect/requirements/{id}/credentials``.
+"""
+from __future__ import annotations
+
+import http.server
+import threading
+
+import pytest
+from marshmallow import Schema
+
+from connect_service import (ConnectionType, GuardedClient, OutboundError, ValidationError, fields, hookimpl,
+                             outbound_client)
+from connect_service.testing import connection_requirement, make_config
+
+GOOD_KEY = "pk_good"
+
+
+class _Service(http.server.BaseHTTPRequestHandler):
+    """``GET /me``: 200 for ``Bearer pk_good``, 401 otherwise; records what it received."""
+
+    seen: list[dict[str, str]] = []
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        type(self).seen.append({"path": self.path, "authorization": self.headers.get("Authorization", ""),
+                                "user_agent": self.headers.get("User-Agent", "")})
+        ok = self.path == "/me" and self.headers.get("Authorization") == f"Bearer {GOOD_KEY}"
+        body = b'{"id": "me"}' if ok else b'{"error": "bad key"}'
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def service():
+    """A local stand-in for the service being connected: ``http://127.0.0.1:<port>``."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Service)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+
+
+@pytest.fixture
+def seen(service):
+    _Service.seen = []
+    return _Service.seen
+
+
+# --- the test plugins: public API only ----------------------------------------------------------------------
+
+class PingConfig(Schema):
+    url = fields.Url(required=True)
+    api_key = fields.Secret(required=True)
+
+
+class Ping(ConnectionType):
+    """Follows docs/plugins.md: call the service, turn every outcome into ``ValidationError(message, field)``."""
+
+    name = "example.connections.Ping"
+    title = "Ping"
+    schema = PingConfig
+
+    def validate(self, config):
+        try:
+            with outbound_client() as client:
+                resp = client.get(config["url"].rstrip("/") + "/me",
+                                  headers={"Authorization": "Bearer " + config["api_key"]})
+        except OutboundError as exc:
+            raise ValidationError(f"could not be reached: {exc.reason}", "url")
+        if resp.status_code == 401:
+            raise ValidationError("was rejected by the service", "api_key")
+        if resp.status_code != 200:
+            raise ValidationError(f"the service answered {resp.status_code}", "url")
+
+
+class Careless(ConnectionType):
+    """Forgets to catch ``OutboundError``: the core must still answer a 400, not a 500."""
+
+    name = "example.connections.Careless"
+    title = "Careless"
+    schema = PingConfig
+
+    def validate(self, config):
+        with outbound_client() as client:
+            client.get(config["url"].rstrip("/") + "/me", headers={"Authorization": "Bearer " + config["api_key"]})
+
+
+class _TypesPlugin:
+    @hookimpl
+    def register_connection_types(self):
+        return [Ping, Careless]
+
+
+@pytest.fixture
+def connect_plugins():
+    return [_TypesPlugin()]
+
+
+def _submit(connect, type_name, config, user="u1"):
+    app = connect.create_app_with_requirements([connection_requirement("svc", type_name)])
+    token = connect.token(app, user)
+    rid = connect.requirement_id(app, "svc")
+    return connect.submit_credentials(token, rid, type_name, config), token, rid
+
+
+# --- the local service is allowed (only its port) -----------------------------------------------------------
+
+class TestAllowedLocalService:
+    @pytest.fixture
+    def connect_config(self, tmp_path, service):
+        return make_config(tmp_path, allowed_private_hosts=[f"127.0.0.1:{service.server_port}"],
+                           http_timeout_seconds=3.5)
+
+    def test_a_good_key_is_checked_with_the_service_and_stored(self, connect, service, seen):
+        url = f"http://127.0.0.1:{service.server_port}"
+        r, token, rid = _submit(connect, Ping.name, {"url": url, "api_key": GOOD_KEY})
+        assert r.status_code == 201, r.get_json()
+        assert connect.statuses(token) == {rid: "completed"}
+        assert seen == [{"path": "/me", "authorization": f"Bearer {GOOD_KEY}", "user_agent": "connect-service"}]
+
+    def test_a_rejected_key_is_a_400_naming_the_field(self, connect, service, seen):
+        url = f"http://127.0.0.1:{service.server_port}"
+        r, token, rid = _submit(connect, Ping.name, {"url": url, "api_key": "pk_wrong"})
+        assert r.status_code == 400, r.get_json()
+        assert r.get_json()["error"]["details"] == {"config.api_key": "was rejected by the service"}
+        assert "pk_wrong" not in r.get_data(as_text=True)
+        assert connect.statuses(token) == {rid: "pending"}
+        assert len(seen) == 1
+
+    def test_outbound_client_is_configured_from_the_service_settings(self, connect, service):
+        with connect.app.app_context():
+            client = outbound_client()
+        with client:
+            assert isinstance(client, GuardedClient)
+            assert client.allowed_private_hosts == {("127.0.0.1", service.server_port)}
+            assert client.timeout == (3.5, 3.5)
+            assert client.max_total_time == 60.0 and client.max_response_bytes == 10 * 1024 * 1024
+        with connect.app.app_context():  # a call may tighten a limit, never widen the destinations
+            with outbound_client(timeout=1.0, max_redirects=0) as tight:
+                assert tight.timeout == (1.0, 1.0) and tight.max_redirects == 0
+                assert tight.allowed_private_hosts == {("127.0.0.1", service.server_port)}
+            with pytest.raises(TypeError):
+                outbound_client(allowed_private_hosts=["10.0.0.1"])
+
+    def test_outside_the_running_service_it_says_why(self):
+        with pytest.raises(RuntimeError, match="settings of the running service"):
+            outbound_client()
+
+
+# --- the local service is NOT allowed ------------------------------------------------------------------------
+
+class TestLocalServiceNotAllowed:
+    @pytest.fixture
+    def connect_config(self, tmp_path):
+        return make_config(tmp_path, allowed_private_hosts=[])
+
+    def test_the_call_is_refused_and_the_plugin_reports_it_on_its_field(self, connect, service, seen):
+        url = f"http://127.0.0.1:{service.server_port}"
+        r, token, rid = _submit(connect, Ping.name, {"url": url, "api_key": GOOD_KEY})
+        assert r.status_code == 400, r.get_json()
+        assert r.get_json()["error"]["details"] == {"config.url": "could not be reached: address is not public"}
+        assert seen == []  # refused before connecting
+        assert connect.statuses(token) == {rid: "pending"}
+
+    def test_an_outbound_error_the_plugin_leaves_uncaught_is_a_400_not_a_500(self, connect, service, seen):
+        url = f"http://127.0.0.1:{service.server_port}"
+        r, token, rid = _submit(connect, Careless.name, {"url": url, "api_key": GOOD_KEY})
+        assert r.status_code == 400, r.get_json()
+        assert r.get_json()["error"]["details"] == {
+            "config": f"could not be checked with the service: address is not public ({url}/me)"}
+        assert GOOD_KEY not in r.get_data(as_text=True)
+        assert seen == []
+        assert connect.statuses(token) == {rid: "pending"}
