@@ -27,8 +27,8 @@ from .action_account_type import ActionAccountType
 from .connections import notify_activated, notify_failed, read_settings, seal_settings
 from .crypto import DecryptionError
 from .db import database, db_now, is_postgres, write_transaction
-from .extensions import keyring, registry, settings
-from .http import GuardedClient
+from .extensions import keyring, registry
+from .outbound import outbound_client
 from .models import AccountLookup, Connection, Credential, utcnow
 from .requirements import requirement_status, version_requirements
 from .timestamps import iso
@@ -179,9 +179,7 @@ class AccountContext:
         self.spec: dict[str, Any] = spec or {}
         self.key = key
         self._credential = PlatformCredential.load(credential, type_) if credential is not None else None
-        cfg = settings()
-        self.http = GuardedClient(allowed_private_hosts=cfg["allowed_private_hosts"],
-                                  timeout=cfg["http_timeout_seconds"])
+        self.http = outbound_client()
 
     def close(self) -> None:
         self.http.close()

@@ -26,6 +26,7 @@ from .connections import read_settings
 from .db import db_now, write_transaction
 from .extensions import registry, settings
 from .http import GuardedClient, OutboundError, redact_url
+from .outbound import outbound_client
 from .models import Connection, Credential, Requirement, WorkflowVersion
 
 #: RFC 9110 §7.6.1 connection-specific headers, plus what the transport sets itself
@@ -109,9 +110,8 @@ def _secret(conn: Connection, cls: type[ConnectionType]) -> str:
 
 def _client() -> GuardedClient:
     cfg = settings()
-    return GuardedClient(allowed_private_hosts=cfg["allowed_private_hosts"], timeout=cfg["http_timeout_seconds"],
-                         user_agent="connect-service-proxy", max_response_bytes=cfg["proxy_max_response_bytes"],
-                         max_total_time=None)
+    return outbound_client(user_agent="connect-service-proxy", max_response_bytes=cfg["proxy_max_response_bytes"],
+                           max_total_time=None)
 
 
 def _send(client: GuardedClient, target: _Target, method: str, url: str, headers: dict[str, str],

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from .db import is_postgres, write_transaction, db_now
 from .extensions import settings
 from .http import GuardedClient, OutboundError
+from .outbound import outbound_client
 from .models import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from .refresh import lease_owner
 from .webhooks import signing_secrets
@@ -172,9 +173,8 @@ def run(*, once: bool, batch_size: int = 10, interval: float = 2.0,
     lease_seconds = max(int(cfg["webhook_lease_seconds"]), int(batch_size * TIMEOUT_SECONDS * 2))
     owner = lease_owner("webhooks")
     totals = {"delivered": 0, "pending": 0, "failed": 0}
-    with GuardedClient(allowed_private_hosts=cfg["allowed_private_hosts"], timeout=TIMEOUT_SECONDS,
-                       max_redirects=0, user_agent="connect-service-webhooks",
-                       max_response_bytes=MAX_RESPONSE_BYTES, max_total_time=TIMEOUT_SECONDS * 2) as client:
+    with outbound_client(timeout=TIMEOUT_SECONDS, max_redirects=0, user_agent="connect-service-webhooks",
+                         max_response_bytes=MAX_RESPONSE_BYTES, max_total_time=TIMEOUT_SECONDS * 2) as client:
         while not should_stop():
             ids = claim(owner, batch_size, lease_seconds)
             if not ids:

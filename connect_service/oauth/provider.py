@@ -15,6 +15,7 @@ from ..connection_types import ConnectionType
 from ..oauth2_provider import CLIENT_AUTH_METHODS, OAuth2Provider
 from ..extensions import keyring, registry, settings
 from ..http import GuardedClient
+from ..outbound import outbound_client
 from ..models import Credential
 
 #: the client authentication methods a credential may name (RFC 7591 ``token_endpoint_auth_method``)
@@ -34,8 +35,7 @@ def oauth_client() -> GuardedClient:
     cfg = settings()
     lease = float(cfg.get("refresh_lease_seconds") or 60)
     timeout = min(float(cfg.get("http_timeout_seconds") or 10.0), lease / 4)
-    return GuardedClient(allowed_private_hosts=cfg.get("allowed_private_hosts") or (),
-                         timeout=timeout, max_total_time=min(60.0, lease / 2))
+    return outbound_client(timeout=timeout, max_total_time=min(60.0, lease / 2))
 
 
 def connection_type_for(credential: Credential) -> type[ConnectionType] | None:
