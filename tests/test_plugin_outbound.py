@@ -7,16 +7,22 @@ but ``connect_service`` and run against a local HTTP server, end to end through
 """
 from __future__ import annotations
 
+import ast
 import http.server
+import inspect
+import re
 import threading
+from pathlib import Path
 
 import pytest
 from marshmallow import Schema
 
+import connect_service
 from connect_service import (ConnectionType, GuardedClient, OutboundError, ValidationError, fields, hookimpl,
                              outbound_client)
 from connect_service.testing import connection_requirement, make_config
 
+ROOT = Path(__file__).resolve().parents[1]
 GOOD_KEY = "pk_good"
 
 
@@ -183,3 +189,86 @@ class TestLocalServiceNotAllowed:
         assert GOOD_KEY not in r.get_data(as_text=True)
         assert seen == []
         assert connect.statuses(token) == {rid: "pending"}
+
+
+# --- what the documentation tells plugin authors to import exists --------------------------------------------
+
+def _python_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", markdown, re.DOTALL)
+
+
+def _docstring_examples(text: str) -> list[str]:
+    """The indented blocks that follow a ``::`` line (reStructuredText literal blocks), dedented."""
+    blocks = []
+    lines = inspect.cleandoc(text).splitlines()
+    for i, line in enumerate(lines):
+        if not line.rstrip().endswith("::"):
+            continue
+        block: list[str] = []
+        for nxt in lines[i + 1:]:
+            if nxt.strip() and not nxt.startswith(" "):
+                break
+            block.append(nxt)
+        indent = min((len(b) - len(b.lstrip()) for b in block if b.strip()), default=0)
+        blocks.append("\n".join(b[indent:] for b in block))
+    return blocks
+
+
+def _connect_service_imports(source: str) -> list[tuple[str, str | None]]:
+    """``(module, name)`` for every ``connect_service`` import in ``source`` (``name`` None for ``import x``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "connect_service":
+            found.extend((node.module, alias.name) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.extend((alias.name, None) for alias in node.names if alias.name.split(".")[0] == "connect_service")
+    return found
+
+
+def _plugin_facing_examples() -> dict[str, list[str]]:
+    examples = {
+        "docs/plugins.md": _python_blocks((ROOT / "docs" / "plugins.md").read_text()),
+        "docs/security.md": _python_blocks((ROOT / "docs" / "security.md").read_text()),
+        "connect_service/http.py": _docstring_examples(connect_service.http.__doc__ or ""),
+        "ConnectionType.validate": _docstring_examples(ConnectionType.validate.__doc__ or ""),
+        "connect_service.outbound_client": _docstring_examples(outbound_client.__doc__ or ""),
+    }
+    for path in sorted((ROOT / "tests" / "plugins").glob("*/src/*/*.py")):
+        examples[str(path.relative_to(ROOT))] = [path.read_text()]
+    return examples
+
+
+def test_what_the_docs_tell_plugins_to_import_is_exported_by_connect_service():
+    problems = []
+    for where, blocks in _plugin_facing_examples().items():
+        for block in blocks:
+            for module, name in _connect_service_imports(block):
+                if module == "connect_service.testing":  # the plugin author kit, for a plugin's tests
+                    continue
+                if module != "connect_service" or name is None:
+                    problems.append(f"{where}: imports {module}{'.' + name if name else ''}, not the package root")
+                elif name not in connect_service.__all__ or not hasattr(connect_service, name):
+                    problems.append(f"{where}: imports connect_service.{name}, which is not exported")
+    assert not problems, "\n".join(problems)
+
+
+#: submodules the docs may name: the author kit (for a plugin's tests), and core code a hook's text explains
+EXPLAINED_INTERNALS = {"testing", "connections"}
+
+
+def test_the_docs_name_only_exported_connect_service_attributes():
+    """Each ``connect_service.<name>`` the plugin docs point at is exported (or an explained internal)."""
+    problems = []
+    for doc in ("plugins.md", "security.md"):
+        for name in re.findall(r"`connect_service\.([A-Za-z_][A-Za-z0-9_]*)", (ROOT / "docs" / doc).read_text()):
+            if name not in EXPLAINED_INTERNALS and name not in connect_service.__all__:
+                problems.append(f"docs/{doc}: `connect_service.{name}...` is not in connect_service.__all__")
+    assert not problems, "\n".join(problems)
+
+
+def test_the_checks_above_see_a_non_exported_import():
+    assert _connect_service_imports("from connect_service.http import GuardedClient\nimport connect_service.db\n") == [
+        ("connect_service.http", "GuardedClient"), ("connect_service.db", None)]
+    assert _docstring_examples("Example::\n\n    from x import y\n    y()\n\nAfter.\n") == ["\nfrom x import y\ny()\n"]
+    for name in ("outbound_client", "GuardedClient", "OutboundError", "ValidationError"):
+        assert name in connect_service.__all__, name
