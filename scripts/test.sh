@@ -36,9 +36,10 @@ LOGS="$(mktemp -d)"
 SUITE=(-m "not nginx and not faults")
 .venv/bin/python -m pytest -q -p no:cacheprovider "${SUITE[@]}" "$@" >"$LOGS/sqlite.log" 2>&1 &
 SQLITE_PID=$!
-# The fuzzer explores the API itself on the SQLite pass; on PostgreSQL a smaller sample checks the
-# same operations against the other database.
-CONNECT_FUZZ_EXAMPLES="${CONNECT_FUZZ_EXAMPLES_PG:-10}" CONNECT_TEST_DATABASE_URL="${PG_ADMIN%/*}/$PG_DB" \
+# The fuzzer and the all-checks conformance run explore the API itself on the SQLite pass; on PostgreSQL a
+# smaller sample checks the same operations against the other database.
+CONNECT_FUZZ_EXAMPLES="${CONNECT_FUZZ_EXAMPLES_PG:-10}" \
+CONNECT_CONFORMANCE_EXAMPLES="${CONNECT_CONFORMANCE_EXAMPLES_PG:-10}" CONNECT_TEST_DATABASE_URL="${PG_ADMIN%/*}/$PG_DB" \
     .venv/bin/python -m pytest -q -p no:cacheprovider "${SUITE[@]}" "$@" >"$LOGS/postgresql.log" 2>&1 &
 PG_PID=$!
 # nginx + gunicorn deployment and fault tests: each module makes (and drops) a database of its own

@@ -25,7 +25,7 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 def two_servers():
     servers = [http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello) for _ in range(2)]
     for server in servers:
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield [server.server_address[1] for server in servers]
     for server in servers:
         server.shutdown()
