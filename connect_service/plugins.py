@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Iterable
@@ -132,11 +134,38 @@ def _dist_label(ep: importlib.metadata.EntryPoint) -> str:
     return ep.dist.metadata["Name"] if ep.dist is not None else "an unknown distribution"
 
 
+#: what ``importlib.metadata.packages_distributions()`` answered, and for which installed set
+_DISTRIBUTIONS: dict[str, Any] = {}
+
+
+def _installed_set() -> tuple:
+    """The import path and each folder's modification time: installing or removing a distribution changes it."""
+    def mtime(entry: str):
+        try:
+            return os.stat(entry or ".").st_mtime_ns
+        except OSError:
+            return None
+    return tuple((entry, mtime(entry)) for entry in sys.path)
+
+
+def _top_level_distributions() -> dict[str, list[str]]:
+    """``importlib.metadata.packages_distributions()``, read once per installed set.
+
+    It reads the metadata of every installed distribution (about 50 ms), and ``create_app`` asks
+    for each plugin object it is given; the answer only changes when something is installed or
+    removed, which changes :func:`_installed_set`. Callers only read it.
+    """
+    key = _installed_set()
+    if _DISTRIBUTIONS.get("key") != key:
+        _DISTRIBUTIONS.update(key=key, value=importlib.metadata.packages_distributions())
+    return _DISTRIBUTIONS["value"]
+
+
 def _info_for_object(name: str, plugin: object) -> PluginInfo:
     """A plugin given to ``create_app``: find its distribution from its top-level module, if installed."""
     module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
     top = (module or "").split(".")[0]
-    dists = importlib.metadata.packages_distributions().get(top) or []
+    dists = _top_level_distributions().get(top) or []
     if not dists:
         return PluginInfo(name)
     return PluginInfo(name, dists[0], importlib.metadata.version(dists[0]))

@@ -43,14 +43,10 @@ names another (a PostgreSQL database is emptied between tests).
 from __future__ import annotations
 
 import atexit
-import contextlib
-import importlib.metadata
-import json
 import os
 import secrets
 import shutil
 import sqlite3
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass, field
@@ -58,11 +54,6 @@ from typing import Any
 
 import peewee
 import pytest
-from flask.testing import FlaskClient
-from openapi_core import OpenAPI
-from openapi_core.contrib.werkzeug import WerkzeugOpenAPIRequest, WerkzeugOpenAPIResponse
-from openapi_core.datatypes import RequestParameters
-from openapi_core.templating.paths.exceptions import OperationNotFound, PathNotFound
 
 from .access_keys import create_access_key
 from .app import create_app
@@ -73,6 +64,7 @@ from .extensions import registry
 from .hookspecs import hookimpl
 from .migrations import migrate
 from .models import ALL_MODELS, Connection, Organization
+from .testing_contract import ContractClient, check_response, contract  # noqa: F401 (re-exported)
 
 TEST_SECRET_KEY = "test-secret-key-" + "x" * 32
 
@@ -184,70 +176,6 @@ class HookRecorder:
     def connection_failed(self, connection, reason):
         """Record the call (``connect.hooks.of("connection_failed")``)."""
         self.calls.append(("connection_failed", {"connection": connection, "reason": reason}))
-
-
-class ContractClient(FlaskClient):
-    """Flask's test client, checking every JSON response against the served OpenAPI document.
-
-    A response whose operation is documented must match the schema declared
-    for its status (an undeclared status fails too); undocumented paths and
-    methods (``/health``, the hosted page, a 405) and 500s (a bug other
-    assertions report) are not checked. Set ``check_contract = False`` on a
-    client to switch it off.
-    """
-
-    check_contract = True
-
-    def open(self, *args: Any, **kwargs: Any):
-        response = super().open(*args, **kwargs)
-        if self.check_contract and response.mimetype == "application/json" and response.status_code != 500:
-            check_response(self.application, response)
-        return response
-
-
-#: contracts by document text: each test builds an app, apps of one plugin set serve one document (0.6 s to build)
-_CONTRACTS: dict[str, OpenAPI] = {}
-
-
-def contract(app) -> OpenAPI:
-    """The app's served ``/openapi.json`` as an openapi-core ``OpenAPI`` (built once per distinct document)."""
-    cached = app.extensions.get("connect_service.testing.contract")
-    if cached is None:
-        document = FlaskClient(app, app.response_class).get("/openapi.json").get_json()
-        key = json.dumps(document, sort_keys=True)
-        cached = _CONTRACTS.get(key)
-        if cached is None:
-            if len(_CONTRACTS) >= 16:
-                _CONTRACTS.clear()
-            cached = _CONTRACTS[key] = OpenAPI.from_dict(document)
-        app.extensions["connect_service.testing.contract"] = cached
-    return cached
-
-
-class _SentRequest(WerkzeugOpenAPIRequest):
-    """The request a test response answered, as openapi-core reads it (its body stream is already consumed)."""
-
-    def __init__(self, request):
-        super().__init__(request)
-        self.parameters = RequestParameters(query=request.args, header=request.headers, cookie={})
-
-    @property
-    def body(self) -> bytes:
-        return b""
-
-
-def check_response(app, response) -> None:
-    """Fail (``AssertionError``) when ``response`` does not match what its operation declares for its status."""
-    request = _SentRequest(response.request)
-    try:
-        contract(app).validate_response(request, WerkzeugOpenAPIResponse(response))
-    except (PathNotFound, OperationNotFound):
-        return
-    except Exception as exc:  # openapi-core's validation errors: name the call and every cause
-        causes = "; ".join(str(c) for c in getattr(exc, "schema_errors", None) or [exc.__cause__] if c)
-        body = response.get_data(as_text=True)[:600]
-        raise AssertionError(f"{response.request.method} {response.request.path} answered {response.status_code} "
-                             f"outside its OpenAPI contract: {exc} {causes}\nbody: {body}") from exc
 
 
 @dataclass
@@ -377,49 +305,10 @@ def connect_hooks() -> HookRecorder:
     return HookRecorder()
 
 
-#: what ``importlib.metadata.packages_distributions()`` answered, and for which installed set (see below)
-_DISTRIBUTIONS: dict[str, Any] = {}
-
-
-def _installed_set() -> tuple:
-    """The import path and each folder's modification time: installing or removing a distribution changes it."""
-    def mtime(entry: str):
-        try:
-            return os.stat(entry or ".").st_mtime_ns
-        except OSError:
-            return None
-    return tuple((entry, mtime(entry)) for entry in sys.path)
-
-
-@contextlib.contextmanager
-def distributions_read_once():
-    """While the harness builds an app, ``importlib.metadata.packages_distributions()`` reads the metadata of
-    every installed distribution once per installed set, not once per call.
-
-    ``create_app`` asks it once per plugin object it is given (here at least ``connect.hooks``), and the
-    answer (the same until something is installed) takes 50 ms to read on a test environment, which
-    was a third of the cost of a typical test. Each call still gets its own copy of the full answer.
-    """
-    real = importlib.metadata.packages_distributions
-
-    def packages_distributions():
-        key = _installed_set()
-        if _DISTRIBUTIONS.get("key") != key:
-            _DISTRIBUTIONS.update(key=key, value=real())
-        return {name: list(dists) for name, dists in _DISTRIBUTIONS["value"].items()}
-
-    importlib.metadata.packages_distributions = packages_distributions
-    try:
-        yield
-    finally:
-        importlib.metadata.packages_distributions = real
-
-
 @pytest.fixture
 def connect_app(connect_config, connect_plugins, connect_hooks):
     """The Flask app: ``connect_config`` settings, installed plugins plus ``connect_plugins``, a fresh database."""
-    with distributions_read_once():
-        app = create_app(connect_config, plugins=[*connect_plugins, connect_hooks])
+    app = create_app(connect_config, plugins=[*connect_plugins, connect_hooks])
     with app.app_context():
         reset_database()
     yield app

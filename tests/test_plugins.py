@@ -710,3 +710,22 @@ class TestThirdPartyPlugin:
     def test_it_can_be_disabled_by_its_plugin_name(self, tmp_path):
         app = create_app(make_config(tmp_path, disabled_plugins=["acme_helpdesk"]))
         assert SAMPLE_TYPE not in app.extensions["connect_registry"].types
+
+
+def test_installed_distributions_are_read_once_per_installed_set(monkeypatch):
+    """create_app asks which distribution each plugin object comes from; the metadata of every installed
+    distribution is read once and read again only when the import path or a folder on it changes."""
+    import importlib.metadata
+
+    from connect_service import plugins
+
+    reads = []
+    real = importlib.metadata.packages_distributions
+    monkeypatch.setattr(importlib.metadata, "packages_distributions", lambda: reads.append(1) or real())
+    monkeypatch.setattr(plugins, "_DISTRIBUTIONS", {})
+    first = plugins._top_level_distributions()
+    assert plugins._top_level_distributions() is first and len(reads) == 1
+    assert "connect_service" in first  # this project is installed
+    installed = plugins._installed_set()
+    monkeypatch.setattr(plugins, "_installed_set", lambda: installed + (("/new/site-packages", 1),))
+    assert plugins._top_level_distributions() == first and len(reads) == 2
