@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
+import os
 import types
 from typing import Any, Iterable
 
@@ -174,6 +176,30 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     return app
 
 
+#: set by the gunicorn master (deploy/gunicorn.conf.py) once its own start-up check of the keys passed; the
+#: workers it forks inherit it and skip that check when their database and keyring are the same (see below)
+KEYS_CHECKED_ENV = "CONNECT_STARTUP_KEYS_CHECKED"
+
+
+def keys_checked_marker(app: Flask) -> str:
+    """What :data:`KEYS_CHECKED_ENV` holds once this app's keys were checked: a digest of the database URL
+    and the keyring's key ids (never a key or a password in the clear)."""
+    ring = app.extensions["connect_keyring"]
+    text = "\n".join([app.config["CONNECT"]["database_url"], *ring.key_ids])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def mark_keys_checked(app: Flask) -> None:
+    """Note in this process's environment that ``app``'s start-up key check passed, for processes it forks.
+
+    ``rotation.check_keys_decrypt`` reads every encrypted column of every row (2–3 s at ten million
+    connections here); the gunicorn master runs it once, and each worker it forks with the same
+    database and keyring skips it instead of scanning again at every boot. A worker whose settings
+    differ (a reload with other keys) checks for itself.
+    """
+    os.environ[KEYS_CHECKED_ENV] = keys_checked_marker(app)
+
+
 def _check_database(app: Flask, require_schema: bool) -> None:
     """Start-up: reachable, migrated, keys decrypt; each failure one line (ConfigError)."""
     url = app.config["CONNECT"]["database_url"]
@@ -181,7 +207,8 @@ def _check_database(app: Flask, require_schema: bool) -> None:
         db.check_connection()
         if require_schema:
             migrations.check_schema()
-        check_keys_decrypt(app.extensions["connect_keyring"])  # ConfigError naming CONNECT_ENCRYPTION_KEYS
+        if os.environ.get(KEYS_CHECKED_ENV) != keys_checked_marker(app):  # checked by the master: see above
+            check_keys_decrypt(app.extensions["connect_keyring"])  # ConfigError naming CONNECT_ENCRYPTION_KEYS
     except peewee.DatabaseError as exc:
         raise ConfigError(f"CONNECT_DATABASE_URL: cannot use the database: {db.describe_error(exc, url)}") from None
     finally:

@@ -221,6 +221,38 @@ def test_start_up_fails_with_keys_that_cannot_decrypt(connect, app_with_key, tmp
         production(connect, tmp_path, [new_key])
 
 
+def test_workers_of_a_checked_master_skip_the_scan_only_with_the_same_database_and_keys(
+        connect, app_with_key, tmp_path, old_key, monkeypatch):
+    """deploy/gunicorn.conf.py's master checks the keys once and marks its environment (app.mark_keys_checked);
+    a worker it forks with the same database and keyring skips rotation.check_keys_decrypt (a read of every
+    encrypted row at each boot), one with other keys checks for itself, so a wrong key still stops it."""
+    from connect_service import app as app_module
+
+    seed(connect, app_with_key)
+    monkeypatch.setenv(app_module.KEYS_CHECKED_ENV, "")  # restored (removed) after the test
+    scans = []
+    real = app_module.check_keys_decrypt
+    monkeypatch.setattr(app_module, "check_keys_decrypt", lambda ring: scans.append(ring.key_ids) or real(ring))
+    master = production(connect, tmp_path, [old_key])
+    assert len(scans) == 1
+    app_module.mark_keys_checked(master)
+    marker = os.environ[app_module.KEYS_CHECKED_ENV]
+    assert marker == app_module.keys_checked_marker(master) and old_key not in marker
+    production(connect, tmp_path, [old_key])  # a worker: the same database and keys
+    assert len(scans) == 1
+    new_key = generate_key()
+    production(connect, tmp_path, [new_key, old_key])  # other keys (a reload): checks for itself, and passes
+    assert len(scans) == 2
+    with pytest.raises(ConfigError, match="CONNECT_ENCRYPTION_KEYS"):
+        production(connect, tmp_path, [generate_key()])  # a key that cannot decrypt is still refused
+    assert len(scans) == 3
+    other = f"sqlite:///{tmp_path}/other.db"
+    cfg = make_config(tmp_path, encryption_keys=[old_key], database_url=other, env="production",
+                      public_url="https://connect.test")
+    create_app(cfg, require_schema=False)  # the same keys on another database: checked again
+    assert len(scans) == 4
+
+
 def test_start_up_check_tolerates_tampered_rows_but_not_a_wrong_key(connect, app_with_key, tmp_path, old_key):
     seed(connect, app_with_key)
     with connect.app.app_context(), database.connection_context():
