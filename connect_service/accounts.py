@@ -5,21 +5,14 @@ platform's API through an ``AccountContext`` (``account_context.py``); this
 module picks the type, throttles lookups, signs the webhook URL and turns
 ``PlatformError`` / ``ValidationError`` into the API's 502 / 400.
 
-The webhook URL is ``{public_url}/v1/connect/webhooks/{connector}/<signed value>``:
-a ``signing`` value (salt ``connect-webhook``, keys ``secret_key`` and its
-fallbacks) valid for :data:`WEBHOOK_MAX_AGE_SECONDS`, whose payload is an
-opaque reference: the claims (app, end user, requirement) encrypted with the
-keyring (associated data ``webhook.ref.<connector>``). The platform that
-receives the URL learns neither the app id nor the end user's id (often an
-email address), and a reference minted for one connector does not decrypt as
-another's. The URL goes only to the platform, never to the browser, and the
-access log replaces the value with ``<signed>``.
+The webhook URL handed to the platform is signed, expiring and opaque
+(``account_webhook_urls.py``); the origins the hosted page lets a link go to
+are ``account_link_origins.py``'s. This module re-exports their names.
 """
 from __future__ import annotations
 
 import json
 import logging
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -27,59 +20,24 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from marshmallow import ValidationError
 
-from . import errors, oauth, ratelimit, replay
+from . import errors, ratelimit, replay
 from .account_context import AccountContext, LinkedAccount, PlatformError, claim_lookup
+from .account_link_origins import link_origins, origin_of
+from .account_webhook_urls import (WEBHOOK_COLUMN, WEBHOOK_MAX_AGE_SECONDS, WEBHOOK_SALT, WEBHOOK_TABLE,
+                                   sign_webhook_value, verify_webhook_value, webhook_url)
 from .action_account_type import ActionAccountType
 from .connections import read_settings
 from .crypto import DecryptionError
-from .extensions import keyring, registry, settings
+from .extensions import registry, settings
 from .models import App, Connection, Credential, Requirement, WorkflowVersion
 from .requirements import CONNECTION, connection_type_name
-from .signing import InvalidSignature, sign, unsign
 
 log = logging.getLogger(__name__)
 
-WEBHOOK_SALT = "connect-webhook"
-#: associated data of the encrypted webhook reference: ("webhook", "ref", connector name)
-WEBHOOK_TABLE, WEBHOOK_COLUMN = "webhook", "ref"
-#: platform link tokens live 4 hours; an hour more covers the platform's delivery retries
-WEBHOOK_MAX_AGE_SECONDS = 5 * 3600
-
-
-# --- the signed webhook value -------------------------------------------------------------------
-
-def sign_webhook_value(connector: str, app_id: str, user_id: str, requirement_id: str) -> str:
-    """The signed, expiring, opaque last path segment of a webhook URL (see the module docstring)."""
-    ref = keyring().encrypt_json({"a": app_id, "u": user_id, "r": requirement_id}, WEBHOOK_TABLE, WEBHOOK_COLUMN,
-                                 connector)
-    return sign(WEBHOOK_SALT, ref)
-
-
-def verify_webhook_value(connector: str, value: str) -> dict[str, str] | None:
-    """The claims (``a`` app, ``u`` user, ``r`` requirement) of a webhook value for ``connector``.
-
-    None when the value is forged, expired, not an encrypted reference, or
-    minted for another connector.
-    """
-    try:
-        ref = unsign(WEBHOOK_SALT, value, WEBHOOK_MAX_AGE_SECONDS)
-    except InvalidSignature:
-        return None
-    if not isinstance(ref, str):
-        return None
-    try:
-        claims = keyring().decrypt_json(ref, WEBHOOK_TABLE, WEBHOOK_COLUMN, connector)
-    except (DecryptionError, ValueError):
-        return None
-    if not isinstance(claims, dict) or not all(isinstance(claims.get(k), str) for k in ("a", "u", "r")):
-        return None
-    return claims
-
-
-def webhook_url(connector: str, app_id: str, user_id: str, requirement_id: str) -> str:
-    """This service's webhook URL for one (app, user, requirement), to hand to the connector's platform."""
-    return (f"{settings()['public_url']}/v1/connect/webhooks/{connector}/"
-            f"{sign_webhook_value(connector, app_id, user_id, requirement_id)}")
+# re-exported: the signed webhook value's and the link origins' names, importable from here as before
+__all__ = ["WEBHOOK_COLUMN", "WEBHOOK_MAX_AGE_SECONDS", "WEBHOOK_SALT", "WEBHOOK_TABLE", "WebhookTarget",
+           "action_type", "connector_type", "link_origins", "origin_of", "receive_webhook", "revoke_linked_account",
+           "sign_webhook_value", "start_link", "sync_status", "verify_webhook_value", "webhook_target", "webhook_url"]
 
 
 # --- calling the type ---------------------------------------------------------------------------
@@ -155,68 +113,6 @@ def start_link(app: App, user_id: str, req: Requirement, return_to: str | None =
         return cls().link_account(
             ctx, webhook_uri=webhook_url(cls.connector_name, app.id, user_id, req.public_id),
             success_redirect_uri=_with_status(back, "success"), error_redirect_uri=_with_status(back, "error"))
-
-
-_HOST_RE = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.?|[0-9a-f:.]+)$")
-
-
-def origin_of(url: str) -> str | None:
-    """``scheme://host[:port]`` (lowercased) of an absolute http(s) URL, else None.
-
-    Only plain DNS names and IP literals pass, so the result is safe inside a CSP header.
-    """
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname or not _HOST_RE.match(parts.hostname):
-        return None
-    try:
-        port = parts.port
-    except ValueError:
-        return None
-    default = {"http": 80, "https": 443}[parts.scheme]
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
-
-
-def link_origins(app: App, req: Requirement) -> list[str]:
-    """The origins the requirement's type may send the browser to (``ActionAccountType.link_origins``).
-
-    Entries with ``{setting}`` placeholders are filled from the settings of the
-    credential serving the app (loaded through the type's ``settings_schema``, so
-    defaults apply); an entry that cannot be filled (no usable credential, unknown
-    setting) is left out. The hosted page lists the result in its CSP ``form-action``.
-    """
-    cls = _action_class(connection_type_name(req))
-    if cls is None:
-        return []
-    out: list[str] = []
-    cred_settings: dict[str, Any] | None = None
-    for entry in cls.link_origins:
-        if "{" in entry:
-            if cred_settings is None:
-                cred_settings = _credential_settings(cls, app, req)
-            try:
-                entry = entry.format_map({k: v for k, v in cred_settings.items() if isinstance(v, str)})
-            except (KeyError, ValueError, IndexError):
-                continue
-        origin = origin_of(entry)
-        if origin is not None and origin not in out:
-            out.append(origin)
-    return out
-
-
-def _credential_settings(cls: type[ActionAccountType], app: App, req: Requirement) -> dict[str, Any]:
-    try:
-        cred = oauth.select_credential(app, cls.connector_name, (req.spec.get("data") or {}).get("credential_id"),
-                                       grant_types=None)
-    except errors.APIError:  # no usable credential: linking fails with its own message
-        return {}
-    raw = cred.settings or {}
-    if cls.settings_schema is None:
-        return raw
-    try:
-        return cls.settings_schema().load(raw)
-    except ValidationError:
-        return raw
 
 
 # --- lookups before statuses are read -----------------------------------------------------------

@@ -808,7 +808,8 @@ def test_page_form_action_without_a_credential_is_pipedream_only(connect, pd):
 
 # --- the public contract --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["plugins/pipedream.py", "tests/plugins/toolhub_accounts/src/toolhub_accounts/__init__.py"])
+@pytest.mark.parametrize("path", ["plugins/pipedream.py", "plugins/pipedream_client.py",
+                                  "tests/plugins/toolhub_accounts/src/toolhub_accounts/__init__.py"])
 def test_action_account_plugins_import_only_public_names(path):
     """Both action-account plugins reach the core only through names ``connect_service`` exports."""
     import ast
