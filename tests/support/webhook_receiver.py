@@ -62,15 +62,19 @@ class WebhookReceiver:
                     status = 503
                 else:
                     status = receiver.answer
+                webhook_id = self.headers.get("webhook-id")
+                accepted = 200 <= status < 300
+                if accepted:  # recorded before the answer leaves: a sender that sees the 2xx finds it here
+                    with receiver._lock:
+                        receiver.accepted.append(webhook_id)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Length", "0")
                     self.end_headers()
-                except OSError:
-                    return  # the sender is gone: nothing was answered
-                if 200 <= status < 300:
-                    with receiver._lock:
-                        receiver.accepted.append(self.headers.get("webhook-id"))
+                except OSError:  # the sender is gone: nothing was answered, so nothing was accepted
+                    if accepted:
+                        with receiver._lock:
+                            receiver.accepted.remove(webhook_id)
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
