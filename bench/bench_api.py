@@ -12,6 +12,8 @@ connection, then starts two gunicorn servers with ``deploy/gunicorn.conf.py`` (`
 2): the bare app (bench/bare_app.py) and connect-service. wrk (1 thread, 16 connections) drives
 each row in alternating rounds (bare, row, bare, row, ...); a row's ratio is its req/s over the
 mean bare req/s of the same rounds. Rate limits are raised so wrk measures work, not 429s.
+"ratio range" is the lowest and highest ratio of a row's rounds, each against the bare run just
+before it: how far the machine's noise moves a ratio within one run.
 The first row, "floor", is bare Flask plus one primary-key lookup through the plain driver
 (bare_app.py's /ping-db): what any endpoint that reads the database once per request can reach.
 Prints req/s, ratio, p50, p99 and the non-2xx count per row, plus each server's worker RSS
@@ -161,8 +163,11 @@ def run_rounds(servers: Servers, rounds: int, seconds: float, only: list[str] | 
     results: dict[str, list[dict]] = {"bare": []}
     for _ in range(rounds):
         for label, url, headers, body in cases:
-            results["bare"].append(wrk(bare_url, seconds, {}))
-            results.setdefault(label, []).append(wrk(url, seconds, headers, body))
+            bare = wrk(bare_url, seconds, {})
+            results["bare"].append(bare)
+            run = wrk(url, seconds, headers, body)
+            run["pair_ratio"] = run["rps"] / bare["rps"]  # against the bare run just before it
+            results.setdefault(label, []).append(run)
     return results
 
 
@@ -177,8 +182,8 @@ def print_table(all_results: list[tuple[str, dict, dict]], rounds: int, seconds:
     print(f"\nwrk -t1 -c16, {rounds} alternating round(s) of {seconds:g} s per row; gunicorn "
           f"deploy/gunicorn.conf.py, {workers} workers x 4 threads; load average now {load()}\n")
     print(f"{'endpoint':46} {'db':10} {'req/s':>7} {'bare':>7} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}"
-          f" {'non-2xx':>7}")
-    print("-" * 104)
+          f" {'non-2xx':>7} {'ratio range':>12}")
+    print("-" * 117)
     for db, results, rss in all_results:
         bare = summarise(results["bare"])
         print(f"{'bare Flask GET /ping':46} {db:10} {bare['rps']:7.0f} {bare['rps']:7.0f} {1:6.2f} "
@@ -187,8 +192,9 @@ def print_table(all_results: list[tuple[str, dict, dict]], rounds: int, seconds:
             if label == "bare":
                 continue
             s = summarise(runs)
+            pairs = [r["pair_ratio"] for r in runs]
             print(f"{label:46} {db:10} {s['rps']:7.0f} {bare['rps']:7.0f} {s['rps'] / bare['rps']:6.2f} "
-                  f"{s['p50']:7.2f} {s['p99']:7.2f} {s['non2xx']:7d}")
+                  f"{s['p50']:7.2f} {s['p99']:7.2f} {s['non2xx']:7d} {min(pairs):5.2f}-{max(pairs):4.2f}")
         print(f"{'worker RSS MB (bare | service)':46} {db:10} {rss['bare']} | {rss['service']}")
     print()
 
