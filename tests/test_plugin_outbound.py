@@ -8,10 +8,8 @@ but ``connect_service`` and run against a local HTTP server, end to end through
 from __future__ import annotations
 
 import ast
-import http.server
 import inspect
 import re
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,47 +19,31 @@ import connect_service
 from connect_service import (ConnectionType, GuardedClient, OutboundError, ValidationError, fields, hookimpl,
                              outbound_client)
 from connect_service.testing import connection_requirement, make_config
+from tests.support.provider_stub import ProviderStub
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD_KEY = "pk_good"
-
-
-class _Service(http.server.BaseHTTPRequestHandler):
-    """``GET /me``: 200 for ``Bearer pk_good``, 401 otherwise; records what it received."""
-
-    seen: list[dict[str, str]] = []
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        type(self).seen.append({"path": self.path, "authorization": self.headers.get("Authorization", ""),
-                                "user_agent": self.headers.get("User-Agent", "")})
-        ok = self.path == "/me" and self.headers.get("Authorization") == f"Bearer {GOOD_KEY}"
-        body = b'{"id": "me"}' if ok else b'{"error": "bad key"}'
-        self.send_response(200 if ok else 401)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+REJECTED_KEY = "pk_wrong"
 
 
 @pytest.fixture(scope="module")
 def service():
-    """A local stand-in for the service being connected: ``http://127.0.0.1:<port>``."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Service)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    """A local stand-in for the service being connected (tests/support/provider_stub.py): its ``/protected``
+    answers 200, or 401 for the rejected key, and every request is recorded."""
+    server = ProviderStub().start()
+    server.rejected.add(REJECTED_KEY)
     yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    server.stop()
 
 
 @pytest.fixture
 def seen(service):
-    _Service.seen = []
-    return _Service.seen
+    service.requests.clear()
+    return service.requests
+
+
+def _calls(seen) -> list[tuple[str, str, str]]:
+    return [(r["path"], r["headers"].get("authorization"), r["headers"].get("user-agent")) for r in seen]
 
 
 # --- the test plugins: public API only ----------------------------------------------------------------------
@@ -81,7 +63,7 @@ class Ping(ConnectionType):
     def validate(self, config):
         try:
             with outbound_client() as client:
-                resp = client.get(config["url"].rstrip("/") + "/me",
+                resp = client.get(config["url"].rstrip("/") + "/protected",
                                   headers={"Authorization": "Bearer " + config["api_key"]})
         except OutboundError as exc:
             raise ValidationError(f"could not be reached: {exc.reason}", "url")
@@ -100,7 +82,7 @@ class Careless(ConnectionType):
 
     def validate(self, config):
         with outbound_client() as client:
-            client.get(config["url"].rstrip("/") + "/me", headers={"Authorization": "Bearer " + config["api_key"]})
+            client.get(config["url"].rstrip("/") + "/protected", headers={"Authorization": "Bearer " + config["api_key"]})
 
 
 class _TypesPlugin:
@@ -126,22 +108,22 @@ def _submit(connect, type_name, config, user="u1"):
 class TestAllowedLocalService:
     @pytest.fixture
     def connect_config(self, tmp_path, service):
-        return make_config(tmp_path, allowed_private_hosts=[f"127.0.0.1:{service.server_port}"],
+        return make_config(tmp_path, allowed_private_hosts=[f"127.0.0.1:{service.port}"],
                            http_timeout_seconds=3.5)
 
     def test_a_good_key_is_checked_with_the_service_and_stored(self, connect, service, seen):
-        url = f"http://127.0.0.1:{service.server_port}"
+        url = service.url
         r, token, rid = _submit(connect, Ping.name, {"url": url, "api_key": GOOD_KEY})
         assert r.status_code == 201, r.get_json()
         assert connect.statuses(token) == {rid: "completed"}
-        assert seen == [{"path": "/me", "authorization": f"Bearer {GOOD_KEY}", "user_agent": "connect-service"}]
+        assert _calls(seen) == [("/protected", f"Bearer {GOOD_KEY}", "connect-service")]
 
     def test_a_rejected_key_is_a_400_naming_the_field(self, connect, service, seen):
-        url = f"http://127.0.0.1:{service.server_port}"
-        r, token, rid = _submit(connect, Ping.name, {"url": url, "api_key": "pk_wrong"})
+        url = service.url
+        r, token, rid = _submit(connect, Ping.name, {"url": url, "api_key": REJECTED_KEY})
         assert r.status_code == 400, r.get_json()
         assert r.get_json()["error"]["details"] == {"config.api_key": "was rejected by the service"}
-        assert "pk_wrong" not in r.get_data(as_text=True)
+        assert REJECTED_KEY not in r.get_data(as_text=True)
         assert connect.statuses(token) == {rid: "pending"}
         assert len(seen) == 1
 
@@ -150,13 +132,13 @@ class TestAllowedLocalService:
             client = outbound_client()
         with client:
             assert isinstance(client, GuardedClient)
-            assert client.allowed_private_hosts == {("127.0.0.1", service.server_port)}
+            assert client.allowed_private_hosts == {("127.0.0.1", service.port)}
             assert client.timeout == (3.5, 3.5)
             assert client.max_total_time == 60.0 and client.max_response_bytes == 10 * 1024 * 1024
         with connect.app.app_context():  # a call may tighten a limit, never widen the destinations
             with outbound_client(timeout=1.0, max_redirects=0) as tight:
                 assert tight.timeout == (1.0, 1.0) and tight.max_redirects == 0
-                assert tight.allowed_private_hosts == {("127.0.0.1", service.server_port)}
+                assert tight.allowed_private_hosts == {("127.0.0.1", service.port)}
             with pytest.raises(TypeError):
                 outbound_client(allowed_private_hosts=["10.0.0.1"])
 
@@ -173,7 +155,7 @@ class TestLocalServiceNotAllowed:
         return make_config(tmp_path, allowed_private_hosts=[])
 
     def test_the_call_is_refused_and_the_plugin_reports_it_on_its_field(self, connect, service, seen):
-        url = f"http://127.0.0.1:{service.server_port}"
+        url = service.url
         r, token, rid = _submit(connect, Ping.name, {"url": url, "api_key": GOOD_KEY})
         assert r.status_code == 400, r.get_json()
         assert r.get_json()["error"]["details"] == {"config.url": "could not be reached: address is not public"}
@@ -181,11 +163,11 @@ class TestLocalServiceNotAllowed:
         assert connect.statuses(token) == {rid: "pending"}
 
     def test_an_outbound_error_the_plugin_leaves_uncaught_is_a_400_not_a_500(self, connect, service, seen):
-        url = f"http://127.0.0.1:{service.server_port}"
+        url = service.url
         r, token, rid = _submit(connect, Careless.name, {"url": url, "api_key": GOOD_KEY})
         assert r.status_code == 400, r.get_json()
         assert r.get_json()["error"]["details"] == {
-            "config": f"could not be checked with the service: address is not public ({url}/me)"}
+            "config": f"could not be checked with the service: address is not public ({url}/protected)"}
         assert GOOD_KEY not in r.get_data(as_text=True)
         assert seen == []
         assert connect.statuses(token) == {rid: "pending"}

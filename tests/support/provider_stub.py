@@ -24,8 +24,12 @@ class ProviderStub:
         self._server: ThreadingHTTPServer | None = None
 
     @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> "ProviderStub":
         stub = self
