@@ -110,7 +110,9 @@ class RecentlyUsedPool(FailFastPool):
         (a rollback does not drop it; a closed connection takes its statements along).
         """
         conn = self.connection()
-        prepared = self._prepared.setdefault(conn, {})
+        prepared = self._prepared.get(conn)
+        if prepared is None:  # setdefault would make a weak reference and a dict on every call
+            prepared = self._prepared[conn] = {}
         name = prepared.get(sql)
         if name is None:
             parts = sql.split("%s")
