@@ -16,6 +16,7 @@ from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import api, db, errors, health, logs, migrations, strict_json, web
+from .api.hot import HotRoutes
 from .apps import app_by_hostname
 from .config import ConfigError, load_config
 from .crypto import Keyring
@@ -169,7 +170,7 @@ def create_app(config: dict[str, Any] | None = None, plugins: Iterable[object] =
     web.init_app(app)
     errors.init_app(app)  # after flask-smorest, whose own handler would otherwise win
 
-    app.wsgi_app = BodySizeLimit(app.wsgi_app, cfg["max_body_bytes"])
+    app.wsgi_app = BodySizeLimit(HotRoutes(app, app.wsgi_app), cfg["max_body_bytes"])  # api/hot.py
     if cfg["proxy_count"] > 0:
         n = cfg["proxy_count"]
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from flask import g, has_request_context, request
+from flask import g
 
 from . import errors
 from .db import compiled_sql, database, execute_compiled
+from .logs import current_request
 from .models import AuditEvent, utcnow
 from .timestamps import iso
 
@@ -29,7 +30,7 @@ ACTIONS = (
 
 
 def _actor() -> tuple[str, str | None]:
-    if has_request_context():
+    if current_request() is not None:
         key = g.get("access_key")
         if key is not None:
             return "access_key", key.id
@@ -47,9 +48,7 @@ def record(action: str, *, org_id: str | None, target_type: str | None = None, t
     (``system`` outside one). ``details`` must never hold a secret.
     """
     actor_type, actor_id = _actor()
-    ip = request_id = None
-    if has_request_context():
-        ip, request_id = request.remote_addr, g.get("request_id")
+    ip, request_id = current_request() or (None, None)
     event = AuditEvent(org=org_id, at=utcnow(), actor_type=actor_type, actor_id=actor_id, action=action,
                        target_type=target_type, target_id=target_id, app_id=app_id, ip=ip,
                        request_id=request_id, details=details or {})

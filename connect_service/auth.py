@@ -24,7 +24,11 @@ LAST_USED_RESOLUTION_SECONDS = 60
 
 def bearer() -> str | None:
     """The value of ``Authorization: Bearer …``, or None."""
-    header = request.headers.get("Authorization", "")
+    return bearer_value(request.headers.get("Authorization", ""))
+
+
+def bearer_value(header: str) -> str | None:
+    """The credential of an ``Authorization`` header's value ``Bearer …``, or None."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None

@@ -7,7 +7,7 @@ import random
 import sys
 import time
 
-from flask import g, request
+from flask import g, has_app_context, has_request_context, request
 
 access_log = logging.getLogger("connect_service.access")
 #: ``json.dumps(..., default=str)`` builds an encoder on every call; one line per request shares this one
@@ -74,8 +74,7 @@ def init_app(app) -> None:
 
     @app.before_request
     def _start():
-        # the environ key werkzeug's headers read for X-Request-Id, without building the headers view
-        g.request_id = request.environ.get("HTTP_X_REQUEST_ID", "")[:64] or new_request_id()
+        g.request_id = request_id_of(request.environ)
         g.started = time.perf_counter()
 
     @app.after_request
@@ -83,22 +82,51 @@ def init_app(app) -> None:
         state = g._get_current_object()
         request_id = getattr(state, "request_id", "")
         response.headers["X-Request-Id"] = request_id
-        # The path only: query strings of /connect and the OAuth callback carry tokens and codes,
-        # and the last segment of webhook paths and credential start links is a signed value.
         req = request._get_current_object()
-        path = req.path
-        if path.startswith("/v1/connect/webhooks/"):
-            path = path.rsplit("/", 1)[0] + "/<signed>"
-        elif path.startswith("/v1/connect/oauth2/start/"):
-            path = "/v1/connect/oauth2/start/<signed>"
-        if access_log.isEnabledFor(logging.INFO):
-            started = getattr(state, "started", None)
-            # made here and handed on, as ``access_log.info`` would, without its search of the stack for
-            # the caller's file and line (this line's source is always this hook)
-            access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, "request", (), None,
-                                                    extra={"fields": {
-                "request_id": request_id or None, "method": req.method, "path": path,
-                "status": response.status_code, "remote_addr": req.remote_addr,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else 0.0,
-            }}))
+        log_request(request_id, req.method, logged_path(req.path), response.status_code, req.remote_addr,
+                    getattr(state, "started", None))
         return response
+
+
+def current_request() -> tuple[str | None, str | None] | None:
+    """``(client address, request id)`` of the request this code runs for, else None (CLI, jobs).
+
+    A request is Flask's, or one that ``api/hot.py`` answers without Flask's request machinery, in
+    an app context of its own whose ``g`` it marks ``hot_request`` and gives ``remote_addr`` and
+    ``request_id``.
+    """
+    if has_request_context():
+        return request.remote_addr, g.get("request_id")
+    if has_app_context() and g.get("hot_request"):
+        return g.remote_addr, g.request_id
+    return None
+
+
+def request_id_of(environ: dict) -> str:
+    """The request's id: the client's ``X-Request-Id`` (at most 64 characters), else a new one."""
+    return environ.get("HTTP_X_REQUEST_ID", "")[:64] or new_request_id()
+
+
+def logged_path(path: str) -> str:
+    """The path as the access log shows it: the signed last segment of webhook paths and credential
+    start links replaced (query strings are never logged: those of /connect and the OAuth callback
+    carry tokens and codes)."""
+    if path.startswith("/v1/connect/webhooks/"):
+        return path.rsplit("/", 1)[0] + "/<signed>"
+    if path.startswith("/v1/connect/oauth2/start/"):
+        return "/v1/connect/oauth2/start/<signed>"
+    return path
+
+
+def log_request(request_id: str, method: str, path: str, status: int, remote_addr: str | None,
+                started: float | None) -> None:
+    """The access log's line for one request (``path`` as :func:`logged_path` gives it)."""
+    if access_log.isEnabledFor(logging.INFO):
+        # made here and handed on, as ``access_log.info`` would, without its search of the stack for
+        # the caller's file and line (this line's source is always this function)
+        access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, "request", (), None,
+                                                extra={"fields": {
+            "request_id": request_id or None, "method": method, "path": path,
+            "status": status, "remote_addr": remote_addr,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else 0.0,
+        }}))

@@ -17,10 +17,10 @@ import math
 import secrets
 import time
 
-from flask import request
 
 from . import errors
 from .db import compiled_sql, database, execute_compiled
+from .logs import current_request
 from .models import RateLimitHit
 
 WINDOW = 60
@@ -30,7 +30,7 @@ PURGE_ONE_IN = 50
 
 def client_address() -> str:
     """The address buckets are keyed by: ``request.remote_addr`` after ProxyFix, an IPv6 one as its /64."""
-    raw = request.remote_addr or ""
+    raw = (current_request() or ("",))[0] or ""
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:

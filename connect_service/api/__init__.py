@@ -52,12 +52,15 @@ def json_body(request, optional: bool = False) -> dict[str, Any]:
     no ``NaN``/``Infinity``/out-of-range numbers, at most 32 levels deep; each
     offence is a 400 naming its field, so nothing downstream meets such a value.
     """
-    raw = request.get_data(cache=True)
+    return json_object(request.get_data(cache=True), request.mimetype or "", optional)
+
+
+def json_object(raw: bytes, mimetype: str, optional: bool = False) -> dict[str, Any]:
+    """:func:`json_body` of a body already read (``mimetype``: the Content-Type without parameters)."""
     if not raw.strip():
         if optional:
             return {}
         raise errors.BadRequest(BLANK)
-    mimetype = request.mimetype or ""
     if mimetype and mimetype != "application/json" and not mimetype.endswith("+json"):
         raise errors.UnsupportedMediaType({"input": "send the body as application/json"})
     try:

@@ -109,7 +109,7 @@ READ_PARAMS = [
 
 # --- helpers ----------------------------------------------------------------------------------
 
-_READ_ARGS = ReadArgs()  # made once: instantiating a schema deep-copies its fields
+READ_ARGS = ReadArgs()  # made once: instantiating a schema deep-copies its fields
 
 
 def _query_args(schema: ma.Schema) -> dict:
@@ -155,7 +155,7 @@ class ConnectionItem(MethodView):
     @blp.response(200, ConnectionSchema, headers={"Cache-Control": {"schema": {"type": "string"}}})
     def get(self, conn):
         """Get a connection; with include_secrets=true, its (fresh) credentials"""
-        args = _query_args(_READ_ARGS)
+        args = _query_args(READ_ARGS)
         not_before = _request_started() if args["include_secrets"] and args["refresh"] == "force" else None
         out = lifecycle.read_connection(conn, include_secrets=args["include_secrets"], refresh_mode=args["refresh"],
                                         not_before=not_before)

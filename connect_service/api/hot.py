@@ -1,0 +1,209 @@
+"""The hot routes' everyday answers, without Flask's request machinery (issue 15).
+
+An app's backend and the hosted page call four routes far more than any other:
+``POST /v1/connect/tokens``, ``GET /v1/connect/requirements``, ``GET
+/v1/connect/requirements/statuses`` and ``GET /v1/connections/<id>`` (with
+``include_secrets``). :class:`HotRoutes`, a WSGI middleware in front of Flask,
+answers their plain case itself: the same functions as the Flask views
+(``verified_connect``, ``statuses_for``, ``issue_connect_token``,
+``read_connection``…), in an app context of its own, minus what a plain case
+does not need: werkzeug's Request, URL matching, the view and hook dispatch.
+Its cheap counterparts of the hooks: the request id, the host rule of
+``app._check_path_and_host``, ``Cache-Control: no-store`` and the access-log line.
+
+Everything else is Flask's, and answered as for every other route:
+
+* a request that is not the plain case goes to Flask untouched: another host
+  than the route's, a query string the route does not take, a body that is not
+  valid JSON or not valid for the schema, a forced refresh (which needs the
+  request's start on the database clock);
+* an error raised while answering (401, 404, 429, 502, a database away, a bug)
+  is rendered by Flask's own error handlers and after-request hooks, in a request
+  context pushed for it, so its answer is the one Flask would give.
+
+``tests/test_hot_routes.py`` sends each route's requests both ways and compares
+status, headers, body, the stored effects and the access-log line.
+"""
+from __future__ import annotations
+
+import io
+import re
+import time
+from typing import Any, Callable
+
+import marshmallow as ma
+from flask import Flask, g
+from werkzeug.http import HTTP_STATUS_CODES
+
+from .. import errors, lifecycle
+from ..apps import app_by_hostname
+from ..auth import authenticate_access_key, bearer_value, verified_access_key, verified_connect
+from ..hosts import management_hosts
+from ..logs import log_request, request_id_of
+from ..requirements import deployed_requirements, requirement_view
+from ..statuses import load_app_and_connections, statuses_for
+from ..tokens import TokenCreateSchema, issue_connect_token
+from . import json_object
+from .common import load_key_and_connection, org_connection
+from .connections import READ_ARGS
+
+STATUSES = "/v1/connect/requirements/statuses"
+REQUIREMENTS = "/v1/connect/requirements"
+TOKENS = "/v1/connect/tokens"
+CONNECTION = "/v1/connections/"
+#: a Host header of a name or an IPv4 address, with an optional port (anything else goes to Flask)
+_HOST = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?\Z", re.ASCII)
+#: a connection id as ``models.new_id`` makes them
+_CONN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}\Z", re.ASCII)
+#: ``include_secrets=…&refresh=…`` in any order, values without escapes
+_READ_QUERY = re.compile(r"(?:(?:include_secrets|refresh)=[A-Za-z0-9]{1,10}(?:&|\Z)){1,2}\Z", re.ASCII)
+_TOKEN_BODY = TokenCreateSchema()
+
+#: (status, payload) of an answer, or None: "let Flask answer this request"
+Answer = "tuple[int, Any] | None"
+
+
+class HotRoutes:
+    """WSGI middleware: the plain case of the hot routes answered here, every other request by ``wsgi_app``."""
+
+    def __init__(self, app: Flask, wsgi_app: Callable):
+        self.app = app
+        self.wsgi_app = wsgi_app
+        #: tests switch it off to get Flask's answer to the same request
+        self.enabled = True
+        self.management = management_hosts(app.config["CONNECT"])
+        self.routes: dict[tuple[str, str], Callable[[HotRoutes, dict], Answer]] = {
+            ("GET", STATUSES): _statuses, ("GET", REQUIREMENTS): _requirements, ("POST", TOKENS): _tokens,
+        }
+
+    def __call__(self, environ: dict, start_response: Callable):
+        method, path = environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")
+        route = self.routes.get((method, path))
+        if route is None and method == "GET" and path.startswith(CONNECTION):
+            route = _connection
+        if route is None or not self.enabled:
+            return self.wsgi_app(environ, start_response)
+        started = time.perf_counter()
+        with self.app.app_context():
+            state = g._get_current_object()
+            state.hot_request, state.started = True, started  # see logs.current_request
+            state.request_id, state.remote_addr = request_id_of(environ), environ.get("REMOTE_ADDR")
+            try:
+                answer = route(self, environ)
+            except Exception as exc:  # noqa: BLE001 - Flask's error handlers decide, as for any view
+                return self._flask_error(environ, start_response, exc)
+            if answer is not None:
+                return self._respond(start_response, method, path, *answer)
+        return self.wsgi_app(environ, start_response)
+
+    def host(self, environ: dict) -> str | None:
+        """The request's host as ``app._check_path_and_host`` compares it, or None for one left to Flask."""
+        raw = environ.get("HTTP_HOST", "")
+        if not _HOST.match(raw):
+            return None
+        return raw.rsplit(":", 1)[0].lower().rstrip(".")
+
+    def _respond(self, start_response: Callable, method: str, path: str, status: int, payload: Any):
+        # what app.json.response makes of it (compact JSON and a newline), and the hooks' headers of a /v1/ answer
+        body = (self.app.json.dumps(payload, separators=(",", ":")) + "\n").encode()
+        state = g._get_current_object()
+        start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
+            ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"), ("X-Request-Id", state.request_id)])
+        log_request(state.request_id, method, path, status, state.remote_addr, state.started)
+        return [body]
+
+    def _flask_error(self, environ: dict, start_response: Callable, exc: Exception):
+        """Flask's answer to ``exc`` raised by a view of this request: its error handlers, then its
+        after-request hooks (request id, Cache-Control, access log), as ``Flask.full_dispatch_request``."""
+        app = self.app
+        with app.request_context(environ):  # shares this app context, and so g and its request id
+            try:
+                response = app.finalize_request(app.handle_user_exception(exc))
+            except Exception as error:  # noqa: BLE001 - what Flask.wsgi_app does with it
+                response = app.handle_exception(error)
+            return response(environ, start_response)
+
+
+def _connect_token_host(hot: HotRoutes, environ: dict) -> bool:
+    """Whether a connect-token route may be answered here: no query string, on a management host."""
+    return not environ.get("QUERY_STRING") and hot.host(environ) in hot.management
+
+
+def _statuses(hot: HotRoutes, environ: dict) -> Answer:
+    if not _connect_token_host(hot, environ):
+        return None
+    found = verified_connect(bearer_value(environ.get("HTTP_AUTHORIZATION", "")), load_app_and_connections)
+    if found is None:
+        raise errors.Unauthorized()
+    identity, app, connections = found
+    _connect_identity(identity, app, connections)
+    return 200, {"data": statuses_for(app, identity.user_id, connections)}
+
+
+def _requirements(hot: HotRoutes, environ: dict) -> Answer:
+    if not _connect_token_host(hot, environ):
+        return None
+    found = verified_connect(bearer_value(environ.get("HTTP_AUTHORIZATION", "")))
+    if found is None:
+        raise errors.Unauthorized()
+    _connect_identity(*found)
+    return 200, {"data": [requirement_view(r) for r in deployed_requirements(found[1])]}
+
+
+def _connect_identity(identity, app, preloaded) -> None:
+    """What ``auth.require_connect_token`` sets in ``g``."""
+    g.connect, g.app, g.preloaded, g.org_id = identity, app, preloaded, app.org_id
+
+
+def _tokens(hot: HotRoutes, environ: dict) -> Answer:
+    host = hot.host(environ)
+    if environ.get("QUERY_STRING") or host is None or host in hot.management:
+        return None
+    if environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:  # chunked, or not a number: werkzeug's rules
+        return None
+    raw = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(raw)  # read again by Flask if it answers
+    app = app_by_hostname(host)
+    if app is None or len(raw) != length:
+        return None
+    try:
+        data = _TOKEN_BODY.load(json_object(raw, "application/json"))
+    except (errors.APIError, ma.ValidationError):  # Flask answers with its 400, naming the field
+        return None
+    if app.visibility != "public":
+        key = authenticate_access_key(bearer_value(environ.get("HTTP_AUTHORIZATION", "")))
+        if key is None or key.org_id != app.org_id:
+            raise errors.Unauthorized()
+    return 201, issue_connect_token(app, data)
+
+
+def _connection(hot: HotRoutes, environ: dict) -> Answer:
+    conn_id = environ["PATH_INFO"][len(CONNECTION):]
+    query = environ.get("QUERY_STRING", "")
+    if (not _CONN_ID.match(conn_id) or hot.host(environ) not in hot.management
+            or (query and not _READ_QUERY.match(query))):
+        return None
+    pairs = [pair.split("=", 1) for pair in query.split("&")] if query else []
+    params = dict(pairs)
+    if len(params) != len(pairs):  # a name given twice: werkzeug's first value wins, Flask answers
+        return None
+    try:
+        args = READ_ARGS.load(params)
+    except ma.ValidationError:
+        return None
+    if args["include_secrets"] and args["refresh"] == "force":
+        return None
+    found = verified_access_key(bearer_value(environ.get("HTTP_AUTHORIZATION", "")), load_key_and_connection,
+                                {"conn_id": conn_id})
+    if found is None:
+        raise errors.Unauthorized()
+    key, g.preloaded = found  # what auth.require_access_key sets
+    g.org, g.access_key = key.org, key
+    conn = org_connection(conn_id)
+    return 200, lifecycle.read_connection(conn, include_secrets=args["include_secrets"],
+                                          refresh_mode=args["refresh"])
