@@ -13,7 +13,8 @@ connection, then starts two gunicorn servers with ``deploy/gunicorn.conf.py`` (`
 each row in alternating rounds (bare, row, bare, row, ...); a row's ratio is its req/s over the
 mean bare req/s of the same rounds. Rate limits are raised so wrk measures work, not 429s.
 "ratio range" is the lowest and highest ratio of a row's rounds, each against the bare run just
-before it: how far the machine's noise moves a ratio within one run.
+before it: how far the machine's noise moves a ratio within one run; "median" is the median of
+those paired ratios, which a slow spell of the machine during one round moves least.
 The first row, "floor", is bare Flask plus one primary-key lookup through the plain driver
 (bare_app.py's /ping-db): what any endpoint that reads the database once per request can reach.
 Prints req/s, ratio, p50, p99 and the non-2xx count per row, plus each server's worker RSS
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import statistics
 import socket
 import subprocess
 import sys
@@ -182,8 +184,8 @@ def print_table(all_results: list[tuple[str, dict, dict]], rounds: int, seconds:
     print(f"\nwrk -t1 -c16, {rounds} alternating round(s) of {seconds:g} s per row; gunicorn "
           f"deploy/gunicorn.conf.py, {workers} workers x 4 threads; load average now {load()}\n")
     print(f"{'endpoint':46} {'db':10} {'req/s':>7} {'bare':>7} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}"
-          f" {'non-2xx':>7} {'ratio range':>12}")
-    print("-" * 117)
+          f" {'non-2xx':>7} {'ratio range':>12} {'median':>6}")
+    print("-" * 124)
     for db, results, rss in all_results:
         bare = summarise(results["bare"])
         print(f"{'bare Flask GET /ping':46} {db:10} {bare['rps']:7.0f} {bare['rps']:7.0f} {1:6.2f} "
@@ -194,7 +196,8 @@ def print_table(all_results: list[tuple[str, dict, dict]], rounds: int, seconds:
             s = summarise(runs)
             pairs = [r["pair_ratio"] for r in runs]
             print(f"{label:46} {db:10} {s['rps']:7.0f} {bare['rps']:7.0f} {s['rps'] / bare['rps']:6.2f} "
-                  f"{s['p50']:7.2f} {s['p99']:7.2f} {s['non2xx']:7d} {min(pairs):5.2f}-{max(pairs):4.2f}")
+                  f"{s['p50']:7.2f} {s['p99']:7.2f} {s['non2xx']:7d} {min(pairs):5.2f}-{max(pairs):4.2f}"
+                  f" {statistics.median(pairs):6.2f}")
         print(f"{'worker RSS MB (bare | service)':46} {db:10} {rss['bare']} | {rss['service']}")
     print()
 
