@@ -26,9 +26,10 @@ PUBLIC: list[dict[str, list]] = []
 #: error statuses an operation may declare
 ERROR_STATUSES = (400, 401, 403, 404, 409, 413, 415, 429, 502, 503)
 
-#: every operation: the host may not serve the API (an app's hostname serves only its own routes), the database
-#: may be unavailable
-ALWAYS = (404, 503)
+#: every operation: a query argument may hold a NUL (refused on every route, read or not: PostgreSQL text cannot
+#: hold one), the host may not serve the API (an app's hostname serves only its own routes), the database may be
+#: unavailable
+ALWAYS = (400, 404, 503)
 
 #: ``details`` of each status's example (seed 000 gives 400's; 401 and 404 have none there)
 EXAMPLE_DETAILS: dict[int, dict[str, str]] = {

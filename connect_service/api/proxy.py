@@ -34,6 +34,7 @@ ANSWERS = {
     "4XX": _passed_through("the provider's answer, or the service's own refusal (`Error`): 400 a `.` or `..` "
                            "path segment; 401 no valid Access Key; 404 no such connection; 409 the connection "
                            "is not active, holds no secret or its type cannot be proxied"),
+    "400": _passed_through("a `.` or `..` path segment or a NUL in a query argument (`Error`), or the provider's 400"),
     "404": _passed_through("no such connection (`Error`), or the provider's 404"),
     "5XX": _passed_through("the provider's answer, or the service's own (`Error`): 502 the provider could not "
                            "be reached or answered too much; 503 the database is unavailable"),
