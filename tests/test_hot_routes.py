@@ -138,6 +138,12 @@ def test_an_unexpected_error_is_flasks_500(connect, lanes, user, monkeypatch):
     flask, _ = lanes.both("GET", "/v1/connect/requirements/statuses", hot=True, headers=connect.bearer(user["token"]))
     assert flask.status_code == 500 and b"secret-looking" not in flask.data
     assert statuses.statuses_for is not broken  # the module's own function was left alone
+    # an answer that cannot be written as JSON: the same 500, not a traceback past the middleware
+    unwritable = [{"id": object()}]
+    monkeypatch.setattr("connect_service.api.hot.statuses_for", lambda *args: unwritable)
+    monkeypatch.setattr("connect_service.api.connect.statuses_for", lambda *args: unwritable)
+    flask, _ = lanes.both("GET", "/v1/connect/requirements/statuses", hot=True, headers=connect.bearer(user["token"]))
+    assert flask.status_code == 500 and flask.get_json()["error"]["code"] == "internal_server_error"
 
 
 def test_the_request_id_is_made_when_the_client_sends_none(connect, lanes, user):

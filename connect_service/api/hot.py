@@ -39,7 +39,7 @@ from .. import errors, lifecycle
 from ..apps import app_by_hostname
 from ..auth import authenticate_access_key, bearer_value, verified_access_key, verified_connect
 from ..hosts import management_hosts
-from ..logs import log_request, request_id_of
+from ..logs import log_request, logged_path, request_id_of
 from ..requirements import deployed_requirements, requirement_view
 from ..statuses import load_app_and_connections, statuses_for
 from ..tokens import TokenCreateSchema, issue_connect_token
@@ -60,7 +60,7 @@ _READ_QUERY = re.compile(r"(?:(?:include_secrets|refresh)=[A-Za-z0-9]{1,10}(?:&|
 _TOKEN_BODY = TokenCreateSchema()
 
 #: (status, payload) of an answer, or None: "let Flask answer this request"
-Answer = "tuple[int, Any] | None"
+Answer = tuple[int, Any] | None
 
 
 class HotRoutes:
@@ -90,10 +90,12 @@ class HotRoutes:
             state.request_id, state.remote_addr = request_id_of(environ), environ.get("REMOTE_ADDR")
             try:
                 answer = route(self, environ)
+                # what app.json.response makes of a payload: compact JSON and a newline
+                body = None if answer is None else (self.app.json.dumps(answer[1], separators=(",", ":")) + "\n")
             except Exception as exc:  # noqa: BLE001 - Flask's error handlers decide, as for any view
                 return self._flask_error(environ, start_response, exc)
             if answer is not None:
-                return self._respond(start_response, method, path, *answer)
+                return self._respond(start_response, method, path, answer[0], body.encode())
         return self.wsgi_app(environ, start_response)
 
     def host(self, environ: dict) -> str | None:
@@ -103,14 +105,13 @@ class HotRoutes:
             return None
         return raw.rsplit(":", 1)[0].lower().rstrip(".")
 
-    def _respond(self, start_response: Callable, method: str, path: str, status: int, payload: Any):
-        # what app.json.response makes of it (compact JSON and a newline), and the hooks' headers of a /v1/ answer
-        body = (self.app.json.dumps(payload, separators=(",", ":")) + "\n").encode()
+    def _respond(self, start_response: Callable, method: str, path: str, status: int, body: bytes):
+        """A JSON answer with the headers Flask's hooks give a /v1/ answer, and its access-log line."""
         state = g._get_current_object()
         start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"), ("X-Request-Id", state.request_id)])
-        log_request(state.request_id, method, path, status, state.remote_addr, state.started)
+        log_request(state.request_id, method, logged_path(path), status, state.remote_addr, state.started)
         return [body]
 
     def _flask_error(self, environ: dict, start_response: Callable, exc: Exception):
