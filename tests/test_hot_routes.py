@@ -17,9 +17,9 @@ import types
 import jwt
 import pytest
 
-from connect_service import ratelimit, statuses
-from connect_service.api.hot import HotRoutes
+from connect_service import create_app, ratelimit
 from connect_service.access_keys import create_access_key
+from connect_service.api.hot import HotRoutes
 from connect_service.db import database
 from connect_service.models import AuditEvent, Organization, RateLimitHit
 from tests.conftest import API_KEY_ONLY, HTTP_API_KEY
@@ -137,7 +137,6 @@ def test_an_unexpected_error_is_flasks_500(connect, lanes, user, monkeypatch):
     monkeypatch.setattr("connect_service.api.connect.statuses_for", broken)
     flask, _ = lanes.both("GET", "/v1/connect/requirements/statuses", hot=True, headers=connect.bearer(user["token"]))
     assert flask.status_code == 500 and b"secret-looking" not in flask.data
-    assert statuses.statuses_for is not broken  # the module's own function was left alone
     # an answer that cannot be written as JSON: the same 500, not a traceback past the middleware
     unwritable = [{"id": object()}]
     monkeypatch.setattr("connect_service.api.hot.statuses_for", lambda *args: unwritable)
@@ -276,4 +275,21 @@ def test_connection_errors_are_flasks(connect, lanes, user):
     with connect.app.app_context(), database.connection_context():
         _, other_key = create_access_key(Organization.create(name="Other org"), "other")
     flask, _ = lanes.both("GET", url, hot=True, headers=connect.bearer(other_key))
+    assert flask.status_code == 404
+
+
+def test_behind_a_proxy_both_lanes_see_the_forwarded_address_and_host(connect, user, caplog):
+    proxied = create_app(dict(connect.app.config["CONNECT"], proxy_count=1))  # ProxyFix in front of both lanes
+    lanes = Lanes(types.SimpleNamespace(app=proxied, client=proxied.test_client()), caplog)
+    url = f"/v1/connections/{user['connection_id']}?include_secrets=true"
+    forwarded = {**connect.auth, "X-Forwarded-For": "198.51.100.7"}
+    flask, _ = lanes.both("GET", url, hot=True, headers=forwarded)
+    assert flask.status_code == 200
+    assert caplog.records[-1].fields["remote_addr"] == "198.51.100.7"
+    with proxied.app_context(), database.connection_context():
+        ips = [e.ip for e in AuditEvent.select().where(AuditEvent.action == "connection.secrets_read")]
+    assert ips == ["198.51.100.7", "198.51.100.7"]
+    # the forwarded host decides the lane: an app's hostname serves tokens only
+    flask, _ = lanes.both("GET", "/v1/connect/requirements", hot=False,
+                          headers={**connect.bearer(user["token"]), "X-Forwarded-Host": user["app"]["hostname"]})
     assert flask.status_code == 404
