@@ -25,8 +25,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile

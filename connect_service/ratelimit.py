@@ -17,7 +17,6 @@ import math
 import secrets
 import time
 
-
 from . import errors
 from .db import compiled_sql, database, execute_compiled
 from .logs import current_request
