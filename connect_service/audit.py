@@ -29,8 +29,8 @@ ACTIONS = (
 )
 
 
-def _actor() -> tuple[str, str | None]:
-    if current_request() is not None:
+def _actor(in_request: bool) -> tuple[str, str | None]:
+    if in_request:
         key = g.get("access_key")
         if key is not None:
             return "access_key", key.id
@@ -47,8 +47,9 @@ def record(action: str, *, org_id: str | None, target_type: str | None = None, t
     The actor, client address and request id come from the current request
     (``system`` outside one). ``details`` must never hold a secret.
     """
-    actor_type, actor_id = _actor()
-    ip, request_id = current_request() or (None, None)
+    facts = current_request()
+    actor_type, actor_id = _actor(facts is not None)
+    ip, request_id = facts or (None, None)
     event = AuditEvent(org=org_id, at=utcnow(), actor_type=actor_type, actor_id=actor_id, action=action,
                        target_type=target_type, target_id=target_id, app_id=app_id, ip=ip,
                        request_id=request_id, details=details or {})
