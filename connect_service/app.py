@@ -20,7 +20,7 @@ from .api.hot import HotRoutes
 from .apps import app_by_hostname
 from .config import ConfigError, load_config
 from .crypto import Keyring
-from .hosts import management_hosts
+from .hosts import management_hosts, routing_host
 from .plugins import get_plugin_manager
 from .rotation import check_keys_decrypt
 
@@ -243,7 +243,7 @@ def _init_host_routing(app: Flask) -> None:
             return None
         if isinstance(req.routing_exception, MethodNotAllowed):  # a known path, another method: 405 + Allow
             return None
-        host = (req.host or "").rsplit(":", 1)[0].lower().rstrip(".")
+        host = routing_host(req.host or "")
         if host.startswith("[") or host in management:  # never an app host, whatever rows say
             if path in APP_HOST_PATHS:
                 raise errors.NotFound()

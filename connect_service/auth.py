@@ -101,12 +101,17 @@ def require_access_key(view=None, *, load: KeyLoader = load_access_key):
         found = verified_access_key(bearer(), load, kwargs)
         if found is None:
             raise errors.Unauthorized()
-        key, g.preloaded = found
-        g.org = key.org
-        g.access_key = key
+        remember_access_key(found)
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def remember_access_key(found: tuple[AccessKey, Any]) -> None:
+    """Set ``g.org``, ``g.access_key`` and ``g.preloaded`` from :func:`verified_access_key`'s answer."""
+    key, g.preloaded = found
+    g.org = key.org
+    g.access_key = key
 
 
 def token_app_query(*columns) -> pw.ModelSelect:
@@ -181,8 +186,13 @@ def require_connect_token(view=None, *, load: AppLoader = load_token_app):
         found = verified_connect(bearer(), load)
         if found is None:
             raise errors.Unauthorized()
-        g.connect, g.app, g.preloaded = found
-        g.org_id = found[1].org_id
+        remember_connect(found)
         return view(*args, **kwargs)
 
     return wrapper
+
+
+def remember_connect(found: tuple[ConnectToken, App, Any]) -> None:
+    """Set ``g.connect``, ``g.app``, ``g.org_id`` and ``g.preloaded`` from :func:`verified_connect`'s answer."""
+    g.connect, g.app, g.preloaded = found
+    g.org_id = found[1].org_id

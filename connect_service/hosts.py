@@ -235,6 +235,12 @@ def is_host_allowed(patterns: Iterable[str] | None, url: str) -> bool:
     return False
 
 
+def routing_host(host_header: str) -> str:
+    """A request's Host as host routing compares it with app hostnames and :func:`management_hosts`:
+    the port dropped, lower case, no trailing dot."""
+    return host_header.rsplit(":", 1)[0].lower().rstrip(".")
+
+
 def management_hosts(settings: dict) -> frozenset[str]:
     """Hosts that serve the management API and never an app: ``public_url``'s, ``localhost``, ``management_hosts``.
 

@@ -133,13 +133,11 @@ def test_an_unexpected_error_is_flasks_500(connect, lanes, user, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("secret-looking detail")
 
-    monkeypatch.setattr("connect_service.api.hot.statuses_for", broken)
-    monkeypatch.setattr("connect_service.api.connect.statuses_for", broken)
+    monkeypatch.setattr("connect_service.api.connect.statuses_for", broken)  # both lanes call statuses_answer
     flask, _ = lanes.both("GET", "/v1/connect/requirements/statuses", hot=True, headers=connect.bearer(user["token"]))
     assert flask.status_code == 500 and b"secret-looking" not in flask.data
     # an answer that cannot be written as JSON: the same 500, not a traceback past the middleware
     unwritable = [{"id": object()}]
-    monkeypatch.setattr("connect_service.api.hot.statuses_for", lambda *args: unwritable)
     monkeypatch.setattr("connect_service.api.connect.statuses_for", lambda *args: unwritable)
     flask, _ = lanes.both("GET", "/v1/connect/requirements/statuses", hot=True, headers=connect.bearer(user["token"]))
     assert flask.status_code == 500 and flask.get_json()["error"]["code"] == "internal_server_error"

@@ -1,6 +1,8 @@
 """End-user connect API: tokens (app hosts), requirements, statuses, config submission (seeds 000, 001)."""
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow as ma
 from flask import g
 from flask.views import MethodView
@@ -8,9 +10,10 @@ from flask.views import MethodView
 from .. import errors, ratelimit
 from ..auth import authenticate_access_key, bearer, require_connect_token
 from ..extensions import settings
+from ..models import App, Connection
 from ..requirements import deployed_requirements, find_requirement, requirement_view, submit_config
 from ..statuses import load_app_and_connections, statuses_for
-from ..tokens import TokenCreateSchema, issue_connect_token
+from ..tokens import ConnectToken, TokenCreateSchema, issue_connect_token
 from . import Blueprint, schemas
 from .common import dumped, resolve_path
 from .openapi import CONNECT_TOKEN, PUBLIC
@@ -40,6 +43,27 @@ def _deployed_requirement(requirement_id: str):
     return find_requirement(g.app, requirement_id)
 
 
+# --- the answers, also given by api/hot.py ------------------------------------------------------
+
+def token_answer(app: App, data: dict, credential: str | None) -> dict[str, str]:
+    """``POST /tokens`` on ``app``'s host: a private app needs an Access Key (``credential``) of its org."""
+    if app.visibility != "public":
+        key = authenticate_access_key(credential)
+        if key is None or key.org_id != app.org_id:
+            raise errors.Unauthorized()
+    return issue_connect_token(app, data)
+
+
+def requirements_answer(app: App) -> dict[str, Any]:
+    """``GET /requirements``: the deployed version's requirements."""
+    return {"data": [requirement_view(r) for r in deployed_requirements(app)]}
+
+
+def statuses_answer(identity: ConnectToken, app: App, connections: list[Connection] | None) -> dict[str, Any]:
+    """``GET /requirements/statuses`` for the token's user (``connections``: as the loader read them)."""
+    return {"data": statuses_for(app, identity.user_id, connections)}
+
+
 @blp.route("/tokens")
 class Tokens(MethodView):
     @blp.operation("createConnectToken", 400, 401, 404, 413, 415, 429, security=PUBLIC, description=(
@@ -55,11 +79,7 @@ class Tokens(MethodView):
         app = getattr(g, "host_app", None)
         if app is None:  # not an app host (see app.py's host routing)
             raise errors.NotFound()
-        if app.visibility != "public":
-            key = authenticate_access_key(bearer())
-            if key is None or key.org_id != app.org_id:
-                raise errors.Unauthorized()
-        return dumped(issue_connect_token(app, data)), 201, {"Cache-Control": "no-store"}
+        return dumped(token_answer(app, data, bearer())), 201, {"Cache-Control": "no-store"}
 
 
 @blp.route("/requirements")
@@ -70,7 +90,7 @@ class Requirements(MethodView):
     @blp.response(200, schemas.list_of(schemas.RequirementSchema, paged=False))
     def get(self):
         """List the requirements of the app's deployed version"""
-        return dumped({"data": [requirement_view(r) for r in deployed_requirements(g.app)]})
+        return dumped(requirements_answer(g.app))
 
 
 @blp.route("/requirements/statuses")
@@ -81,7 +101,7 @@ class Statuses(MethodView):
     @blp.response(200, schemas.list_of(schemas.RequirementStatusSchema, paged=False))
     def get(self):
         """Requirements with ``completed``/``pending`` for the token's user"""
-        return dumped({"data": statuses_for(g.app, g.connect.user_id, g.preloaded)})
+        return dumped(statuses_answer(g.connect, g.app, g.preloaded))
 
 
 @blp.route("/requirements/<string:requirement_id>/credentials")

@@ -5,8 +5,9 @@ An app's backend and the hosted page call four routes far more than any other:
 /v1/connect/requirements/statuses`` and ``GET /v1/connections/<id>`` (with
 ``include_secrets``). :class:`HotRoutes`, a WSGI middleware in front of Flask,
 answers their plain case itself: the same functions as the Flask views
-(``verified_connect``, ``statuses_for``, ``issue_connect_token``,
-``read_connection``…), in an app context of its own, minus what a plain case
+(``verified_connect``/``verified_access_key`` and the ``auth.remember_*`` that the
+decorators call, ``api/connect.py``'s ``*_answer``, ``lifecycle.read_connection``),
+in an app context of its own, minus what a plain case
 does not need: werkzeug's Request, URL matching, the view and hook dispatch.
 Its cheap counterparts of the hooks: the request id, the host rule of
 ``app._check_path_and_host``, ``Cache-Control: no-store`` and the access-log line.
@@ -37,14 +38,14 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from .. import errors, lifecycle
 from ..apps import app_by_hostname
-from ..auth import authenticate_access_key, bearer_value, verified_access_key, verified_connect
-from ..hosts import management_hosts
+from ..auth import bearer_value, remember_access_key, remember_connect, verified_access_key, verified_connect
+from ..hosts import management_hosts, routing_host
 from ..logs import log_request, logged_path, request_id_of
-from ..requirements import deployed_requirements, requirement_view
-from ..statuses import load_app_and_connections, statuses_for
-from ..tokens import TokenCreateSchema, issue_connect_token
+from ..statuses import load_app_and_connections
+from ..tokens import TokenCreateSchema
 from . import json_object
 from .common import load_key_and_connection, org_connection
+from .connect import requirements_answer, statuses_answer, token_answer
 from .connections import READ_ARGS
 
 STATUSES = "/v1/connect/requirements/statuses"
@@ -103,7 +104,7 @@ class HotRoutes:
         raw = environ.get("HTTP_HOST", "")
         if not _HOST.match(raw):
             return None
-        return raw.rsplit(":", 1)[0].lower().rstrip(".")
+        return routing_host(raw)
 
     def _respond(self, start_response: Callable, method: str, path: str, status: int, body: bytes):
         """A JSON answer with the headers Flask's hooks give a /v1/ answer, and its access-log line."""
@@ -137,9 +138,8 @@ def _statuses(hot: HotRoutes, environ: dict) -> Answer:
     found = verified_connect(bearer_value(environ.get("HTTP_AUTHORIZATION", "")), load_app_and_connections)
     if found is None:
         raise errors.Unauthorized()
-    identity, app, connections = found
-    _connect_identity(identity, app, connections)
-    return 200, {"data": statuses_for(app, identity.user_id, connections)}
+    remember_connect(found)
+    return 200, statuses_answer(*found)
 
 
 def _requirements(hot: HotRoutes, environ: dict) -> Answer:
@@ -148,13 +148,8 @@ def _requirements(hot: HotRoutes, environ: dict) -> Answer:
     found = verified_connect(bearer_value(environ.get("HTTP_AUTHORIZATION", "")))
     if found is None:
         raise errors.Unauthorized()
-    _connect_identity(*found)
-    return 200, {"data": [requirement_view(r) for r in deployed_requirements(found[1])]}
-
-
-def _connect_identity(identity, app, preloaded) -> None:
-    """What ``auth.require_connect_token`` sets in ``g``."""
-    g.connect, g.app, g.preloaded, g.org_id = identity, app, preloaded, app.org_id
+    remember_connect(found)
+    return 200, requirements_answer(found[1])
 
 
 def _tokens(hot: HotRoutes, environ: dict) -> Answer:
@@ -176,11 +171,7 @@ def _tokens(hot: HotRoutes, environ: dict) -> Answer:
         data = _TOKEN_BODY.load(json_object(raw, "application/json"))
     except (errors.APIError, ma.ValidationError):  # Flask answers with its 400, naming the field
         return None
-    if app.visibility != "public":
-        key = authenticate_access_key(bearer_value(environ.get("HTTP_AUTHORIZATION", "")))
-        if key is None or key.org_id != app.org_id:
-            raise errors.Unauthorized()
-    return 201, issue_connect_token(app, data)
+    return 201, token_answer(app, data, bearer_value(environ.get("HTTP_AUTHORIZATION", "")))
 
 
 def _connection(hot: HotRoutes, environ: dict) -> Answer:
@@ -203,8 +194,7 @@ def _connection(hot: HotRoutes, environ: dict) -> Answer:
                                 {"conn_id": conn_id})
     if found is None:
         raise errors.Unauthorized()
-    key, g.preloaded = found  # what auth.require_access_key sets
-    g.org, g.access_key = key.org, key
+    remember_access_key(found)
     conn = org_connection(conn_id)
     return 200, lifecycle.read_connection(conn, include_secrets=args["include_secrets"],
                                           refresh_mode=args["refresh"])
