@@ -59,7 +59,7 @@ class AccessKey(BaseModel):
 
 class App(BaseModel):
     id = pw.CharField(primary_key=True, default=lambda: str(uuid.uuid4()))
-    org = pw.ForeignKeyField(Organization, backref="apps", on_delete="CASCADE")
+    org = pw.ForeignKeyField(Organization, backref="apps", on_delete="CASCADE", index=False)  # (org, slug) leads with it
     name = pw.CharField()
     slug = pw.CharField()
     hostname = pw.CharField(unique=True)
@@ -94,7 +94,7 @@ class TokenRevocation(BaseModel):
 
 
 class WorkflowVersion(BaseModel):
-    app = pw.ForeignKeyField(App, backref="versions", on_delete="CASCADE")
+    app = pw.ForeignKeyField(App, backref="versions", on_delete="CASCADE", index=False)  # (app, number) leads with it
     number = pw.IntegerField()
     created_at = pw.DateTimeField(default=utcnow)
     deployed_at = pw.DateTimeField(null=True)
@@ -104,7 +104,8 @@ class WorkflowVersion(BaseModel):
 
 
 class Requirement(BaseModel):
-    version = pw.ForeignKeyField(WorkflowVersion, backref="requirements", on_delete="CASCADE")
+    version = pw.ForeignKeyField(WorkflowVersion, backref="requirements", on_delete="CASCADE",
+                                 index=False)  # (version, key) leads with it
     public_id = pw.CharField(index=True)  # uuid5(app id, key): stable across versions
     key = pw.CharField()
     type = pw.CharField()  # connection, or an action-account type name
@@ -154,8 +155,10 @@ class Credential(BaseModel):
 
 class Connection(BaseModel):
     id = pw.CharField(primary_key=True, default=lambda: new_id("conn"))
-    org = pw.ForeignKeyField(Organization, backref="connections", on_delete="CASCADE")
-    app = pw.ForeignKeyField(App, null=True, backref="connections", on_delete="CASCADE")
+    org = pw.ForeignKeyField(Organization, backref="connections", on_delete="CASCADE",
+                             index=False)  # (org, created_at) and (org, customer_id) lead with it
+    app = pw.ForeignKeyField(App, null=True, backref="connections", on_delete="CASCADE",
+                             index=False)  # the (app, customer_id, requirement_id) key leads with it
     type = pw.CharField()
     connector_name = pw.CharField()
     integration_id = pw.CharField(null=True)
@@ -264,7 +267,8 @@ class WebhookDelivery(BaseModel):
 
     id = pw.CharField(primary_key=True, default=lambda: new_id("whd"))
     event = pw.ForeignKeyField(WebhookEvent, backref="deliveries", on_delete="CASCADE")
-    endpoint = pw.ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE")
+    endpoint = pw.ForeignKeyField(WebhookEndpoint, backref="deliveries", on_delete="CASCADE",
+                                  index=False)  # (endpoint, created_at) leads with it
     status = pw.CharField(default="pending")  # pending | delivered | failed
     attempts = pw.IntegerField(default=0)
     last_status_code = pw.IntegerField(null=True)
@@ -287,7 +291,8 @@ class AuditEvent(BaseModel):
     """Who did what to which object (never a secret); written in the transaction of the change."""
 
     id = pw.CharField(primary_key=True, default=lambda: new_id("aud"))
-    org = pw.ForeignKeyField(Organization, null=True, backref="audit_events", on_delete="CASCADE")
+    org = pw.ForeignKeyField(Organization, null=True, backref="audit_events", on_delete="CASCADE",
+                             index=False)  # (org, at) leads with it
     at = pw.DateTimeField(default=utcnow)
     actor_type = pw.CharField()  # access_key | connect_token | system
     actor_id = pw.CharField(null=True)
