@@ -13,9 +13,9 @@ from typing import Any
 from flask import g
 
 from . import errors
-from .db import compiled_sql, database, execute_compiled
+from .db import as_loaded, compiled_sql, database, execute_compiled
 from .logs import current_request
-from .models import AuditEvent, utcnow
+from .models import AuditEvent, new_id, utcnow
 from .timestamps import iso
 
 #: the actions recorded (``GET /v1/audit-events?action=``)
@@ -50,14 +50,15 @@ def record(action: str, *, org_id: str | None, target_type: str | None = None, t
     facts = current_request()
     actor_type, actor_id = _actor(facts is not None)
     ip, request_id = facts or (None, None)
-    event = AuditEvent(org=org_id, at=utcnow(), actor_type=actor_type, actor_id=actor_id, action=action,
-                       target_type=target_type, target_id=target_id, app_id=app_id, ip=ip,
-                       request_id=request_id, details=details or {})
-    # one INSERT whose SQL peewee builds once per process (a secrets read writes one on every request)
+    row = {"id": new_id("aud"), "org": org_id, "at": utcnow(), "actor_type": actor_type, "actor_id": actor_id,
+           "action": action, "target_type": target_type, "target_id": target_id, "app_id": app_id, "ip": ip,
+           "request_id": request_id, "details": details or {}}
+    # one INSERT whose SQL peewee builds once per process (a secrets read writes one on every request), its
+    # values converted by the fields themselves; the instance is built as loaded, without a default to compute
     fields = AuditEvent._meta.sorted_fields
     sql = compiled_sql("audit.record", lambda: AuditEvent.insert({f: "" for f in fields}))
-    execute_compiled(sql, tuple(f.db_value(event.__data__[f.name]) for f in fields)).close()
-    return event
+    execute_compiled(sql, tuple(f.db_value(row[f.name]) for f in fields)).close()
+    return as_loaded(AuditEvent, row)
 
 
 def event_view(event: AuditEvent) -> dict[str, Any]:

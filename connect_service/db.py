@@ -248,10 +248,10 @@ def execute_compiled(sql: str, params: tuple):
 
 def loaded_instance(model: type, fields: tuple, values) -> Any:
     """A (partial) ``model`` instance of ``fields`` holding ``values`` as the database returned them."""
-    return _loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, values)})
+    return as_loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, values)})
 
 
-def _loaded(model: type, data: dict) -> Any:
+def as_loaded(model: type, data: dict) -> Any:
     """An instance holding ``data`` as loaded from the database (what ``Model(__no_default__=1, **data)``
     followed by clearing ``_dirty`` gives, without a descriptor call per field)."""
     obj = model.__new__(model)
@@ -273,7 +273,7 @@ def fetch_models(sql: str, params: tuple, *models: type, extra: tuple = ()) -> l
     for row in execute_compiled(sql, params).fetchall():
         instances, i = [], 0
         for model, fields in shapes:
-            instances.append(_loaded(model, {f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)}))
+            instances.append(as_loaded(model, {f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)}))
             i += len(fields)
         if extra:
             out.append((tuple(instances), tuple(f.python_value(v) for f, v in zip(extra, row[i:]))))

@@ -17,7 +17,8 @@ import peewee
 
 from .. import outbox
 from ..connections import read_settings, seal_settings
-from ..db import compiled_sql, database, db_now, fetch_models, is_postgres, write_transaction
+from ..db import (as_loaded, compiled_sql, database, db_now, fetch_models, is_postgres, loaded_instance,
+                  write_transaction)
 from ..models import Connection, Credential
 from ..oauth2_provider import OAuth2Provider
 from .token_store import token_settings
@@ -84,13 +85,6 @@ def _sealed(conn: Connection, result: Refreshed, previous: dict[str, Any],
     return seal_settings(conn, {**previous, **stored}), expires_at  # keys beside "oauth" survive a refresh
 
 
-def _loaded(data: dict[str, Any]) -> Connection:
-    """A Connection holding ``data`` as if loaded from the database (no defaults computed, nothing dirty)."""
-    conn = Connection.__new__(Connection)
-    conn.__data__, conn._dirty, conn.__rel__ = data, set(), {}
-    return conn
-
-
 def _current_rows(ids: list[str]) -> list[Connection]:
     """The rows of ``ids`` as stored now (one query; on PostgreSQL its SQL is built once per process)."""
     if not is_postgres():
@@ -109,7 +103,7 @@ def _write_postgres(rows: list[tuple[Connection, int, str, datetime.datetime, st
         params += [conn.id, generation, sealed, expires_at, old]
     fields = tuple(Connection._meta.fields[name] for name in _EVENT_FIELDS)
     sql = _update_sql(len(rows), check_ciphertext)
-    return [_loaded({f.name: f.python_value(v) for f, v in zip(fields, values)})
+    return [loaded_instance(Connection, fields, values)
             for values in database.execute_sql(sql, params).fetchall()]
 
 
@@ -139,7 +133,7 @@ def store_refreshes(results: Sequence[Refreshed]) -> tuple[set[str], dict[str, E
         if is_postgres():
             first = []
             for result in results:
-                conn = _loaded({"id": result.connection_id})
+                conn = as_loaded(Connection, {"id": result.connection_id})
                 try:
                     sealed, expires_at = _sealed(conn, result, result.seen_settings or {}, now)
                 except Exception as exc:  # one bad row must not lose the others' rotated tokens
