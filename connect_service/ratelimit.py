@@ -12,6 +12,7 @@ holds a whole /64 and could otherwise rotate through 2^64 addresses.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import secrets
@@ -29,7 +30,12 @@ PURGE_ONE_IN = 50
 
 def client_address() -> str:
     """The address buckets are keyed by: ``request.remote_addr`` after ProxyFix, an IPv6 one as its /64."""
-    raw = (current_request() or ("",))[0] or ""
+    return bucket_address((current_request() or ("",))[0] or "")
+
+
+@functools.lru_cache(maxsize=4096)  # a pure function of the text: each worker parses an address once
+def bucket_address(raw: str) -> str:
+    """``raw`` as a bucket names it: an IPv4 address, an IPv6 one as its /64, anything else as given."""
     try:
         address = ipaddress.ip_address(raw)
     except ValueError:

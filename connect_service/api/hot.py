@@ -27,9 +27,11 @@ status, headers, body, the stored effects and the access-log line.
 """
 from __future__ import annotations
 
+import functools
 import io
 import re
 import time
+from types import MappingProxyType
 from typing import Any, Callable
 
 import marshmallow as ma
@@ -174,21 +176,27 @@ def _tokens(hot: HotRoutes, environ: dict) -> Answer:
     return 201, token_answer(app, data, bearer_value(environ.get("HTTP_AUTHORIZATION", "")))
 
 
+@functools.lru_cache(maxsize=64)  # a pure function of the text, which _READ_QUERY keeps short
+def _read_args(query: str) -> MappingProxyType | None:
+    """``READ_ARGS`` loaded from ``query``, or None for one Flask answers (a name given twice, a bad value)."""
+    pairs = [pair.split("=", 1) for pair in query.split("&")] if query else []
+    params = dict(pairs)
+    if len(params) != len(pairs):  # a name given twice: werkzeug's first value wins, Flask answers
+        return None
+    try:
+        return MappingProxyType(READ_ARGS.load(params))
+    except ma.ValidationError:
+        return None
+
+
 def _connection(hot: HotRoutes, environ: dict) -> Answer:
     conn_id = environ["PATH_INFO"][len(CONNECTION):]
     query = environ.get("QUERY_STRING", "")
     if (not _CONN_ID.match(conn_id) or hot.host(environ) not in hot.management
             or (query and not _READ_QUERY.match(query))):
         return None
-    pairs = [pair.split("=", 1) for pair in query.split("&")] if query else []
-    params = dict(pairs)
-    if len(params) != len(pairs):  # a name given twice: werkzeug's first value wins, Flask answers
-        return None
-    try:
-        args = READ_ARGS.load(params)
-    except ma.ValidationError:
-        return None
-    if args["include_secrets"] and args["refresh"] == "force":
+    args = _read_args(query)
+    if args is None or (args["include_secrets"] and args["refresh"] == "force"):
         return None
     found = verified_access_key(bearer_value(environ.get("HTTP_AUTHORIZATION", "")), load_key_and_connection,
                                 {"conn_id": conn_id})
