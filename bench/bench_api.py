@@ -15,6 +15,11 @@ mean bare req/s of the same rounds. Rate limits are raised so wrk measures work,
 "ratio range" is the lowest and highest ratio of a row's rounds, each against the bare run just
 before it: how far the machine's noise moves a ratio within one run; "median" is the median of
 those paired ratios, which a slow spell of the machine during one round moves least.
+"CPU µs" is the machine's busy CPU time per request during a row's rounds (median; from
+``/proc/stat``, so the servers, wrk and PostgreSQL all count), "CPU ratio" the median over the
+rounds of bare's CPU µs per request over the row's, and "idle" the median share of CPU time left
+idle. On a machine whose CPUs are the limit, the CPU ratio is what the req/s ratio would be; it
+moves less in the host's slow spells, when req/s drops with the CPUs partly idle.
 The first row, "floor", is bare Flask plus one primary-key lookup through the plain driver
 (bare_app.py's /ping-db): what any endpoint that reads the database once per request can reach.
 Prints req/s, ratio, p50, p99 and the non-2xx count per row, plus each server's worker RSS
@@ -105,7 +110,9 @@ def wrk(url: str, seconds: float, headers: dict[str, str], body: str | None = No
                      'wrk.headers["Content-Type"] = "application/json"\n')
         script.close()
         cmd += ["-s", script.name]
+    before = cpu_jiffies()
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
+    busy, total = (b - a for a, b in zip(before, cpu_jiffies()))
     if script:
         os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -113,7 +120,19 @@ def wrk(url: str, seconds: float, headers: dict[str, str], body: str | None = No
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errs = re.search(r"Socket errors:.*", out)
     return {"rps": rps, "p50": _ms(out, "50%"), "p99": _ms(out, "99%"), "n": requests_total,
-            "non2xx": int(bad.group(1)) if bad else 0, "sockerr": errs.group(0) if errs else ""}
+            "non2xx": int(bad.group(1)) if bad else 0, "sockerr": errs.group(0) if errs else "",
+            "cpu_us": busy / CLK_TCK * 1e6 / max(requests_total, 1), "idle": 1 - busy / max(total, 1)}
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_jiffies() -> tuple[int, int]:
+    """The machine's busy and total CPU time so far, in clock ticks (``/proc/stat``: every process, the
+    servers, wrk and PostgreSQL alike; idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 
 def _ms(out: str, pct: str) -> float:
@@ -169,6 +188,7 @@ def run_rounds(servers: Servers, rounds: int, seconds: float, only: list[str] | 
             results["bare"].append(bare)
             run = wrk(url, seconds, headers, body)
             run["pair_ratio"] = run["rps"] / bare["rps"]  # against the bare run just before it
+            run["cpu_ratio"] = bare["cpu_us"] / run["cpu_us"]  # machine CPU per request, the same pair
             results.setdefault(label, []).append(run)
     return results
 
@@ -177,19 +197,21 @@ def summarise(runs: list[dict]) -> dict:
     runs_sorted = sorted(runs, key=lambda r: r["p50"])
     return {"rps": sum(r["rps"] for r in runs) / len(runs), "p50": runs_sorted[len(runs) // 2]["p50"],
             "p99": max(r["p99"] for r in runs), "non2xx": sum(r["non2xx"] for r in runs),
-            "n": sum(r["n"] for r in runs)}
+            "n": sum(r["n"] for r in runs), "cpu_us": statistics.median(r["cpu_us"] for r in runs),
+            "idle": statistics.median(r["idle"] for r in runs)}
 
 
 def print_table(all_results: list[tuple[str, dict, dict]], rounds: int, seconds: float, workers: int) -> None:
     print(f"\nwrk -t1 -c16, {rounds} alternating round(s) of {seconds:g} s per row; gunicorn "
           f"deploy/gunicorn.conf.py, {workers} workers x 4 threads; load average now {load()}\n")
     print(f"{'endpoint':46} {'db':10} {'req/s':>7} {'bare':>7} {'ratio':>6} {'p50 ms':>7} {'p99 ms':>7}"
-          f" {'non-2xx':>7} {'ratio range':>12} {'median':>6}")
-    print("-" * 124)
+          f" {'non-2xx':>7} {'ratio range':>12} {'median':>6} {'CPU µs':>6} {'CPU ratio':>9} {'idle':>5}")
+    print("-" * 148)
     for db, results, rss in all_results:
         bare = summarise(results["bare"])
         print(f"{'bare Flask GET /ping':46} {db:10} {bare['rps']:7.0f} {bare['rps']:7.0f} {1:6.2f} "
-              f"{bare['p50']:7.2f} {bare['p99']:7.2f} {bare['non2xx']:7d}")
+              f"{bare['p50']:7.2f} {bare['p99']:7.2f} {bare['non2xx']:7d} {'':12} {'':6} {bare['cpu_us']:6.0f}"
+              f" {1:9.2f} {bare['idle']:5.0%}")
         for label, runs in results.items():
             if label == "bare":
                 continue
@@ -197,7 +219,8 @@ def print_table(all_results: list[tuple[str, dict, dict]], rounds: int, seconds:
             pairs = [r["pair_ratio"] for r in runs]
             print(f"{label:46} {db:10} {s['rps']:7.0f} {bare['rps']:7.0f} {s['rps'] / bare['rps']:6.2f} "
                   f"{s['p50']:7.2f} {s['p99']:7.2f} {s['non2xx']:7d} {min(pairs):5.2f}-{max(pairs):4.2f}"
-                  f" {statistics.median(pairs):6.2f}")
+                  f" {statistics.median(pairs):6.2f} {s['cpu_us']:6.0f}"
+                  f" {statistics.median(r['cpu_ratio'] for r in runs):9.2f} {s['idle']:5.0%}")
         print(f"{'worker RSS MB (bare | service)':46} {db:10} {rss['bare']} | {rss['service']}")
     print()
 

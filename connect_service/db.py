@@ -14,6 +14,7 @@ the service recovers on its own when the database is back.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import threading
 import time
@@ -248,7 +249,25 @@ def execute_compiled(sql: str, params: tuple):
 
 def loaded_instance(model: type, fields: tuple, values) -> Any:
     """A (partial) ``model`` instance of ``fields`` holding ``values`` as the database returned them."""
-    return as_loaded(model, {f.name: f.python_value(v) for f, v in zip(fields, values)})
+    return as_loaded(model, {name: v if convert is None else convert(v)
+                             for (name, convert), v in zip(converters(fields), values)})
+
+
+_PLAIN_TEXT = (peewee.CharField, peewee.TextField, peewee.FixedCharField)
+
+
+def _converter(field: peewee.Field) -> Callable | None:
+    """``field.python_value``, or None where it returns what both drivers give (text columns: a str or None)."""
+    target = field.rel_field if isinstance(field, peewee.ForeignKeyField) else field
+    plain = (type(target).python_value is peewee.Field.python_value
+             and type(target).adapt is peewee._StringField.adapt and isinstance(target, _PLAIN_TEXT))
+    return None if plain else field.python_value
+
+
+@functools.lru_cache(maxsize=256)  # per tuple of fields, which the models fix: built once per worker
+def converters(fields: tuple) -> tuple[tuple[str, Callable | None], ...]:
+    """``(name, python_value or None)`` per field, None where the driver's value is already the field's."""
+    return tuple((f.name, _converter(f)) for f in fields)
 
 
 def as_loaded(model: type, data: dict) -> Any:
@@ -268,13 +287,14 @@ def fetch_models(sql: str, params: tuple, *models: type, extra: tuple = ()) -> l
     computed, nothing dirty), without peewee building the SQL again. With ``extra`` (fields
     selected after the models' columns), each row is ``(instances, extra values)`` instead.
     """
-    shapes = [(model, model._meta.sorted_fields) for model in models]
+    shapes = [(model, converters(tuple(model._meta.sorted_fields))) for model in models]
     out = []
     for row in execute_compiled(sql, params).fetchall():
         instances, i = [], 0
-        for model, fields in shapes:
-            instances.append(as_loaded(model, {f.name: f.python_value(row[i + n]) for n, f in enumerate(fields)}))
-            i += len(fields)
+        for model, shape in shapes:
+            instances.append(as_loaded(model, {name: v if convert is None else convert(v)
+                                               for (name, convert), v in zip(shape, row[i:i + len(shape)])}))
+            i += len(shape)
         if extra:
             out.append((tuple(instances), tuple(f.python_value(v) for f, v in zip(extra, row[i:]))))
         else:

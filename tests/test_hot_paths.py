@@ -357,3 +357,18 @@ def test_the_lock_free_log_handler_keeps_every_line_whole_under_concurrent_threa
         reader.join()
     lines = [json.loads(line) for line in received[0].splitlines()]
     assert sorted((line["thread"], line["n"]) for line in lines) == [(t, n) for t in range(8) for n in range(500)]
+
+
+def test_hot_loaders_build_the_instances_peewee_builds(connect):
+    """``db.fetch_models`` takes a text column's value as the driver gives it and converts every other
+    one: each stored row of these tables loads exactly as through peewee's own select."""
+    from connect_service.models import AccessKey, App, AuditEvent, Organization
+    app_with_connection(connect)
+    connect.client.get("/v1/connections?include_secrets=true", headers=connect.auth)  # an audit row or more
+    with connect.app.app_context(), database.connection_context():
+        for model in (Organization, AccessKey, App, Connection, AuditEvent):
+            sql, params = model.select().order_by(model._meta.primary_key).sql()
+            expected = [row.__data__ for row in model.select().order_by(model._meta.primary_key)]
+            loaded = [instance.__data__ for (instance,) in db.fetch_models(sql, tuple(params), model)]
+            assert expected and loaded == expected, model.__name__
+            assert [type(v) for v in loaded[0].values()] == [type(v) for v in expected[0].values()]
