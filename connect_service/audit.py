@@ -13,7 +13,7 @@ from typing import Any
 from flask import g
 
 from . import errors
-from .db import as_loaded, compiled_sql, database, execute_compiled
+from .db import as_loaded, compiled_sql, database, execute_compiled, write_turn
 from .logs import current_request
 from .models import AuditEvent, new_id, utcnow
 from .timestamps import iso
@@ -57,7 +57,9 @@ def record(action: str, *, org_id: str | None, target_type: str | None = None, t
     # values converted by the fields themselves; the instance is built as loaded, without a default to compute
     fields = AuditEvent._meta.sorted_fields
     sql = compiled_sql("audit.record", lambda: AuditEvent.insert({f: "" for f in fields}))
-    execute_compiled(sql, tuple(f.db_value(row[f.name]) for f in fields)).close()
+    params = tuple(f.db_value(row[f.name]) for f in fields)
+    with write_turn():
+        execute_compiled(sql, params).close()
     return as_loaded(AuditEvent, row)
 
 

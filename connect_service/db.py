@@ -27,6 +27,8 @@ from playhouse.db_url import connect as connect_url
 from playhouse.db_url import parse as parse_url
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase
 
+from .write_turns import WriteTurns, turn_of
+
 database = peewee.DatabaseProxy()
 
 #: seconds a new PostgreSQL connection may take (TCP plus start-up) before the request answers 503
@@ -162,6 +164,9 @@ def open_database(url: str, pool_size: int = 8, prepared_statements: bool = True
         db = connect_url(url.replace("sqlite://", "sqlite+pool://", 1), pragmas=SQLITE_PRAGMAS,
                          max_connections=None, stale_timeout=300, timeout=POOL_WAIT_SECONDS,
                          check_same_thread=False)
+        path = urlsplit(url).path[1:]
+        if path and path != ":memory:" and not path.startswith("file:"):
+            db.write_turns = WriteTurns(path)  # see write_turn
     elif url.startswith(("postgres://", "postgresql://")):
         params = parse_url(url)
         db = RecentlyUsedPool(params.pop("database"), max_connections=pool_size, stale_timeout=300,
@@ -309,6 +314,13 @@ def fetch_columns(sql: str, params: tuple, model: type, fields: tuple) -> list:
 
 def is_postgres() -> bool:
     return isinstance(database.obj, peewee.PostgresqlDatabase)
+
+
+def write_turn():
+    """Around a hot write made outside a transaction (execute and read its rows inside): on SQLite, this
+    thread's turn to write, so writers queue instead of sleeping in SQLite's busy handler
+    (:mod:`connect_service.write_turns`); a no-op on PostgreSQL and inside a transaction."""
+    return turn_of(database.obj)
 
 
 def write_transaction():

@@ -19,7 +19,7 @@ import secrets
 import time
 
 from . import errors
-from .db import compiled_sql, database, execute_compiled
+from .db import compiled_sql, database, execute_compiled, write_turn
 from .logs import current_request
 from .models import RateLimitHit
 
@@ -59,7 +59,8 @@ def hit(bucket: str, limit: int, now: float | None = None) -> None:
     now = time.time() if now is None else now
     window = int(now // WINDOW)
     # fetchall: SQLite finishes (and commits) an INSERT … RETURNING only once its rows are read
-    count = execute_compiled(_upsert_sql(), (bucket, window)).fetchall()[0][0]
+    with write_turn():
+        count = execute_compiled(_upsert_sql(), (bucket, window)).fetchall()[0][0]
     if count == 1:  # this request opened the window: this bucket's older windows go (by primary key)
         RateLimitHit.delete().where(RateLimitHit.bucket == bucket, RateLimitHit.window < window).execute()
         if secrets.randbelow(PURGE_ONE_IN) == 0:  # now and then, everybody's
