@@ -13,6 +13,7 @@ the service recovers on its own when the database is back.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import os
@@ -317,17 +318,20 @@ def is_postgres() -> bool:
 
 
 def write_turn():
-    """Around a hot write made outside a transaction (execute and read its rows inside): on SQLite, this
-    thread's turn to write, so writers queue instead of sleeping in SQLite's busy handler
-    (:mod:`connect_service.write_turns`); a no-op on PostgreSQL and inside a transaction."""
+    """Around a write made outside a transaction (run it and read its rows inside): on SQLite, this thread's
+    turn to write (:mod:`connect_service.write_turns`); a no-op on PostgreSQL and inside a transaction."""
     return turn_of(database.obj)
 
 
+@contextlib.contextmanager
 def write_transaction():
-    """A transaction that takes the write lock up front on SQLite (no upgrade deadlocks)."""
+    """A transaction that takes the write lock up front on SQLite (no upgrade deadlocks), in its write turn."""
     if isinstance(database.obj, peewee.SqliteDatabase):
-        return database.atomic("IMMEDIATE")
-    return database.atomic()
+        with write_turn(), database.atomic("IMMEDIATE"):
+            yield
+    else:
+        with database.atomic():
+            yield
 
 
 def db_now() -> datetime.datetime:

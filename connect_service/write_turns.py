@@ -6,15 +6,18 @@ taken waits in SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms between tr
 holds the lock for some 30–50 µs. Under load, the request threads of the gunicorn
 workers woke late from those sleeps, with the CPUs partly idle.
 
-:class:`WriteTurns` queues the hot writes instead (a rate-limit hit, the audit row of a
-secrets read): the threads of a process on a lock, the processes on ``flock`` of a file
-beside the database (``<database>-writers``). Both wake the next writer as soon as
-the turn is given back.
+:class:`WriteTurns` queues writers instead: the threads of a process on a lock, the
+processes on ``flock`` of a file beside the database (``<database>-writers``). Both
+wake the next writer as soon as the turn is given back. A turn is taken by
+``db.write_transaction`` (the outermost one, for its whole length) and by the hot
+single-statement writes made outside a transaction (``db.write_turn``: a rate-limit
+hit, the audit row of a secrets read).
 
-Only a write made outside a transaction takes a turn. A transaction may already hold
-SQLite's write lock while a writer holding the turn waits for that lock; if the
-transaction then waited for the turn, neither could go on until the busy timeout.
-Transactions keep SQLite's own waiting, as every other write does.
+Nothing takes a turn inside a transaction. A transaction that did not begin with one
+(``database.atomic()``) may hold SQLite's write lock while a writer holding the turn
+waits for that lock; if the transaction then waited for the turn, neither could go
+on until the busy timeout. Such transactions, and writes outside ``write_turn``, keep
+SQLite's own waiting; a turn's holder waits for them there.
 """
 from __future__ import annotations
 
@@ -44,6 +47,10 @@ class WriteTurns:
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._fd: int | None = None
+
+    def __del__(self) -> None:  # a database dropped (tests open many) takes its file descriptor along
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
     def _own(self) -> tuple[threading.Lock, int]:
         """This process's lock and file descriptor: a forked child opens its own, since ``flock``

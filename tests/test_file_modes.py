@@ -4,7 +4,7 @@ import stat
 
 from connect_service.app import create_app
 from connect_service.config import DEV_SECRET_FILE, load_config
-from connect_service.db import database
+from connect_service.db import database, write_transaction
 
 
 def mode(path) -> int:
@@ -27,5 +27,8 @@ def test_development_secrets_and_sqlite_file_are_private(tmp_path, monkeypatch):
             for sidecar in ("connect.db-wal", "connect.db-shm"):  # SQLite gives them the database's mode
                 if (instance / sidecar).exists():
                     assert mode(instance / sidecar) == 0o600
+            with write_transaction():  # the first write turn makes the writers' lock file
+                database.execute_sql("INSERT INTO t VALUES (2)")
+            assert mode(instance / "connect.db-writers") == 0o600
     finally:
         os.umask(old)

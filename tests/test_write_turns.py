@@ -1,5 +1,6 @@
 """SQLite's hot writers take turns (connect_service/write_turns.py): across processes, and never
 with a transaction waiting for a turn that waits for the transaction's lock."""
+import fcntl
 import os
 import subprocess
 import sys
@@ -51,9 +52,24 @@ def test_a_hot_write_waits_for_the_turn_another_process_holds(sqlite_file):
     assert os.path.exists(f"{path}-writers")
 
 
+def test_a_write_transaction_holds_the_turn_for_its_whole_length(sqlite_file):
+    path, db = sqlite_file
+    other = os.open(f"{path}-writers", os.O_RDWR)
+    try:
+        with write_transaction():
+            RateLimitHit.insert(bucket="transaction", window=1, count=1).execute()
+            with pytest.raises(BlockingIOError):  # another process would wait here
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with write_transaction():  # nested: a savepoint, no second turn to wait for
+                audit.record("keys.rotated", org_id=None)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # given back with the commit
+    finally:
+        os.close(other)
+
+
 def test_a_write_inside_a_transaction_does_not_wait_for_a_turn(sqlite_file):
-    """The transaction holds SQLite's write lock and the other thread holds the turn, waiting for that
-    lock: the transaction's audit row goes ahead, then the other thread's write."""
+    """A transaction begun without a turn holds SQLite's write lock, and the other thread holds the turn,
+    waiting for that lock: the transaction's audit row goes ahead, then the other thread's write."""
     path, db = sqlite_file
     failures = []
 
@@ -65,8 +81,8 @@ def test_a_write_inside_a_transaction_does_not_wait_for_a_turn(sqlite_file):
         finally:
             database.close()
 
-    with write_transaction():
-        RateLimitHit.insert(bucket="transaction", window=1, count=1).execute()
+    with database.atomic():
+        RateLimitHit.insert(bucket="transaction", window=1, count=1).execute()  # now holds SQLite's lock
         other = threading.Thread(target=hit)
         other.start()
         deadline = time.monotonic() + 10
