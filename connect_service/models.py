@@ -59,7 +59,8 @@ class AccessKey(BaseModel):
 
 class App(BaseModel):
     id = pw.CharField(primary_key=True, default=lambda: str(uuid.uuid4()))
-    org = pw.ForeignKeyField(Organization, backref="apps", on_delete="CASCADE", index=False)  # (org, slug) leads with it
+    org = pw.ForeignKeyField(Organization, backref="apps", on_delete="CASCADE",
+                             index=False)  # (org, slug) leads with it
     name = pw.CharField()
     slug = pw.CharField()
     hostname = pw.CharField(unique=True)
@@ -94,7 +95,8 @@ class TokenRevocation(BaseModel):
 
 
 class WorkflowVersion(BaseModel):
-    app = pw.ForeignKeyField(App, backref="versions", on_delete="CASCADE", index=False)  # (app, number) leads with it
+    app = pw.ForeignKeyField(App, backref="versions", on_delete="CASCADE",
+                             index=False)  # (app, number) leads with it
     number = pw.IntegerField()
     created_at = pw.DateTimeField(default=utcnow)
     deployed_at = pw.DateTimeField(null=True)

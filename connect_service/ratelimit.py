@@ -61,10 +61,10 @@ def hit(bucket: str, limit: int, now: float | None = None) -> None:
     # fetchall: SQLite finishes (and commits) an INSERT … RETURNING only once its rows are read
     with write_turn():
         count = execute_compiled(_upsert_sql(), (bucket, window)).fetchall()[0][0]
-    if count == 1:  # this request opened the window: this bucket's older windows go (by primary key)
-        RateLimitHit.delete().where(RateLimitHit.bucket == bucket, RateLimitHit.window < window).execute()
-        if secrets.randbelow(PURGE_ONE_IN) == 0:  # now and then, everybody's
-            purge(now)
+        if count == 1:  # this request opened the window: this bucket's older windows go (by primary key)
+            RateLimitHit.delete().where(RateLimitHit.bucket == bucket, RateLimitHit.window < window).execute()
+            if secrets.randbelow(PURGE_ONE_IN) == 0:  # now and then, everybody's
+                purge(now)
     if count > limit:
         retry = max(1, math.ceil((window + 1) * WINDOW - now))
         raise errors.TooManyRequests({"input": f"at most {limit} requests per minute; retry in {retry} s"},

@@ -1,4 +1,4 @@
-"""The hot writers of one SQLite file take turns instead of sleeping in SQLite's busy handler.
+"""The writers of one SQLite file take turns instead of sleeping in SQLite's busy handler.
 
 SQLite lets one connection write at a time. A connection that finds the write lock
 taken waits in SQLite's busy handler, which sleeps 1, 2, 5, 10 … ms between tries
