@@ -18,8 +18,9 @@ those paired ratios, which a slow spell of the machine during one round moves le
 "CPU µs" is the machine's busy CPU time per request during a row's rounds (median; from
 ``/proc/stat``, so the servers, wrk and PostgreSQL all count), "CPU ratio" the median over the
 rounds of bare's CPU µs per request over the row's, and "idle" the median share of CPU time left
-idle. On a machine whose CPUs are the limit, the CPU ratio is what the req/s ratio would be; it
-moves less in the host's slow spells, when req/s drops with the CPUs partly idle.
+idle. On a machine whose CPUs are the limit, the CPU ratio is what the req/s ratio would be; a
+row whose req/s ratio falls well below its CPU ratio, with idle CPU, was waiting, not working
+(a lock, a sleep, or the host's slow spells, which move both figures).
 The first row, "floor", is bare Flask plus one primary-key lookup through the plain driver
 (bare_app.py's /ping-db): what any endpoint that reads the database once per request can reach.
 Prints req/s, ratio, p50, p99 and the non-2xx count per row, plus each server's worker RSS
