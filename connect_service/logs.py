@@ -83,7 +83,7 @@ def init_app(app) -> None:
         request_id = getattr(state, "request_id", "")
         response.headers["X-Request-Id"] = request_id
         req = request._get_current_object()
-        log_request(request_id, req.method, logged_path(req.path), response.status_code, req.remote_addr,
+        log_request(request_id, req.method, req.path, response.status_code, req.remote_addr,
                     getattr(state, "started", None))
         return response
 
@@ -120,13 +120,13 @@ def logged_path(path: str) -> str:
 
 def log_request(request_id: str, method: str, path: str, status: int, remote_addr: str | None,
                 started: float | None) -> None:
-    """The access log's line for one request (``path`` as :func:`logged_path` gives it)."""
+    """The access log's line for one request (its ``path`` as :func:`logged_path` shows it)."""
     if access_log.isEnabledFor(logging.INFO):
         # made here and handed on, as ``access_log.info`` would, without its search of the stack for
         # the caller's file and line (this line's source is always this function)
         access_log.handle(access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, "request", (), None,
                                                 extra={"fields": {
-            "request_id": request_id or None, "method": method, "path": path,
+            "request_id": request_id or None, "method": method, "path": logged_path(path),
             "status": status, "remote_addr": remote_addr,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else 0.0,
         }}))

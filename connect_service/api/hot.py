@@ -42,7 +42,7 @@ from .. import errors, lifecycle
 from ..apps import app_by_hostname
 from ..auth import bearer_value, remember_access_key, remember_connect, verified_access_key, verified_connect
 from ..hosts import management_hosts, routing_host
-from ..logs import log_request, logged_path, request_id_of
+from ..logs import log_request, request_id_of
 from ..statuses import load_app_and_connections
 from ..tokens import TokenCreateSchema
 from . import json_object
@@ -114,7 +114,7 @@ class HotRoutes:
         start_response(f"{status} {HTTP_STATUS_CODES[status].upper()}", [
             ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
             ("Cache-Control", "no-store"), ("X-Request-Id", state.request_id)])
-        log_request(state.request_id, method, logged_path(path), status, state.remote_addr, state.started)
+        log_request(state.request_id, method, path, status, state.remote_addr, state.started)
         return [body]
 
     def _flask_error(self, environ: dict, start_response: Callable, exc: Exception):
